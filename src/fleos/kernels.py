@@ -79,7 +79,8 @@ def post_kernel(K: Array, activation: str = "erf") -> Array:
 def post_kernel_cross(
     K_ab: Array, k_aa: Array, k_bb: Array, activation: str = "erf"
 ) -> Array:
-    """G for a rectangular block: K_ab (..., m_a, m_b), diagonals k_aa (..., m_a), k_bb (..., m_b)."""
+    """G for a rectangular block: K_ab (..., m_a, m_b), diagonals k_aa (..., m_a) and
+    k_bb (..., m_b)."""
     return activation_kernel(activation)(K_ab, k_aa[..., :, None], k_bb[..., None, :])
 
 
