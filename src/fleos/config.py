@@ -1,0 +1,390 @@
+"""Typed configuration of sampling experiments (docs/architecture.md, "Configuration").
+
+One entry of ``experiments:`` in ``config/*.yaml`` becomes an `ExperimentConfig`; one sampling
+job (experiment × n × width × seed chunk) is a `JobSpec`. Every constructor validates its input
+and raises `ValueError` naming the full key path and the allowed values, e.g.
+``experiments.cnn2.sigma2 must be > 0, got -1``. The JSON schema of the workflow
+(workflow/schemas/config.schema.yaml) checks the same keys; this module is the check that
+library and CLI users get without Snakemake.
+
+The sampler's posterior is Eq. 15 / Methods of the paper (see docs/langevin.md); `sigma2` is
+the σ² of the likelihood, `widths` are N (FCN) or C (CNNs).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ARCHS = ("fcn", "cnn2", "cnn3", "myrtle5")
+DTYPES = ("float32", "float64")
+SCHEDULE_KINDS = ("constant", "spike", "fixed")
+PRECONDITIONERS = (None, "prior")
+KERNEL_NAMES = ("sigma", "K2", "Q2", "probe")
+PROBE_SPATIAL = ("mean", "full")
+WORKFLOW_ONLY_KEYS = ("theory", "resources", "label")
+
+# Kernels recorded online per architecture unless the config says otherwise: the (nN × nN)
+# hidden kernels only where a figure needs them (Fig. 5, 3-layer CNN), so files stay small.
+DEFAULT_KERNELS = {
+    "fcn": ("sigma",),
+    "cnn2": ("sigma",),
+    "cnn3": ("sigma", "K2", "Q2"),
+    "myrtle5": ("sigma", "probe"),
+}
+
+
+def _err(path: str, msg: str) -> ValueError:
+    return ValueError(f"{path} {msg}")
+
+
+def _int_value(v: Any, path: str, minimum: int = 1) -> int:
+    # bools are ints in Python; YAML `yes` must not become a step count. Floats such as 1e5
+    # (YAML reads 1.0e5 as a float) are accepted when integral.
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+        raise _err(path, f"must be an integer >= {minimum}, got {v!r}")
+    if v < minimum:
+        raise _err(path, f"must be >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def _int(d: Mapping, key: str, path: str, *, minimum: int = 1, default: Any = ...) -> int:
+    if key not in d:
+        if default is ...:
+            raise _err(f"{path}.{key}", "is required (an integer)")
+        return default
+    return _int_value(d[key], f"{path}.{key}", minimum)
+
+
+def _pos_float(d: Mapping, key: str, path: str, *, default: Any = ..., upper: float | None = None,
+               ) -> float:
+    if key not in d:
+        if default is ...:
+            raise _err(f"{path}.{key}", "is required (a number > 0)")
+        return default
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _err(f"{path}.{key}", f"must be a number > 0, got {v!r}")
+    if not v > 0:
+        raise _err(f"{path}.{key}", f"must be > 0, got {v!r}")
+    if upper is not None and not v < upper:
+        raise _err(f"{path}.{key}", f"must be in (0, {upper}), got {v!r}")
+    return float(v)
+
+
+def _check_keys(d: Mapping, allowed: Sequence[str], path: str) -> None:
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise _err(path, f"has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """``experiments.<name>.sampler``: the Langevin run of one chain.
+
+    steps: total epochs (one full-batch ULA step = one epoch).
+    schedule: the lr protocol, passed to `fleos.schedules.schedule_from_config` (kind
+        constant | spike | fixed; ``total_steps`` defaults to `steps`).
+    record_every: epochs between samples added to the online sums (f, Σ, kernels).
+    snapshot_every: epochs between thinned low-dimensional snapshots (projections).
+    checkpoint_every: epochs between checkpoints (disk and the in-memory NaN rollback point).
+    preconditioner: None (the paper's plain dynamics) or "prior" (per-leaf P = prior variance,
+        a constant diagonal preconditioner that leaves the posterior invariant).
+    n_random_directions: fixed random unit vectors (seeded by `directions_seed`, stored in the
+        file) on which input weights are projected, the paper's "random direction" (Fig. 3).
+    max_backoffs / backoff_factor: NaN/Inf handling; a diverged chain is rolled back to the
+        last checkpoint with lr *= backoff_factor, at most max_backoffs times per chain.
+    kernels: online kernel sums to record (subset of sigma, K2, Q2, probe); None = the
+        architecture's default (`DEFAULT_KERNELS`).
+    loss_every: thinning of the stored per-epoch loss trace (the full trace drives schedules).
+    full_snapshots / top_modes: keep the last `full_snapshots` input-weight snapshots taken
+        while sampling and project them at the end on the `top_modes` leading eigenvectors of
+        the chain's mean Σ (the most strongly fluctuating weight modes, Fig. 2a).
+    snapshot_channels: snapshots keep the first `snapshot_channels` channels only (the prior
+        and posterior are symmetric under permuting channels, so a subset has the same
+        distribution; at paper size all 2560 channels × 25 chains would be ~0.5 GB per job).
+    probe_size / probe_channels / probe_spatial: Myrtle-5 (Fig. 6): pre-activations of layers
+        2 and 4 on the first `probe_size` training images for the first `probe_channels`
+        channels, averaged over positions ("mean") or full fields ("full").
+    """
+
+    steps: int
+    schedule: dict = field(default_factory=dict)
+    dtype: str = "float32"
+    record_every: int = 10
+    snapshot_every: int = 1000
+    checkpoint_every: int = 10000
+    preconditioner: str | None = None
+    n_random_directions: int = 4
+    directions_seed: int = 0
+    max_backoffs: int = 3
+    backoff_factor: float = 0.5
+    kernels: tuple[str, ...] | None = None
+    loss_every: int = 1
+    full_snapshots: int = 16
+    top_modes: int = 4
+    snapshot_channels: int = 64
+    probe_size: int = 64
+    probe_channels: int = 4
+    probe_spatial: str = "mean"
+
+    @classmethod
+    def from_dict(cls, d: Mapping, path: str = "sampler") -> SamplerConfig:
+        """Validate ``d`` (the YAML mapping); errors name ``path.key`` and the allowed values."""
+        if not isinstance(d, Mapping):
+            raise _err(path, f"must be a mapping, got {type(d).__name__}")
+        names = [f for f in cls.__dataclass_fields__]
+        _check_keys(d, names, path)
+        steps = _int(d, "steps", path)
+        dtype = d.get("dtype", "float32")
+        if dtype not in DTYPES:
+            raise _err(f"{path}.dtype", f"must be one of {list(DTYPES)}, got {dtype!r}")
+        sched = d.get("schedule")
+        if not isinstance(sched, Mapping):
+            raise _err(f"{path}.schedule", f"must be a mapping with a 'kind', got {sched!r}")
+        kind = sched.get("kind")
+        if kind not in SCHEDULE_KINDS:
+            raise _err(f"{path}.schedule.kind", f"must be one of {list(SCHEDULE_KINDS)}, "
+                       f"got {kind!r}")
+        sched = dict(sched)
+        sched.setdefault("total_steps", steps)
+        _validate_schedule(sched, f"{path}.schedule")
+        pre = d.get("preconditioner")
+        if pre not in PRECONDITIONERS:
+            raise _err(f"{path}.preconditioner", f"must be one of {list(PRECONDITIONERS)}, "
+                       f"got {pre!r}")
+        kernels = d.get("kernels")
+        if kernels is not None:
+            if isinstance(kernels, str) or not isinstance(kernels, Sequence):
+                raise _err(f"{path}.kernels", f"must be a list, got {kernels!r}")
+            bad = [k for k in kernels if k not in KERNEL_NAMES]
+            if bad:
+                raise _err(f"{path}.kernels", f"has unknown kernel(s) {bad}; allowed: "
+                           f"{list(KERNEL_NAMES)}")
+            kernels = tuple(kernels)
+        spatial = d.get("probe_spatial", "mean")
+        if spatial not in PROBE_SPATIAL:
+            raise _err(f"{path}.probe_spatial", f"must be one of {list(PROBE_SPATIAL)}, "
+                       f"got {spatial!r}")
+        return cls(
+            steps=steps,
+            schedule=sched,
+            dtype=dtype,
+            record_every=_int(d, "record_every", path, default=10),
+            snapshot_every=_int(d, "snapshot_every", path, default=1000),
+            checkpoint_every=_int(d, "checkpoint_every", path, default=10000),
+            preconditioner=pre,
+            n_random_directions=_int(d, "n_random_directions", path, minimum=0, default=4),
+            directions_seed=_int(d, "directions_seed", path, minimum=0, default=0),
+            max_backoffs=_int(d, "max_backoffs", path, minimum=0, default=3),
+            backoff_factor=_pos_float(d, "backoff_factor", path, default=0.5, upper=1.0),
+            kernels=kernels,
+            loss_every=_int(d, "loss_every", path, default=1),
+            full_snapshots=_int(d, "full_snapshots", path, minimum=0, default=16),
+            snapshot_channels=_int(d, "snapshot_channels", path, default=64),
+            top_modes=_int(d, "top_modes", path, minimum=1, default=4),
+            probe_size=_int(d, "probe_size", path, default=64),
+            probe_channels=_int(d, "probe_channels", path, default=4),
+            probe_spatial=spatial,
+        )
+
+
+def _validate_schedule(sched: dict, path: str) -> None:
+    """Let the schedule module validate its own keys; re-raise with the key path."""
+    try:
+        from fleos.schedules import schedule_from_config
+    except ImportError:  # schedules not installed yet: the kind check above must do
+        return
+    try:
+        schedule_from_config(sched)
+    except (ValueError, KeyError, TypeError) as e:
+        raise _err(path, f"is invalid: {e}") from e
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One entry of ``experiments:``: architecture, model, data, posterior and sampler.
+
+    model / data are kept as dicts: `fleos.models.build_model` and `fleos.data.make_dataset`
+    validate their own keys (arch-dependent). `seeds` is the number of chains (seeds
+    0..seeds-1); `seeds_per_job` chains are vmapped in one job.
+    """
+
+    name: str
+    arch: str
+    model: dict
+    data: dict
+    sigma2: float
+    widths: tuple[int, ...]
+    seeds: int
+    seeds_per_job: int
+    sampler: SamplerConfig
+
+    @classmethod
+    def from_dict(cls, name: str, d: Mapping) -> ExperimentConfig:
+        """Validate one experiment; errors name ``experiments.<name>.<key>``."""
+        path = f"experiments.{name}"
+        if not isinstance(d, Mapping):
+            raise _err(path, f"must be a mapping, got {type(d).__name__}")
+        allowed = ("arch", "model", "data", "sigma2", "widths", "seeds", "seeds_per_job",
+                   "sampler")
+        # Keys of the workflow's schema that do not concern sampling: accepted and ignored
+        # here (not part of the config hash, so e.g. a longer SLURM runtime on a retry does
+        # not invalidate a checkpoint).
+        _check_keys(d, allowed + WORKFLOW_ONLY_KEYS, path)
+        for key in allowed:
+            if key not in d:
+                raise _err(f"{path}.{key}", "is required")
+        arch = d["arch"]
+        if arch not in ARCHS:
+            raise _err(f"{path}.arch", f"must be one of {list(ARCHS)}, got {arch!r}")
+        for key in ("model", "data"):
+            if not isinstance(d[key], Mapping):
+                raise _err(f"{path}.{key}", f"must be a mapping, got {d[key]!r}")
+        sigma2 = _pos_float(d, "sigma2", path)
+        widths = d["widths"]
+        if isinstance(widths, (int, str)) or not isinstance(widths, Sequence) or not widths:
+            raise _err(f"{path}.widths", f"must be a non-empty list of integers >= 1, "
+                       f"got {widths!r}")
+        for i, w in enumerate(widths):
+            _int_value(w, f"{path}.widths[{i}]")
+        seeds = _int(d, "seeds", path)
+        spj = _int(d, "seeds_per_job", path)
+        if spj > seeds:
+            raise _err(f"{path}.seeds_per_job", f"must be <= seeds ({seeds}), got {spj}")
+        ns = d["data"].get("n")
+        if ns is not None:
+            ns_list = ns if isinstance(ns, Sequence) and not isinstance(ns, str) else [ns]
+            for i, n in enumerate(ns_list):
+                _int_value(n, f"{path}.data.n[{i}]")
+        sampler = SamplerConfig.from_dict(d["sampler"], f"{path}.sampler")
+        return cls(
+            name=name, arch=arch, model=copy.deepcopy(dict(d["model"])),
+            data=copy.deepcopy(dict(d["data"])), sigma2=sigma2,
+            widths=tuple(int(w) for w in widths), seeds=seeds, seeds_per_job=spj,
+            sampler=sampler,
+        )
+
+    def to_dict(self) -> dict:
+        """The validated config as plain JSON-able data (the HDF5 `config` attribute)."""
+        out = asdict(self)
+        out["widths"] = list(self.widths)
+        k = out["sampler"]["kernels"]
+        out["sampler"]["kernels"] = list(k) if k is not None else None
+        return out
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        """Kernels recorded online: the sampler's list or the architecture's default."""
+        k = self.sampler.kernels
+        return k if k is not None else DEFAULT_KERNELS[self.arch]
+
+    @property
+    def ns(self) -> tuple[int, ...]:
+        """Training-set sizes of ``data.n`` (an int or a list)."""
+        n = self.data.get("n", ())
+        return tuple(int(v) for v in (n if isinstance(n, Sequence) else [n]))
+
+    def seed_chunks(self) -> list[tuple[int, ...]]:
+        """Seeds 0..seeds-1 cut into consecutive chunks of `seeds_per_job` (last may be short)."""
+        s, k = self.seeds, self.seeds_per_job
+        return [tuple(range(i, min(i + k, s))) for i in range(0, s, k)]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One sampling job: experiment name, training-set size n, width, and its seeds."""
+
+    experiment: str
+    n: int
+    width: int
+    seeds: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"job n must be >= 1, got {self.n}")
+        if self.width < 1:
+            raise ValueError(f"job width must be >= 1, got {self.width}")
+        if not self.seeds or any((not isinstance(s, int)) or s < 0 for s in self.seeds):
+            raise ValueError(f"job seeds must be a non-empty list of integers >= 0, "
+                             f"got {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"job seeds must be distinct, got {self.seeds!r}")
+
+
+def config_hash(exp: ExperimentConfig, job: JobSpec) -> str:
+    """SHA-256 of the canonical JSON of (experiment, job): a checkpoint is resumed only if equal.
+
+    Note that this covers everything that changes the trajectory (arch, model, data, σ²,
+    sampler, seeds, n, width), so a checkpoint of a different configuration is never reused.
+    """
+    doc = {"experiment": exp.to_dict(), "job": asdict(job)}
+    doc["job"]["seeds"] = list(job.seeds)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a YAML (or JSON) config file; a missing or unparsable file names the path."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {p} does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file {p} is not valid YAML: {e}") from e
+    if not isinstance(doc, dict):
+        raise ValueError(f"config file {p} must contain a mapping at top level")
+    return doc
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(doc: dict, overrides: Sequence[str]) -> dict:
+    """Return a copy of ``doc`` with ``key.path=value`` overrides applied (value parsed as YAML).
+
+    Example: ``experiments.cnn2.sampler.steps=2000``. Intermediate mappings must exist, so a
+    typo in the path is an error naming it rather than a silently ignored new key.
+    """
+    out = copy.deepcopy(doc)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.path=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or part not in node:
+                raise ValueError(f"override {item!r}: {'.'.join(parts[: i + 1])} does not "
+                                 f"exist in the config")
+            node = node[part]
+        if not isinstance(node, dict):
+            raise ValueError(f"override {item!r}: {'.'.join(parts[:-1])} is not a mapping")
+        node[parts[-1]] = _parse_value(text)
+    return out
+
+
+def experiment_from_file(path: str | Path, name: str,
+                         overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The validated `ExperimentConfig` named ``name`` in a config file (after overrides)."""
+    doc = apply_overrides(load_config_file(path), overrides)
+    exps = doc.get("experiments")
+    if not isinstance(exps, dict) or not exps:
+        raise ValueError(f"config file {path}: 'experiments' must be a non-empty mapping")
+    if name not in exps:
+        raise ValueError(f"config file {path}: unknown experiment {name!r}; allowed: "
+                         f"{sorted(exps)}")
+    return ExperimentConfig.from_dict(name, exps[name])

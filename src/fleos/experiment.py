@@ -1,0 +1,539 @@
+"""One sampling job: a chunk of seeds of one (experiment, n, width), run to an HDF5 file.
+
+`run_job` draws each seed's initial parameters from the prior, runs the vmapped Langevin
+chains (Eq. 15 / Methods; `fleos.sampler`) under the per-chain lr schedule
+(`fleos.schedules`), records online sums and snapshots (`fleos.recording`), checkpoints,
+resumes, handles divergence, and writes the result atomically (`fleos.io`, layout in
+docs/hdf5-layout.md).
+
+Keys: seed s of job (n, width) uses ``k = fold_in(fold_in(PRNGKey(s), n), width)``;
+``fold_in(k, 0)`` draws the initial parameters and ``fold_in(k, 1)`` is the chain key whose
+``fold_in(chain_key, t)`` is the noise of step t. So a seed's trajectory depends neither on
+the other seeds of its chunk nor on chunking in time, and a resumed run is bit-identical.
+
+Chunks: the host loop runs jitted `lax.scan` chunks up to the earliest of: a schedule
+boundary of any chain, the next multiple of ``checkpoint_every`` or ``snapshot_every``, the
+end. At schedule boundaries each chain's schedule is updated from its loss history. Chain
+lr = schedule lr × the chain's back-off factor.
+
+Divergence: after each chunk, a chain whose parameters or losses are non-finite makes the
+job roll back (all chains: their trajectories are deterministic, so healthy chains retrace
+the same path) to the last checkpoint (kept in memory and on disk) with that chain's lr
+multiplied by ``backoff_factor``; the event (epoch, chain, seed, old/new lr) is stored in the
+output. After ``max_backoffs`` back-offs of one chain, `ChainDivergedError` names the
+experiment, seed and step, and no output file is written.
+
+Checkpoints: ``checkpoint_path`` (if given) is written atomically every ``checkpoint_every``
+epochs with the whole state (params, chain keys, accumulators, schedule states, loss history,
+snapshots, back-off state). A run finding a checkpoint resumes from it if its config hash
+matches (`fleos.config.config_hash`), refuses with a clear error otherwise, and discards a
+corrupt checkpoint with a warning (restarting from scratch gives the identical result). The
+checkpoint is deleted after the output is written.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fleos.config import ExperimentConfig, JobSpec, config_hash
+from fleos.io import (
+    CorruptFileError,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+    write_samples,
+)
+from fleos.recording import Recorder, finalize
+from fleos.sampler import ChainState, make_potential, run_steps
+
+# Snapshot components whose IAT / R-hat are computed (per snapshot dataset): the diagnostics
+# are for spotting unequilibrated chains, a few hundred components are plenty and keep the
+# FFTs cheap for wide layers.
+MAX_DIAG_COMPONENTS = 256
+
+
+class ChainDivergedError(RuntimeError):
+    """A chain stayed non-finite after `max_backoffs` lr back-offs."""
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint on disk belongs to a different configuration."""
+
+
+@dataclass
+class _State:
+    """Host-side state of a job (what a checkpoint holds)."""
+
+    step: int
+    params: Any  # pytree, leading chain axis
+    acc: dict
+    sched: list[dict]
+    losses: list[np.ndarray]  # chunks of (chains, k) sse
+    snap_epochs: list[int]
+    snap_sampling: list[np.ndarray]  # (chains,) bool per snapshot
+    snaps: list[dict]  # per snapshot: name -> (chains, ...)
+    full: list[tuple[int, np.ndarray, np.ndarray]]  # (epoch, W (chains, C, d), mask)
+    lr_scale: np.ndarray
+    n_backoffs: np.ndarray
+    events: list[dict] = field(default_factory=list)
+
+    def copy(self) -> _State:
+        return _State(self.step, self.params, dict(self.acc), [dict(s) for s in self.sched],
+                      list(self.losses), list(self.snap_epochs), list(self.snap_sampling),
+                      list(self.snaps), list(self.full), self.lr_scale.copy(),
+                      self.n_backoffs.copy(), [dict(e) for e in self.events])
+
+
+@functools.partial(jax.jit, static_argnames=("n_steps", "recorder"))
+def _run_chunk(potential, rec_data, params, step, keys, lrs, acc, precond, *, n_steps,
+               recorder):
+    """vmap over chains of `run_steps` with the recorder's accumulate (compiled per k).
+
+    `step` is a scalar shared by all chains (they advance in lockstep) and is NOT vmapped, so
+    the recorder's `lax.cond` on `step % record_every` stays a real branch under vmap.
+    """
+    accumulate = recorder.accumulator(rec_data)
+
+    def one(p, k, lr, a):
+        st, a, sse = run_steps(potential, ChainState(p, step), k, lr, n_steps,
+                               precond=precond, accumulate=accumulate, acc=a)
+        return st.params, a, sse
+
+    return jax.vmap(one)(params, keys, lrs, acc)
+
+
+def _next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def chain_keys(seeds: tuple[int, ...], n: int, width: int) -> tuple[jax.Array, jax.Array]:
+    """(init keys, chain keys), each (chains, 2): see the module docstring."""
+    base = [jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(s), n), width)
+            for s in seeds]
+    init = jnp.stack([jax.random.fold_in(k, 0) for k in base])
+    chain = jnp.stack([jax.random.fold_in(k, 1) for k in base])
+    return init, chain
+
+
+def _finite_per_chain(params: Any) -> np.ndarray:
+    leaves = [np.asarray(jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))))
+              for x in jax.tree.leaves(params)]
+    return np.logical_and.reduce(leaves)
+
+
+def _fmt_time(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s"
+
+
+def run_job(
+    exp: ExperimentConfig,
+    job: JobSpec,
+    data_path: str | Path,
+    out_path: str | Path,
+    checkpoint_path: str | Path | None = None,
+    progress: bool = True,
+    *,
+    progress_every: float = 30.0,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Run the chains of `job` and write `out_path` (HDF5, docs/hdf5-layout.md).
+
+    exp: the validated experiment; job: (experiment name, n, width, seeds); data_path: the
+    npz of `fleos.data.save_dataset` (its n must equal job.n); checkpoint_path: where to
+    checkpoint / resume (None: in-memory rollback points only). Progress lines (no carriage
+    returns, for SLURM logs) go to `log` (default: stderr) every `progress_every` seconds.
+    Returns out_path. Raises ChainDivergedError, CheckpointMismatchError, ValueError.
+    """
+    from fleos.data import load_dataset
+    from fleos.models import build_model
+    from fleos.schedules import schedule_from_config
+
+    if job.experiment != exp.name:
+        raise ValueError(f"job is for experiment {job.experiment!r} but the config is "
+                         f"{exp.name!r}")
+    emit = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    sc = exp.sampler
+    out_path = Path(out_path)
+    ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    tag = f"[{exp.name} n={job.n} width={job.width} seeds={list(job.seeds)}]"
+
+    ds = load_dataset(data_path)
+    if ds.X.shape[0] != job.n:
+        raise ValueError(f"data file {data_path} has n={ds.X.shape[0]} training points, "
+                         f"but the job asks for n={job.n}")
+    dtype = jnp.dtype(sc.dtype)
+    model = build_model(exp.arch, exp.model, job.width, param_dtype=dtype)
+
+    def apply_fn(p, x):
+        return model.forward(p, x)[0]
+
+    X = jnp.asarray(ds.X, dtype)
+    potential = make_potential(apply_fn, model.prior_variances(), X, jnp.asarray(ds.y, dtype),
+                               exp.sigma2)
+    precond = model.prior_variances() if sc.preconditioner == "prior" else None
+    sched = schedule_from_config(dict(sc.schedule), total_steps=sc.steps)
+    n_chains = len(job.seeds)
+    init_keys, keys = chain_keys(job.seeds, job.n, job.width)
+
+    params0 = jax.vmap(lambda k: model.init_prior(k, dtype))(init_keys)
+    W0 = model.input_weights(jax.tree.map(lambda a: a[0], params0))
+    d_in = W0.shape[-1]
+    recorder = Recorder(
+        arch=exp.arch, apply_fn=apply_fn, input_weights=model.input_weights,
+        preactivations=model.preactivations, record_every=sc.record_every,
+        kernels=exp.kernels, model_cfg=dict(exp.model), probe_channels=sc.probe_channels,
+        probe_spatial=sc.probe_spatial, keep_full_weights=sc.full_snapshots > 0,
+        snapshot_channels=sc.snapshot_channels,
+    )
+    rec_data = recorder.make_data(np.asarray(ds.X), np.asarray(ds.X_test), ds.teacher, d_in,
+                                  sc.n_random_directions, sc.directions_seed, dtype,
+                                  probe_size=sc.probe_size)
+    snap_fn = jax.jit(lambda p, data: jax.vmap(lambda q: recorder.snapshot(q, data))(p))
+    acc1 = recorder.init_acc(rec_data, jax.tree.map(lambda a: a[0], params0))
+    acc0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (n_chains, *a.shape)), acc1)
+    chash = config_hash(exp, job)
+
+    def take_snapshot(st: _State, sampling: np.ndarray) -> None:
+        snap = {k: np.asarray(v) for k, v in snap_fn(st.params, rec_data).items()}
+        w_full = snap.pop("w_full", None)
+        st.snap_epochs.append(st.step)
+        st.snap_sampling.append(np.asarray(sampling, bool))
+        st.snaps.append(snap)
+        if w_full is not None and sampling.any():
+            st.full = (st.full + [(st.step, w_full, np.asarray(sampling, bool))])[
+                -sc.full_snapshots:]
+
+    # ---- state: fresh or resumed -------------------------------------------------------
+    for p in (out_path, ckpt_path):  # temporaries of a killed predecessor of this job
+        if p is not None:
+            remove_stale_temporaries(p)
+    state = None
+    if ckpt_path is not None and ckpt_path.exists():
+        try:
+            state = _state_from_checkpoint(load_checkpoint(ckpt_path), chash, ckpt_path,
+                                           params0, acc0, n_chains)
+            emit(f"{tag} resumed from checkpoint {ckpt_path} at epoch {state.step}")
+        except CorruptFileError as e:
+            bad = ckpt_path.with_name(ckpt_path.name + ".corrupt")
+            ckpt_path.replace(bad)
+            warnings.warn(f"{e}; moved it to {bad} and restarting from scratch", stacklevel=2)
+    if state is None:
+        state = _State(step=0, params=params0, acc=acc0,
+                       sched=[sched.init() for _ in job.seeds], losses=[], snap_epochs=[],
+                       snap_sampling=[], snaps=[], full=[],
+                       lr_scale=np.ones(n_chains), n_backoffs=np.zeros(n_chains, np.int64))
+        take_snapshot(state, np.array([sched.sampling(s) for s in state.sched]))
+    ckpt = state.copy()  # the in-memory rollback point
+
+    total = sc.steps
+    t0, last_print, step0 = time.monotonic(), -math.inf, state.step
+
+    last_step = -1
+
+    def report(st: _State, force: bool = False) -> None:
+        nonlocal last_print, last_step
+        now = time.monotonic()
+        if not progress or st.step == last_step or (not force
+                                                     and now - last_print < progress_every):
+            return
+        last_print, last_step = now, st.step
+        rate = (st.step - step0) / max(now - t0, 1e-9)
+        lrs = [sched.lr(s) * f for s, f in zip(st.sched, st.lr_scale, strict=True)]
+        mse = (f"{np.mean(st.losses[-1][:, -1]) / job.n:.4g}" if st.losses else "?")
+        cnt = np.asarray(st.acc["count"])
+        emit(f"{tag} epoch {st.step}/{total} ({100 * st.step / total:.1f}%) "
+             f"lr {min(lrs):.3g}..{max(lrs):.3g} train_mse {mse} "
+             f"samples {cnt.min()}..{cnt.max()} {rate:.1f} steps/s "
+             f"ETA {_fmt_time((total - st.step) / rate if rate > 0 else math.inf)}")
+
+    report(state, force=True)
+    while state.step < total and not all(sched.done(s, state.step) for s in state.sched):
+        step = state.step
+        bounds = [sched.next_boundary(s, step) for s in state.sched]
+        end = min(min(bounds), _next_multiple(step, sc.checkpoint_every),
+                  _next_multiple(step, sc.snapshot_every), total)
+        sampling = np.array([sched.sampling(s) and not sched.done(s, step)
+                             for s in state.sched])
+        lr_now = np.array([sched.lr(s) * f for s, f in
+                           zip(state.sched, state.lr_scale, strict=True)])
+        acc_in = dict(state.acc, sampling=jnp.asarray(sampling))
+        params, acc, sse = _run_chunk(
+            potential, rec_data, state.params, jnp.int32(step), keys, jnp.asarray(lr_now, dtype),
+            acc_in, precond, n_steps=end - step, recorder=recorder)
+        sse = np.asarray(sse)
+        ok = _finite_per_chain(params) & np.all(np.isfinite(sse), axis=1)
+        if not ok.all():
+            state = _back_off(exp, job, ckpt, state, ok, sse, step, end, lr_now, emit, tag)
+            ckpt = state.copy()
+            if ckpt_path is not None:
+                save_checkpoint(ckpt_path, _checkpoint_doc(state, keys, chash))
+            continue
+        state.params, state.acc, state.step = params, acc, end
+        state.losses.append(sse)
+        hist = None
+        for c, b in enumerate(bounds):
+            if b == end:
+                if hist is None:
+                    hist = np.concatenate(state.losses, axis=1)
+                state.sched[c] = sched.update(state.sched[c], end, hist[c, :end])
+        if end % sc.snapshot_every == 0 or end == total:
+            take_snapshot(state, sampling)
+        if end % sc.checkpoint_every == 0 and end < total:
+            ckpt = state.copy()
+            if ckpt_path is not None:
+                save_checkpoint(ckpt_path, _checkpoint_doc(state, keys, chash))
+        report(state)
+    report(state, force=True)
+
+    for c, seed in enumerate(job.seeds):
+        if int(np.asarray(state.acc["count"])[c]) == 0:
+            msg = (f"{tag} the chain of seed {seed} recorded no equilibrium samples (its lr "
+                   f"schedule never reached the sampling stage in {total} epochs): its means "
+                   f"are NaN")
+            warnings.warn(msg, stacklevel=2)
+            emit(msg)
+    datasets = _output_datasets(state, job, sc, rec_data, recorder, sched)
+    extra = {"config_hash": chash, "schedule_states": state.sched,
+             "steps_done": state.step, "total_steps": total}
+    write_samples(out_path, datasets, config=exp.to_dict(), seeds=job.seeds, n=job.n,
+                  width=job.width, extra_attrs=extra)
+    if ckpt_path is not None and ckpt_path.exists():
+        ckpt_path.unlink()
+    emit(f"{tag} wrote {out_path} ({time.monotonic() - t0:.1f} s)")
+    return out_path
+
+
+def _back_off(exp: ExperimentConfig, job: JobSpec, ckpt: _State, state: _State,
+              ok: np.ndarray, sse: np.ndarray, step: int, end: int, lr_now: np.ndarray,
+              emit: Callable[[str], None], tag: str) -> _State:
+    """Roll back to `ckpt`, reducing the lr of each non-finite chain (or raise)."""
+    sc = exp.sampler
+    new = ckpt.copy()
+    new.lr_scale, new.n_backoffs = state.lr_scale.copy(), state.n_backoffs.copy()
+    new.events = [dict(e) for e in state.events]
+    for c in np.flatnonzero(~ok):
+        bad = np.flatnonzero(~np.isfinite(sse[c]))
+        at = int(step + bad[0]) if bad.size else int(end)
+        seed = job.seeds[c]
+        if new.n_backoffs[c] >= sc.max_backoffs:
+            raise ChainDivergedError(
+                f"experiment {exp.name!r} (n={job.n}, width={job.width}): the chain of seed "
+                f"{seed} diverged (non-finite parameters or loss) at step {at} with lr "
+                f"{lr_now[c]:.4g} after {int(new.n_backoffs[c])} back-off(s) "
+                f"(max_backoffs={sc.max_backoffs}); lower the schedule's lr")
+        new.n_backoffs[c] += 1
+        new.lr_scale[c] *= sc.backoff_factor
+        new_lr = lr_now[c] * sc.backoff_factor
+        new.events.append({"epoch": at, "chain": int(c), "seed": int(seed),
+                           "old_lr": float(lr_now[c]), "new_lr": float(new_lr),
+                           "rollback_to": int(ckpt.step)})
+        emit(f"{tag} seed {seed} diverged at step {at}: rolling back to epoch {ckpt.step} "
+             f"with lr {lr_now[c]:.4g} -> {new_lr:.4g}")
+    return new
+
+
+# ---- checkpoints ------------------------------------------------------------------------
+
+
+def _stack_snaps(snaps: list[dict]) -> dict:
+    """list over time of {name: (chains, ...)} -> {name: (chains, T, ...)}."""
+    if not snaps:
+        return {}
+    return {k: np.stack([s[k] for s in snaps], axis=1) for k in snaps[0]}
+
+
+def _checkpoint_doc(st: _State, keys: jax.Array, chash: str) -> dict:
+    arrays = {
+        "params": jax.tree.map(np.asarray, st.params),
+        "acc": {k: np.asarray(v) for k, v in st.acc.items()},
+        "chain_keys": np.asarray(keys),
+        "losses": (np.concatenate(st.losses, axis=1) if st.losses
+                   else np.zeros((len(st.lr_scale), 0))),
+        "snap_epochs": np.asarray(st.snap_epochs, np.int64),
+        "snap_sampling": np.asarray(st.snap_sampling, bool).reshape(-1, len(st.lr_scale)),
+        "snaps": _stack_snaps(st.snaps),
+        "full_epochs": np.asarray([f[0] for f in st.full], np.int64),
+        "full_w": (np.stack([f[1] for f in st.full]) if st.full else np.zeros((0,))),
+        "full_mask": (np.stack([f[2] for f in st.full]) if st.full else np.zeros((0,), bool)),
+        "lr_scale": st.lr_scale,
+        "n_backoffs": st.n_backoffs,
+    }
+    meta = {"config_hash": chash, "step": st.step, "sched": st.sched, "events": st.events,
+            "n_loss_chunks": [int(x.shape[1]) for x in st.losses]}
+    return {"arrays": arrays, "meta": meta}
+
+
+def _state_from_checkpoint(doc: dict, chash: str, path: Path, params0: Any, acc0: dict,
+                           n_chains: int) -> _State:
+    meta, a = doc["meta"], doc["arrays"]
+    if meta.get("config_hash") != chash:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} was written for a different configuration (config hash "
+            f"{str(meta.get('config_hash'))[:12]}… vs {chash[:12]}…); delete it to start "
+            f"afresh or point --checkpoint elsewhere")
+    try:
+        params = jax.tree.map(lambda ref, v: jnp.asarray(v, ref.dtype), params0,
+                              _match_tree(params0, a["params"]))
+        acc = {k: jnp.asarray(a["acc"][k], v.dtype) for k, v in acc0.items()}
+        losses_all = np.asarray(a["losses"])
+        losses, off = [], 0
+        for k in meta["n_loss_chunks"]:  # keep the original chunking (exact concatenation)
+            losses.append(losses_all[:, off:off + k])
+            off += k
+        snaps_st = a.get("snaps", {})
+        n_snap = len(a["snap_epochs"])
+        snaps = [{k: v[:, t] for k, v in snaps_st.items()} for t in range(n_snap)]
+        full = [(int(e), a["full_w"][i], a["full_mask"][i])
+                for i, e in enumerate(a["full_epochs"])]
+        st = _State(step=int(meta["step"]), params=params, acc=acc, sched=meta["sched"],
+                    losses=losses, snap_epochs=[int(e) for e in a["snap_epochs"]],
+                    snap_sampling=[np.asarray(m, bool) for m in a["snap_sampling"]],
+                    snaps=snaps, full=full, lr_scale=np.asarray(a["lr_scale"], np.float64),
+                    n_backoffs=np.asarray(a["n_backoffs"], np.int64), events=meta["events"])
+    except (KeyError, ValueError, IndexError, TypeError) as e:
+        raise CorruptFileError(f"checkpoint {path} does not hold a valid sampler state: "
+                               f"{e!r}") from e
+    if len(st.lr_scale) != n_chains:
+        raise CorruptFileError(f"checkpoint {path} has {len(st.lr_scale)} chains, "
+                               f"expected {n_chains}")
+    return st
+
+
+def _match_tree(ref: Any, loaded: Any) -> Any:
+    """Rebuild the params tree of `ref` from the nested dict read from HDF5."""
+    if isinstance(ref, dict):
+        return {k: _match_tree(v, loaded[k]) for k, v in ref.items()}
+    return loaded
+
+
+# ---- outputs -------------------------------------------------------------------------------
+
+
+def _diag_series(x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """IAT and ESS per chain and component, split-R-hat per component, of snapshot series
+    x (chains, T, ...) restricted to each chain's sampling snapshots ``mask`` (chains, T)."""
+    from fleos.diagnostics import integrated_autocorr_time, split_rhat
+
+    c, t = x.shape[:2]
+    flat = x.reshape(c, t, -1)[:, :, :MAX_DIAG_COMPONENTS].astype(np.float64)
+    m = flat.shape[2]
+    iat = np.full((c, m), np.nan)
+    lens = mask.sum(axis=1)
+    for i in range(c):
+        s = flat[i, mask[i]]
+        for j in range(m):
+            try:
+                iat[i, j] = integrated_autocorr_time(s[:, j])
+            except ValueError:  # fewer than 4 points or non-finite: no estimate
+                pass
+    ess = lens[:, None] / iat
+    rhat = np.full(m, np.nan)
+    tmin = int(lens.min()) if c else 0
+    if c >= 2 and tmin >= 4:
+        # the last tmin sampling snapshots of every chain: equal lengths for split-R-hat
+        tails = np.stack([flat[i, mask[i]][-tmin:] for i in range(c)])
+        for j in range(m):
+            try:
+                rhat[j] = split_rhat(tails[:, :, j])
+            except ValueError:
+                pass
+    return {"iat": iat, "ess": ess, "rhat": rhat}
+
+
+def _output_datasets(st: _State, job: JobSpec, sc: Any, rec_data: dict, recorder: Recorder,
+                     sched: Any) -> dict:
+    n_chains = len(job.seeds)
+    acc = {k: np.asarray(v) for k, v in st.acc.items() if k != "sampling"}
+    out: dict[str, Any] = finalize(acc)
+    out["seeds"] = np.asarray(job.seeds, np.int64)
+    losses = (np.concatenate(st.losses, axis=1) if st.losses else np.zeros((n_chains, 0)))
+    idx = np.arange(0, losses.shape[1], sc.loss_every)
+    out["loss"] = {"sse": losses[:, idx].astype(np.float32), "epoch": idx.astype(np.int64)}
+    out["lr"] = {"final": np.array([sched.lr(s) * f for s, f in
+                                    zip(st.sched, st.lr_scale, strict=True)]),
+                 "backoff_scale": st.lr_scale}
+    ev = st.events
+    out["backoffs"] = {
+        "epoch": np.array([e["epoch"] for e in ev], np.int64),
+        "chain": np.array([e["chain"] for e in ev], np.int64),
+        "seed": np.array([e["seed"] for e in ev], np.int64),
+        "old_lr": np.array([e["old_lr"] for e in ev], np.float64),
+        "new_lr": np.array([e["new_lr"] for e in ev], np.float64),
+        "rollback_to": np.array([e["rollback_to"] for e in ev], np.int64),
+    }
+    snaps = _stack_snaps(st.snaps)
+    mask = np.asarray(st.snap_sampling, bool).reshape(-1, n_chains).T  # (chains, T)
+    out["snapshots"] = {"epoch": np.asarray(st.snap_epochs, np.int64), "sampling": mask,
+                        **snaps,
+                        "directions": np.asarray(rec_data["dirs"], np.float64)}
+    if "teacher_dir" in rec_data:
+        out["snapshots"]["teacher_direction"] = np.asarray(rec_data["teacher_dir"], np.float64)
+    diag: dict[str, Any] = {name: _diag_series(v, mask) for name, v in snaps.items()}
+    # loss during sampling: IAT per chain in epochs (the loss is recorded every epoch)
+    from fleos.diagnostics import integrated_autocorr_time
+
+    loss_iat = np.full(n_chains, np.nan)
+    for c in range(n_chains):
+        window = _sampling_window(st.sched[c], losses.shape[1])
+        if window is not None:
+            try:
+                loss_iat[c] = integrated_autocorr_time(losses[c, window[0]:window[1]])
+            except ValueError:  # fewer than 4 points or non-finite
+                pass
+    diag["loss"] = {"iat": loss_iat}
+    out["diagnostics"] = diag
+    if st.full and "sigma" in out:
+        out["top_modes"] = _top_modes(st, out["sigma"]["mean"], sc)
+    return out
+
+
+def _sampling_window(sched_state: dict, total: int) -> tuple[int, int] | None:
+    """[start, end) epochs of a chain's sampling stage from its schedule events: "sampling"
+    (constant, fixed) or "final" (spike) starts it, "sampling_end" (fixed) ends it."""
+    start = None
+    for e in sched_state.get("events", []):
+        kind = e.get("kind")
+        if start is None and kind in ("sampling", "final"):
+            start = int(e["epoch"])
+        elif start is not None and kind == "sampling_end":
+            return start, int(e["epoch"])
+    return None if start is None else (start, total)
+
+
+def _top_modes(st: _State, sigma_mean: np.ndarray, sc: Any) -> dict:
+    """Project the kept full input-weight snapshots on the top eigenvectors of each chain's
+    mean Σ: the most strongly fluctuating first-layer weight modes (Fig. 2a)."""
+    n_chains, d = sigma_mean.shape[0], sigma_mean.shape[-1]
+    k = min(sc.top_modes, d)
+    K = sc.full_snapshots
+    C = st.full[0][1].shape[1]
+    vecs = np.full((n_chains, d, k), np.nan)
+    vals = np.full((n_chains, k), np.nan)
+    proj = np.full((n_chains, K, C, k), np.nan)
+    epochs = np.full((n_chains, K), -1, np.int64)
+    for c in range(n_chains):
+        if not np.all(np.isfinite(sigma_mean[c])):
+            continue  # no samples for this chain
+        w, v = np.linalg.eigh(sigma_mean[c])
+        order = np.argsort(w)[::-1][:k]
+        vecs[c], vals[c] = v[:, order], w[order]
+        kept = [(e, W[c]) for e, W, m in st.full if m[c]][-K:]
+        for i, (e, Wc) in enumerate(kept):
+            proj[c, i] = np.asarray(Wc, np.float64) @ vecs[c]
+            epochs[c, i] = e
+    return {"eigvecs": vecs, "eigvals": vals, "proj": proj, "epoch": epochs}

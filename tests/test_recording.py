@@ -1,0 +1,177 @@
+"""fleos.recording: online sums equal a direct computation over the same trajectory."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fleos  # noqa: F401  (enables float64 for the accumulators)
+from fleos.models import build_model
+from fleos.recording import Recorder, finalize, random_directions
+from fleos.sampler import ChainState, make_potential, run_steps, ula_step
+
+MODELS = {
+    "cnn2": {"S": 4, "N": 3, "sigma_w2": 2.0, "sigma_a2": 2.0},
+    "cnn3": {"N": 2, "S0": 3, "S1": 2, "sigma_w2": 2.0, "sigma_v2": 2.0, "sigma_a2": 2.0},
+    "fcn": {"d": 5, "sigma_w2": 2.0, "sigma_a2": 2.0},
+}
+D = {"cnn2": 12, "cnn3": 12, "fcn": 5}
+KERNELS = {"cnn2": ("sigma",), "cnn3": ("sigma", "K2", "Q2"), "fcn": ("sigma",)}
+
+
+def _setup(arch: str, n: int = 6, width: int = 4):
+    model = build_model(arch, MODELS[arch], width)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, D[arch]))
+    Xt = rng.normal(size=(3, D[arch]))
+    y = rng.normal(size=n)
+
+    def apply_fn(p, x):
+        return model.forward(p, x)[0]
+
+    teacher = {"teacher_w": rng.normal(size=model.input_weights(
+        model.init_prior(jax.random.PRNGKey(0)))[0].shape)}
+    if arch == "cnn3":
+        teacher["teacher_h2_train"] = rng.normal(size=(n, MODELS[arch]["N"]))
+    rec = Recorder(arch=arch, apply_fn=apply_fn, input_weights=model.input_weights,
+                   preactivations=model.preactivations, record_every=4, kernels=KERNELS[arch],
+                   model_cfg=MODELS[arch])
+    d_in = teacher["teacher_w"].shape[0]
+    data = rec.make_data(X, Xt, teacher, d_in, 3, 7, jnp.float32)
+    pot = make_potential(apply_fn, model.prior_variances(), jnp.asarray(X, jnp.float32),
+                         jnp.asarray(y, jnp.float32), 0.1)
+    params = model.init_prior(jax.random.PRNGKey(1), jnp.float32)
+    return model, rec, data, pot, params, X, Xt
+
+
+def _direct(arch, model, params, X, Xt):
+    """Per-sample quantities written out independently of the recorder (paper's formulas),
+    for a stack of parameter samples (leading axis), in float64."""
+    p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+    X, Xt = jnp.asarray(X), jnp.asarray(Xt)
+
+    def one(p):
+        W = model.input_weights(p)
+        out = {"f": model.forward(p, X)[0], "ft": model.forward(p, Xt)[0],
+               "sigma": jnp.einsum("ca,cb->ab", W, W) / W.shape[0]}
+        if arch == "cnn3":
+            pre = model.preactivations(p, X)
+            h2 = pre["h2"]  # (n, N, C2): K2_{(mu j),(nu k)} = mean_c h2 h2
+            n, N, C2 = h2.shape
+            out["K2"] = jnp.einsum("mjc,nkc->mjnk", h2, h2).reshape(n * N, n * N) / C2
+            h1 = pre["h1"]  # (n, N, S1, C1)
+            phi = jax.scipy.special.erf(h1)
+            S1, C1 = h1.shape[2], h1.shape[3]
+            out["Q2"] = (MODELS["cnn3"]["sigma_v2"] / (C1 * S1)) * jnp.einsum(
+                "mjic,nkic->mjnk", phi, phi).reshape(n * N, n * N)
+        return out
+
+    return {k: np.asarray(v) for k, v in jax.jit(jax.vmap(one))(p64).items()}
+
+
+@pytest.mark.parametrize("arch", ["cnn2", "cnn3", "fcn"])
+def test_online_means_equal_direct_computation(arch: str) -> None:
+    model, rec, data, pot, params, X, Xt = _setup(arch)
+    key = jax.random.PRNGKey(3)
+    acc = rec.init_acc(data, params)
+    acc["sampling"] = jnp.asarray(True)
+    n_steps = 14
+    state, acc, _ = jax.jit(
+        lambda s, a: run_steps(pot, s, key, 1e-3, n_steps, accumulate=rec.accumulator(data),
+                               acc=a))(ChainState(params, jnp.int32(0)), acc)
+    # the same trajectory step by step (same keys: noise of step t is fold_in(key, t))
+    step = jax.jit(lambda s: ula_step(pot, s, key, 1e-3)[0])
+    s = ChainState(params, jnp.int32(0))
+    kept = []
+    for _ in range(n_steps):
+        s = step(s)
+        if int(s.step) % 4 == 0:
+            kept.append(s.params)
+    stacked = _direct(arch, model, jax.tree.map(lambda *a: jnp.stack(a), *kept), X, Xt)
+    samples = [{k: v[i] for k, v in stacked.items()} for i in range(len(kept))]
+    assert int(acc["count"]) == len(samples) == 3  # steps 4, 8, 12
+    np.testing.assert_array_equal(np.asarray(state.params["a"] if "a" in state.params else
+                                             jax.tree.leaves(state.params)[0]),
+                                  np.asarray(s.params["a"] if "a" in s.params else
+                                             jax.tree.leaves(s.params)[0]))
+    fin = finalize(jax.tree.map(lambda a: np.asarray(a)[None], acc))
+    mean = {k: np.mean([x[k] for x in samples], axis=0) for k in samples[0]}
+    # Tolerance: per-sample products are float32 (relative rounding ~1e-6 of the entries'
+    # scale); the sums are float64, so 1e-5 of the typical magnitude bounds the difference.
+    def close(a, b):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+
+    close(fin["f_train"]["mean"][0], mean["f"])
+    close(fin["f_train"]["sq_mean"][0], np.mean([x["f"] ** 2 for x in samples], axis=0))
+    close(fin["f_test"]["mean"][0], mean["ft"])
+    close(fin["f_test"]["sq_mean"][0], np.mean([x["ft"] ** 2 for x in samples], axis=0))
+    close(fin["sigma"]["mean"][0], mean["sigma"])
+    assert fin["sigma"]["mean"].dtype == np.float64
+    if arch == "cnn3":
+        close(fin["K2"]["mean"][0], mean["K2"])
+        close(fin["Q2"]["mean"][0], mean["Q2"])
+
+
+def test_nothing_recorded_outside_sampling_stage() -> None:
+    _, rec, data, pot, params, _, _ = _setup("cnn2")
+    acc = rec.init_acc(data, params)  # sampling flag False by default
+    _, acc, _ = run_steps(pot, ChainState(params, jnp.int32(0)), jax.random.PRNGKey(0), 1e-3, 9,
+                          accumulate=rec.accumulator(data), acc=acc)
+    assert int(acc["count"]) == 0
+    assert float(jnp.abs(acc["sigma_sum"]).max()) == 0.0
+    fin = finalize(jax.tree.map(lambda a: np.asarray(a)[None], acc))
+    assert np.all(np.isnan(fin["sigma"]["mean"]))  # no samples -> NaN, never a fake zero
+
+
+def test_snapshot_projections() -> None:
+    model, rec, data, _, params, X, _ = _setup("cnn3")
+    snap = rec.snapshot(params, data)
+    W = np.asarray(model.input_weights(params), np.float64)
+    U = random_directions(W.shape[1], 3, 7)
+    np.testing.assert_allclose(np.linalg.norm(U, axis=0), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(snap["w_random"], W @ U, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(data["teacher_dir"]) @ np.asarray(data["teacher_dir"]),
+                               1.0, rtol=1e-6)
+    np.testing.assert_allclose(snap["w_teacher"], W @ np.asarray(data["teacher_dir"]),
+                               rtol=1e-5, atol=1e-6)
+    h2 = np.asarray(model.preactivations(params, jnp.asarray(X, jnp.float32))["h2"])
+    t = np.asarray(data["teacher_h2"])
+    np.testing.assert_allclose(snap["h2_teacher"], np.einsum("mjc,mj->c", h2, t),
+                               rtol=1e-5, atol=1e-6)
+    assert "h2_random" not in snap  # no random-teacher array given in this test
+
+
+def test_vmapped_chains_mask_and_real_branch() -> None:
+    """Two chains, one sampling and one not: counts differ; the step test stays a `cond`."""
+    _, rec, data, pot, params, _, _ = _setup("cnn2")
+    acc = rec.init_acc(data, params)
+    accs = jax.tree.map(lambda a: jnp.stack([a, a]), acc)
+    accs["sampling"] = jnp.asarray([True, False])
+    ps = jax.tree.map(lambda a: jnp.stack([a, a]), params)
+    keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
+
+    def chunk(ps, accs):
+        def one(p, k, a):  # step shared by all chains, not vmapped (as in fleos.experiment)
+            st, a, _ = run_steps(pot, ChainState(p, jnp.int32(0)), k, 1e-3, 8,
+                                 accumulate=rec.accumulator(data), acc=a)
+            return a
+        return jax.vmap(one)(ps, keys, accs)
+
+    out = jax.jit(chunk)(ps, accs)
+    assert list(np.asarray(out["count"])) == [2, 0]  # steps 4 and 8 for the sampling chain
+    assert float(jnp.abs(out["sigma_sum"][1]).max()) == 0.0
+    # a real conditional (not a select evaluating the sample at every step)
+    assert "cond[" in str(jax.make_jaxpr(chunk)(ps, accs))
+
+
+def test_snapshot_channel_subset() -> None:
+    import dataclasses
+
+    _, rec, data, _, params, _, _ = _setup("cnn3")
+    full = rec.snapshot(params, data)
+    sub = dataclasses.replace(rec, snapshot_channels=2).snapshot(params, data)
+    for k in ("w_random", "w_teacher", "h2_teacher"):
+        assert sub[k].shape[0] == 2
+        np.testing.assert_array_equal(sub[k], full[k][:2])
