@@ -1,0 +1,455 @@
+"""Unadjusted Langevin algorithm (ULA) on the Bayesian posterior (paper, Eq. 15 and Methods).
+
+The posterior of a network with outputs f_θ and Gaussian weight priors is p(θ|D) ∝ exp(-U(θ)),
+
+    U(θ) = Σ_μ (f_θ(x_μ) − y_μ)² / (2σ²) + Σ_leaves ‖θ_leaf‖² / (2 v_leaf),
+
+and one full-batch ULA step (one *epoch* in the paper's language) is
+
+    θ ← θ − η P ∇U(θ) + √(2 η P) ξ,   ξ ~ N(0, I),
+
+with P an optional constant, positive, per-leaf scalar preconditioner (P = 1: the paper's
+plain dynamics). For any constant positive diagonal P the continuous-time limit
+dθ = −P ∇U dt + √(2P) dW has exp(−U) as its stationary density, so P changes the speed of each
+layer, not the target. The mapping of (η, v_l, σ²) to the paper's learning rate, weight decay
+and noise (Eq. 15) is derived in docs/langevin.md.
+
+Conventions (docs/architecture.md):
+* every array stays in the sampler dtype (float32 by default): scalars such as η, σ², v_l and P
+  are cast to each leaf's dtype before they touch it, because `import fleos` enables float64
+  and a float64 scalar would silently promote the whole chain;
+* the noise of step t is drawn from `jax.random.fold_in(chain_key, t)` with t the global epoch
+  counter `ChainState.step`, so trajectories do not depend on how steps are chunked and a
+  resumed run is bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+
+from fleos.diagnostics import effective_sample_size, split_rhat
+
+Array = jax.Array
+Params = Any
+PotentialFn = Callable[[Params], tuple[Array, Array]]
+
+
+class ChainState(NamedTuple):
+    """State of one chain: parameters (pytree, sampler dtype) and the global epoch counter."""
+
+    params: Params
+    step: Array  # int32 scalar: number of full-batch steps (epochs) taken so far
+
+
+class StepInfo(NamedTuple):
+    """Quantities evaluated at the *pre-step* parameters of a ULA step (free by-products)."""
+
+    sse: Array  # Σ_μ (f_μ − y_μ)²
+    potential: Array  # U(θ)
+
+
+def init_state(params: Params, step: int = 0) -> ChainState:
+    """Wrap initial parameters (e.g. a prior draw) into a ChainState at epoch `step`."""
+    return ChainState(params=params, step=jnp.asarray(step, dtype=jnp.int32))
+
+
+class _ById:
+    """Hashable static wrapper comparing by identity (apply functions, e.g. bound Flax
+    `Module.apply`, need not be hashable, but jit needs hashable static data)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ById) and other.fn is self.fn
+
+    def __hash__(self) -> int:
+        return id(self.fn)
+
+
+@jax.tree_util.register_pytree_node_class
+class Potential:
+    """U(θ) of Eq. 15 / Methods as a callable pytree: `potential(params) -> (U, sse)`.
+
+    Data (X, y), prior variances and σ² are pytree *leaves*, so a jitted sampler receives them
+    as arguments rather than baking them into the compiled program as constants (compiling is
+    then independent of the data values, and large X does not bloat the executable); the apply
+    function is static. Build it with `make_potential`.
+    """
+
+    def __init__(
+        self,
+        apply_fn: Callable[[Params, Array], Array],
+        prior_variances: Params,
+        X: Array,
+        y: Array,
+        sigma2: Any,
+    ) -> None:
+        self.apply_fn = apply_fn
+        self.prior_variances = prior_variances
+        self.X = X
+        self.y = y
+        self.sigma2 = sigma2
+
+    def __call__(self, params: Params) -> tuple[Array, Array]:
+        f = self.apply_fn(params, self.X)
+        dtype = f.dtype
+        resid = f - jnp.asarray(self.y, dtype=dtype)
+        sse = jnp.sum(resid * resid)
+        # Gaussian prior of each leaf: ‖θ_l‖² / (2 v_l). Cast v_l to the leaf dtype (see
+        # module docstring: a float64 scalar would promote the chain).
+        prior_terms = jax.tree.map(
+            lambda p, v: jnp.sum(p * p) / (2 * jnp.asarray(v, dtype=p.dtype)),
+            params,
+            self.prior_variances,
+        )
+        prior = sum(jax.tree.leaves(prior_terms), jnp.zeros((), dtype))
+        u = sse / (2 * jnp.asarray(self.sigma2, dtype=dtype)) + prior.astype(dtype)
+        return u, sse
+
+    def tree_flatten(self):  # noqa: D102 - pytree protocol
+        return (self.prior_variances, self.X, self.y, self.sigma2), _ById(self.apply_fn)
+
+    @classmethod
+    def tree_unflatten(cls, aux: _ById, children):  # noqa: D102 - pytree protocol
+        pv, X, y, s2 = children
+        return cls(aux.fn, pv, X, y, s2)
+
+
+def make_potential(
+    apply_fn: Callable[[Params, Array], Array],
+    prior_variances: Params,
+    X: Array,
+    y: Array,
+    sigma2: float,
+) -> Potential:
+    """The negative log-posterior U(θ) of the Methods section (Eq. 15 at T = 2σ², γ_l = T/v_l).
+
+    U = Σ_μ (f_θ(x_μ) − y_μ)² / (2σ²) + Σ_leaves ‖θ_leaf‖² / (2 v_leaf).
+
+    apply_fn(params, X) -> (n,) outputs; prior_variances: same tree as params, each leaf the
+    scalar prior variance v_leaf (e.g. `model.prior_variances()`); X, y: training data, in the
+    sampler dtype (the caller converts them: the potential computes in the dtype of f).
+    Returns a callable `params -> (U, sse)` with sse = Σ_μ (f_μ − y_μ)².
+    """
+    if not float(sigma2) > 0:
+        raise ValueError(f"sigma2 must be positive, got {sigma2!r}")
+    return Potential(apply_fn, prior_variances, X, y, sigma2)
+
+
+def _check_same_tree(params: Params, other: Params, name: str) -> None:
+    if jax.tree.structure(params) != jax.tree.structure(other):
+        raise ValueError(
+            f"{name} must have the same tree structure as params: "
+            f"{jax.tree.structure(other)} vs {jax.tree.structure(params)}"
+        )
+
+
+def ula_step(
+    potential: PotentialFn,
+    state: ChainState,
+    chain_key: Array,
+    lr: Any,
+    precond: Params | None = None,
+) -> tuple[ChainState, StepInfo]:
+    """One ULA step θ ← θ − η P ∇U(θ) + √(2ηP) ξ (Methods, Eq. 15 in our units; η = `lr`).
+
+    ξ is drawn from `jax.random.fold_in(chain_key, state.step)`, one independent sub-key per
+    leaf. `precond` is None (P = 1, the paper's dynamics) or a pytree like params whose leaves
+    are positive scalars P_leaf (a constant diagonal preconditioner: same stationary law).
+    Returns the new state (step + 1) and the StepInfo (sse, U) at the pre-step parameters.
+    """
+    (u, sse), grads = jax.value_and_grad(potential, has_aux=True)(state.params)
+    leaves, treedef = jax.tree.flatten(state.params)
+    key = jax.random.fold_in(chain_key, state.step)
+    keys = list(jax.random.split(key, len(leaves)))
+    grad_leaves = treedef.flatten_up_to(grads)
+    if precond is None:
+        p_leaves = [None] * len(leaves)
+    else:
+        _check_same_tree(state.params, precond, "precond")
+        p_leaves = treedef.flatten_up_to(precond)
+
+    new_leaves = []
+    for p, g, k, pc in zip(leaves, grad_leaves, keys, p_leaves, strict=True):
+        dt = p.dtype
+        step = jnp.asarray(lr, dtype=dt)
+        if pc is not None:
+            step = step * jnp.asarray(pc, dtype=dt)
+        xi = jax.random.normal(k, p.shape, dtype=dt)
+        new_leaves.append(p - step * g.astype(dt) + jnp.sqrt(2 * step) * xi)
+    new_state = ChainState(treedef.unflatten(new_leaves), state.step + jnp.int32(1))
+    return new_state, StepInfo(sse=sse, potential=u)
+
+
+def run_steps(
+    potential: PotentialFn,
+    state: ChainState,
+    chain_key: Array,
+    lr: Any,
+    n_steps: int,
+    *,
+    precond: Params | None = None,
+    accumulate: Callable[[Any, ChainState, StepInfo], Any] | None = None,
+    acc: Any = None,
+) -> tuple[ChainState, Any, Array]:
+    """`n_steps` (static) ULA steps at a fixed lr in one `lax.scan`; pure and jittable.
+
+    After every step `acc = accumulate(acc, new_state, info)` (if given), where `info` holds
+    sse and U at the pre-step parameters. Returns (final state, acc, sse trace of shape
+    (n_steps,), entry t = sse before step t of this chunk). Because the noise is keyed by the
+    global step, one chunk of 2k steps equals two chunks of k steps exactly.
+    """
+    n_steps = int(n_steps)
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+
+    def body(carry, _):
+        st, a = carry
+        new, info = ula_step(potential, st, chain_key, lr, precond)
+        if accumulate is not None:
+            a = accumulate(a, new, info)
+        return (new, a), info.sse
+
+    (state, acc), sse = jax.lax.scan(body, (state, acc), None, length=n_steps)
+    return state, acc, sse
+
+
+def _ensemble(potential, states, chain_keys, lrs, acc, precond, n_steps, accumulate):
+    def one(st, k, lr, a):
+        return run_steps(
+            potential, st, k, lr, n_steps, precond=precond, accumulate=accumulate, acc=a
+        )
+
+    return jax.vmap(one)(states, chain_keys, lrs, acc)
+
+
+# Potential objects are pytrees (data passed as arguments); plain callables are static.
+_ensemble_pytree = jax.jit(_ensemble, static_argnames=("n_steps", "accumulate"))
+_ensemble_static = jax.jit(_ensemble, static_argnames=("potential", "n_steps", "accumulate"))
+
+
+def run_ensemble(
+    potential: PotentialFn,
+    states: ChainState,
+    chain_keys: Array,
+    lrs: Any,
+    n_steps: int,
+    *,
+    precond: Params | None = None,
+    accumulate: Callable[[Any, ChainState, StepInfo], Any] | None = None,
+    acc: Any = None,
+) -> tuple[ChainState, Any, Array]:
+    """`jax.jit(jax.vmap(run_steps))` over a leading chain axis.
+
+    states, chain_keys and acc carry a leading chain axis; `lrs` is a per-chain array of shape
+    (chains,) or a scalar (broadcast). `precond` is shared by all chains. Returns
+    (states, acc, sse traces of shape (chains, n_steps)). Compiled once per (tree structure,
+    shapes, n_steps, accumulate); pass a `Potential` from `make_potential` so that the data are
+    runtime arguments (a plain callable is treated as static and recompiles per object).
+    """
+    n_chains = jax.tree.leaves(states.step)[0].shape[0]
+    lrs = jnp.broadcast_to(jnp.asarray(lrs), (n_chains,))
+    if isinstance(potential, Potential):
+        return _ensemble_pytree(
+            potential, states, chain_keys, lrs, acc, precond, n_steps=int(n_steps),
+            accumulate=accumulate,
+        )
+    return _ensemble_static(
+        potential, states, chain_keys, lrs, acc, precond, n_steps=int(n_steps),
+        accumulate=accumulate,
+    )
+
+
+def stiffest_curvature(
+    potential: PotentialFn,
+    params: Params,
+    n_iter: int = 50,
+    key: Array | None = None,
+    precond: Params | None = None,
+) -> float:
+    """Largest eigenvalue λ_max of the (preconditioned) Hessian P^½ ∇²U P^½ at `params`.
+
+    Power iteration on exact Hessian-vector products (jvp of grad). ULA is stable only for
+    η λ_max < 2, and its stationary variance along that direction is inflated by
+    1/(1 − η λ_max/2) (docs/langevin.md); the paper's FCN protocol starts at half the largest
+    stable lr, η0 = 1/λ_max. Power iteration converges to the eigenvalue of largest |λ|; near a
+    minimum of U the Hessian is positive semi-definite there, so this is λ_max. `precond` as in
+    `ula_step` (None: P = 1).
+    """
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    if precond is None:
+        sqrt_p = jnp.ones_like(flat)
+    else:
+        _check_same_tree(params, precond, "precond")
+        sqrt_p = jax.flatten_util.ravel_pytree(
+            jax.tree.map(lambda x, q: jnp.full(x.shape, q, x.dtype) ** 0.5, params, precond)
+        )[0]
+    key = jax.random.PRNGKey(0) if key is None else key
+
+    def hvp(pot, x0, sp, v):
+        def grad_flat(x):
+            g = jax.grad(lambda p: pot(p)[0])(unravel(x))
+            return jax.flatten_util.ravel_pytree(g)[0]
+
+        return sp * jax.jvp(grad_flat, (x0,), (sp * v,))[1]
+
+    # Pass data and parameters as arguments: closing over them makes XLA constant-fold the
+    # whole forward pass at compile time (seconds at the paper's size).
+    if isinstance(potential, Potential):
+        hvp_j = jax.jit(hvp)
+        args = (potential, flat, sqrt_p)
+    else:
+        hvp_j = jax.jit(lambda x0, sp, v: hvp(potential, x0, sp, v))
+        args = (flat, sqrt_p)
+    v = jax.random.normal(key, flat.shape, dtype=flat.dtype)
+    v = v / jnp.linalg.norm(v)
+    lam = 0.0
+    for _ in range(int(n_iter)):
+        w = hvp_j(*args, v)
+        lam = float(jnp.vdot(v, w))
+        v = w / jnp.linalg.norm(w)
+    return lam
+
+
+# --------------------------------------------------------------------------------------------
+# Discretization check (Methods: "increasing the last reduction of learning rate by an
+# additional factor of 2 did not have any appreciable effect").
+
+
+@dataclass(frozen=True)
+class DiscretizationCheck:
+    """Per-observable comparison of ensembles run at lr and lr/2 (same Langevin time).
+
+    Each field is a dict name -> array with the observable's shape. `se` is the standard error
+    of `diff`, from the pooled variance and the multi-chain effective sample size of each run
+    (`fleos.diagnostics.effective_sample_size`); `z = diff / se`; `rhat` is the split-R̂ of
+    each run (max of the two), which should be close to 1 for `se` to be trusted.
+    """
+
+    lr: float
+    mean: dict[str, np.ndarray]
+    mean_half: dict[str, np.ndarray]
+    diff: dict[str, np.ndarray]
+    se: dict[str, np.ndarray]
+    z: dict[str, np.ndarray]
+    ess: dict[str, np.ndarray]
+    rhat: dict[str, np.ndarray]
+
+    def max_abs_z(self) -> float:
+        """Largest |z| over all observables and components."""
+        return float(max(np.max(np.abs(v)) for v in self.z.values()))
+
+
+def _observable_traces(
+    potential, states, keys, lr, precond, obs_fn, n_burn, n_samples, thin, chunks_per_record
+) -> dict[str, np.ndarray]:
+    """Run `n_burn` steps, then record `obs_fn` every `thin`·chunks_per_record steps.
+
+    All device work is done in chunks of exactly `thin` steps so that one compiled program
+    serves burn-in, sampling and both step sizes of `discretization_check`.
+    """
+    for _ in range(-(-n_burn // thin)):
+        states, _, _ = run_ensemble(potential, states, keys, lr, thin, precond=precond)
+    rec: dict[str, list[np.ndarray]] = {}
+    for _ in range(n_samples):
+        for _ in range(chunks_per_record):
+            states, _, _ = run_ensemble(potential, states, keys, lr, thin, precond=precond)
+        for name, val in obs_fn(states.params).items():
+            rec.setdefault(name, []).append(np.asarray(val, dtype=np.float64))
+    # (time, chains, ...) -> (chains, time, ...)
+    return {k: np.moveaxis(np.stack(v), 0, 1) for k, v in rec.items()}
+
+
+def _mean_se_ess_rhat(trace: np.ndarray) -> tuple[np.ndarray, ...]:
+    """trace (chains, time, ...) -> per-component mean, standard error, ESS and split-R̂."""
+    c, t = trace.shape[:2]
+    shape = trace.shape[2:]
+    flat = trace.reshape(c, t, -1)
+    means, ses, esss, rhats = [], [], [], []
+    for j in range(flat.shape[2]):
+        x = flat[:, :, j]
+        ess = effective_sample_size(x)
+        means.append(x.mean())
+        ses.append(math.sqrt(x.var(ddof=1) / ess))
+        esss.append(ess)
+        rhats.append(split_rhat(x))
+    return tuple(np.asarray(a).reshape(shape) for a in (means, ses, esss, rhats))
+
+
+def discretization_check(
+    potential: PotentialFn,
+    init_states: ChainState,
+    chain_keys: Array,
+    lr: float,
+    observables: Callable[[Params], Mapping[str, Array]],
+    *,
+    n_burn: int,
+    n_samples: int,
+    thin: int,
+    precond: Params | None = None,
+) -> DiscretizationCheck:
+    """The paper's discretization check: does halving the final lr change any observable?
+
+    Runs the ensemble `init_states` (leading chain axis) at `lr` for `n_burn` steps and then
+    records `observables(params) -> {name: array}` every `thin` steps, `n_samples` times; then
+    repeats from the same initial states with lr/2, twice the steps and independent noise
+    (keys folded with 1), i.e. the same Langevin time. Returns per observable the two means,
+    their difference, its standard error (pooled variance / multi-chain ESS, added in
+    quadrature for the two independent runs) and z = diff/se. |z| ≲ 3 everywhere means the
+    O(lr) ULA bias is below the statistical error at this lr.
+    """
+    n_burn, n_samples, thin = int(n_burn), int(n_samples), int(thin)
+    if n_burn < 0 or n_samples < 4 or thin < 1:
+        raise ValueError(
+            f"need n_burn >= 0, n_samples >= 4, thin >= 1; got {n_burn}, {n_samples}, {thin}"
+        )
+    obs_fn = jax.jit(jax.vmap(observables))
+    tr = _observable_traces(
+        potential, init_states, chain_keys, lr, precond, obs_fn, n_burn, n_samples, thin, 1
+    )
+    half_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(chain_keys)
+    tr_h = _observable_traces(
+        potential, init_states, half_keys, lr / 2, precond, obs_fn, 2 * n_burn, n_samples,
+        thin, 2,
+    )
+    out: dict[str, dict[str, np.ndarray]] = {
+        k: {} for k in ("mean", "mean_half", "diff", "se", "z", "ess", "rhat")
+    }
+    for name in tr:
+        m1, s1, e1, r1 = _mean_se_ess_rhat(tr[name])
+        m2, s2, e2, r2 = _mean_se_ess_rhat(tr_h[name])
+        se = np.sqrt(s1**2 + s2**2)
+        out["mean"][name] = m1
+        out["mean_half"][name] = m2
+        out["diff"][name] = m2 - m1
+        out["se"][name] = se
+        out["z"][name] = (m2 - m1) / se
+        out["ess"][name] = np.minimum(e1, e2)
+        out["rhat"][name] = np.maximum(r1, r2)
+    return DiscretizationCheck(lr=float(lr), **out)
+
+
+__all__ = [
+    "ChainState",
+    "DiscretizationCheck",
+    "Potential",
+    "StepInfo",
+    "discretization_check",
+    "init_state",
+    "make_potential",
+    "run_ensemble",
+    "run_steps",
+    "stiffest_curvature",
+    "ula_step",
+]
