@@ -1,0 +1,176 @@
+"""`fleos eos cnn2`: solve the 2-layer CNN equations of state (Eq. 8) over C and print JSON.
+
+Example (Fig. 3, n = 1600):
+    fleos eos cnn2 --n 1600 --S 64 --N 20 --sigma2 0.1 --sigma-a2 2 --sigma-w2 2 \
+        --C 1280 640 320 160 --n-test 1000 --data-seed 0 --teacher-seed 0 --json --analytic
+Output: ONE JSON document {"gp": {...}, "solutions": [...], "settings": {...}}. `gp` holds the
+C → ∞ observables; each solution holds C, the solver status (converged, iterations, residual,
+seconds, message) and the observables of fleos.eos.cnn2.cnn2_observables (alpha_train,
+alpha_test, normalized train MSE, test MSE, sigma_eigs descending) with their ratios to the
+GP. With --analytic each solution also holds "analytic": Eq. 9 (fleos.eos.cnn2_analytic) and
+the test α of GP inference with Q_f(analytic Σ). Exit code 1 if any requested C did not
+converge (the JSON is still printed, with converged=false).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+
+def register(arch_subparsers: argparse._SubParsersAction) -> None:
+    p = arch_subparsers.add_parser(
+        "cnn2",
+        help="2-layer CNN equations of state (Eq. 8), annealed from the GP limit over C",
+        description="Solve Eq. 8 for the 2-layer erf CNN at each channel count C (annealing "
+        "from the GP solution), with GP test predictions and optionally Eq. 9.",
+    )
+    p.add_argument("--data", help="npz file with X (n × N·S), y, optional X_test, y_test "
+                   "(else a teacher draw); N = width / S")
+    p.add_argument("--n", type=int, default=1600, help="training-set size (teacher data)")
+    p.add_argument("--S", type=int, default=64, help="patch size S")
+    p.add_argument("--N", type=int, default=20, help="number of patches N (teacher data)")
+    p.add_argument("--n-test", type=int, default=1000, help="test-set size (teacher data)")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--teacher-seed", type=int, default=0)
+    p.add_argument("--activation", default="erf", choices=["erf", "linear"])
+    p.add_argument("--sigma2", type=float, default=0.1, help="likelihood noise σ²")
+    p.add_argument("--sigma-a2", type=float, default=2.0, help="readout prior variance σ_a²")
+    p.add_argument("--sigma-w2", type=float, default=2.0, help="input prior variance σ_w²")
+    p.add_argument("--C", type=float, nargs="+", required=True, help="channel counts")
+    p.add_argument("--tol", type=float, default=1e-8, help="relative residual tolerance")
+    p.add_argument("--max-iter", type=int, default=60)
+    p.add_argument("--method", default="anderson", choices=["anderson", "newton_krylov"])
+    p.add_argument("--analytic", action="store_true", help="add Eq. 9 (needs the teacher w*)")
+    p.add_argument("--json", action="store_true", help="print JSON (the default output)")
+    p.add_argument("--out", help="write the JSON to this file instead of stdout")
+    p.set_defaults(func=run)
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
+    """(CNN2Problem, teacher arrays, data settings) from --data or a fleos.data teacher draw."""
+    from fleos.eos.cnn2 import CNN2Problem
+
+    hyper = {"sigma2": args.sigma2, "sigma_a2": args.sigma_a2, "sigma_w2": args.sigma_w2,
+             "activation": args.activation}
+    if args.data:
+        problem = CNN2Problem.from_npz(args.data, args.S, **hyper)
+        with np.load(args.data) as f:
+            teacher = {k: f[k] for k in f.files if k.startswith("teacher_")}
+        return problem, teacher, {"data": args.data}
+    from fleos.data import make_dataset
+
+    cfg = {"S": args.S, "N": args.N, "sigma_w2": args.sigma_w2, "sigma_a2": args.sigma_a2,
+           "activation": args.activation}
+    ds = make_dataset("cnn2", cfg, args.n, args.n_test, args.teacher_seed, args.data_seed)
+    has_test = len(ds.X_test) > 0
+    problem = CNN2Problem.from_arrays(
+        ds.X, ds.y, args.N, args.S, ds.X_test if has_test else None,
+        ds.y_test if has_test else None, **hyper,
+    )
+    return problem, ds.teacher, {"data_seed": args.data_seed, "teacher_seed": args.teacher_seed}
+
+
+def _public(obs: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready observables (drop the per-point predictions)."""
+    out = {k: v for k, v in obs.items() if k not in ("f_train", "f_test")}
+    out["sigma_eigs"] = [float(v) for v in obs["sigma_eigs"]]
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _analytic(problem: Any, C: float, teacher: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Eq. 9 at C (fleos.eos.cnn2_analytic) and the test α of GP inference with Q_f(Σ_Eq.9)."""
+    from fleos.eos.cnn2 import cnn2_observables
+    from fleos.eos.cnn2_analytic import analytic_sigma, solve_eq9
+
+    if "teacher_w" not in teacher:
+        raise ValueError("--analytic needs the teacher input weight: key 'teacher_w' missing "
+                         "from the data file")
+    w_star = np.asarray(teacher["teacher_w"], dtype=np.float64).reshape(-1)
+    norms = None
+    if "teacher_param_a" in teacher:
+        norms = (float(np.sum(np.asarray(teacher["teacher_param_a"]) ** 2)),
+                 float(w_star @ w_star))
+    # The derivation's recommended form (fleos.eos.cnn2_analytic docstring): renormalized
+    # q_train, the K_f⁻¹ term and the finite-S leakage kept, the actual teacher norms.
+    options = {"q_train": "renormalized", "kinv_term": True, "finite_s": True}
+    r = solve_eq9(problem.n, problem.S, problem.N, C, problem.sigma2, problem.sigma_a2,
+                  problem.sigma_w2, teacher_norms=norms, **options)
+    l_perp = getattr(r, "l_perp", None)
+    if l_perp is not None and not np.isfinite(l_perp):
+        l_perp = None
+    Sigma = analytic_sigma(problem.S, w_star, r.l_star, problem.sigma_w2, l_perp=l_perp)
+    obs = cnn2_observables(problem, Sigma)
+    return {
+        "alpha_train": float(r.alpha), "l_star": float(r.l_star), "chi2": float(r.chi2),
+        "lambda_inf": float(r.lambda_inf), "converged": bool(r.converged),
+        "alpha_test_gp_inference": obs["alpha_test"],
+        "alpha_train_gp_inference": obs["alpha_train"],
+        "options": {**options, "teacher_norms": norms},
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    import fleos  # noqa: F401  (float64)
+    from fleos.eos.cnn2 import cnn2_gp_observables, cnn2_observables, sweep_cnn2
+
+    t0 = time.perf_counter()
+    try:
+        problem, teacher, data_settings = _load(args)
+    except ValueError as err:
+        print(f"fleos eos cnn2: {err}", file=sys.stderr)
+        return 2
+    gp = _public(cnn2_gp_observables(problem))
+    results = sweep_cnn2(problem, args.C, tol=args.tol, max_iter=args.max_iter,
+                         method=args.method)
+    solutions = []
+    for C, res in zip(args.C, results, strict=True):
+        t_obs = time.perf_counter()
+        obs = _public(cnn2_observables(problem, res.x))
+        row: dict[str, Any] = {
+            "C": C, "converged": bool(res.converged), "iterations": int(res.iterations),
+            "residual": float(res.residual), "seconds": float(res.seconds),
+            "message": res.message, **obs,
+            "alpha_train_over_gp": _ratio(obs["alpha_train"], gp["alpha_train"]),
+            "alpha_test_over_gp": _ratio(obs["alpha_test"], gp["alpha_test"]),
+            "train_mse_over_gp": _ratio(obs["train_mse_normalized"],
+                                        gp["train_mse_normalized"]),
+            "top_sigma_eig_over_gp": _ratio(obs["sigma_eigs"][0], gp["sigma_eigs"][0]),
+        }
+        if args.analytic:
+            try:
+                row["analytic"] = _analytic(problem, C, teacher)
+            except ValueError as err:
+                print(f"fleos eos cnn2: {err}", file=sys.stderr)
+                return 2
+        row["observables_seconds"] = time.perf_counter() - t_obs
+        solutions.append(row)
+    doc = {
+        "gp": gp,
+        "solutions": solutions,
+        "settings": {
+            "n": problem.n, "S": problem.S, "N": problem.N,
+            "n_test": 0 if problem.P_test is None else int(problem.P_test.shape[0]),
+            "sigma2": problem.sigma2, "sigma_a2": problem.sigma_a2,
+            "sigma_w2": problem.sigma_w2, "activation": problem.activation,
+            "C": list(args.C), "tol": args.tol, "max_iter": args.max_iter,
+            "method": args.method, **data_settings,
+            "total_seconds": time.perf_counter() - t0,
+        },
+    }
+    text = json.dumps(doc, indent=1)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    return 0 if all(s["converged"] for s in solutions) else 1

@@ -1,0 +1,161 @@
+"""Tests of the generic solvers (fleos.solvers): known roots, reported non-convergence,
+domain safeguards, and the annealing continuation with step insertion."""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fleos  # noqa: F401  (enables float64)
+from fleos.solvers import SolveResult, anderson, anneal, newton_krylov
+
+RNG = np.random.default_rng(0)
+A5 = jnp.asarray(RNG.normal(size=(5, 5)) * 0.3 + 3.0 * np.eye(5))
+X_STAR = jnp.asarray(RNG.normal(size=5))
+
+
+def cubic_residual(x):
+    """Nonlinear system with the known root x* (A5 is well conditioned, the cubic is monotone
+    around it)."""
+    d = x - X_STAR
+    return A5 @ d + 0.5 * d**3
+
+
+def test_newton_krylov_known_root():
+    res = newton_krylov(cubic_residual, jnp.zeros(5), tol=1e-12, max_iter=30)
+    assert res.converged and res.message == "converged"
+    assert np.max(np.abs(res.x - X_STAR)) < 1e-11
+    # residual is the norm recomputed at the returned point
+    assert res.residual == pytest.approx(float(jnp.linalg.norm(cubic_residual(res.x))), abs=1e-15)
+    assert res.residual <= 1e-12
+    # Newton converges quadratically: a handful of steps from x = 0
+    assert res.iterations <= 8
+    assert len(res.history) == res.iterations + 1
+
+
+def test_newton_krylov_pytree_and_domain_backtracking():
+    # log(x) - 1 = 0 (root e) from x0 = 10: the full Newton step lands at x < 0 where log is
+    # NaN; the line search must shrink it instead of failing.
+    def residual(p):
+        return {"u": jnp.log(p["u"]) - 1.0, "v": p["v"] ** 2 - 4.0}
+
+    res = newton_krylov(residual, {"u": jnp.array([10.0]), "v": jnp.array([3.0])}, tol=1e-12)
+    assert res.converged
+    assert float(res.x["u"][0]) == pytest.approx(math.e, rel=1e-12)
+    assert float(res.x["v"][0]) == pytest.approx(2.0, rel=1e-12)
+
+
+def test_anderson_known_fixed_points():
+    # Dottie number: the unique real fixed point of cos.
+    res = anderson(jnp.cos, jnp.zeros(3), tol=1e-13, m=4)
+    assert res.converged
+    np.testing.assert_allclose(np.asarray(res.x), 0.7390851332151607, rtol=0, atol=1e-12)
+    assert res.residual == pytest.approx(
+        float(jnp.linalg.norm(jnp.cos(res.x) - res.x)), abs=1e-16
+    )
+    # Linear contraction with a slow mode (rate 0.99): plain iteration needs ~3000 steps,
+    # Anderson with m >= dimension solves it in about dimension + 2 steps.
+    M = jnp.diag(jnp.array([0.99, 0.5, -0.3, 0.1]))
+    b = jnp.array([1.0, 2.0, 3.0, 4.0])
+    exact = np.linalg.solve(np.eye(4) - np.asarray(M), np.asarray(b))
+    res = anderson(lambda x: M @ x + b, jnp.zeros(4), tol=1e-10, m=5, max_iter=50)
+    assert res.converged and res.iterations <= 10
+    np.testing.assert_allclose(np.asarray(res.x), exact, rtol=1e-9)
+
+
+def test_anderson_recovers_from_domain_exit():
+    # G(x) = sqrt(x) + 1 is NaN for x < 0; start where extrapolations can overshoot.
+    res = anderson(lambda x: jnp.sqrt(x) + 1.0, jnp.array([0.01, 50.0]), tol=1e-12, m=3)
+    golden = (3.0 + math.sqrt(5.0)) / 2.0  # x = sqrt(x) + 1
+    assert res.converged
+    np.testing.assert_allclose(np.asarray(res.x), golden, rtol=1e-11)
+
+
+def test_nonconvergence_is_reported():
+    res = newton_krylov(cubic_residual, jnp.zeros(5), tol=1e-12, max_iter=1)
+    assert not res.converged and res.residual > 1e-12 and res.iterations == 1
+    assert "max_iter" in res.message
+    assert res.residual == pytest.approx(float(jnp.linalg.norm(cubic_residual(res.x))))
+    res = anderson(jnp.cos, jnp.zeros(2), tol=1e-12, max_iter=1)
+    assert not res.converged and res.residual > 1e-12
+    assert res.residual == pytest.approx(float(jnp.linalg.norm(jnp.cos(res.x) - res.x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# anneal
+# ---------------------------------------------------------------------------------------------
+
+
+def make_basin_solver(max_ratio: float, calls: list):
+    """A mock solver whose 'basin of convergence' is a step ratio: from a start that is the
+    solution at width w0 (x = w0), it converges at width w iff w0 / w <= max_ratio."""
+
+    def solve_at(w, x_start):
+        w0 = float(x_start)
+        calls.append((w0, w))
+        ok = w0 / w <= max_ratio
+        return SolveResult(x=jnp.asarray(w if ok else w0), converged=ok, iterations=1,
+                           residual=0.0 if ok else 1.0, seconds=0.0,
+                           message="converged" if ok else "diverged")
+
+    return solve_at
+
+
+def test_anneal_inserts_steps_when_direct_jump_fails():
+    calls: list = []
+    res = anneal(make_basin_solver(2.0, calls), [100.0, 10.0], jnp.asarray(1000.0),
+                 start_width=1000.0)
+    assert [r.converged for r in res] == [True, True]
+    assert [float(r.x) for r in res] == [100.0, 10.0]  # results only at requested widths
+    # 1000 -> 100 (ratio 10) fails, so does 1000 -> 316.2 (3.16); 1000 -> 562.3 succeeds...
+    assert calls[0] == (1000.0, 100.0) and not calls[0][0] / calls[0][1] <= 2
+    tried = [w for _, w in calls]
+    assert any(abs(w - math.sqrt(1000.0 * 100.0)) < 1e-9 for w in tried)  # geometric midpoint
+    assert "intermediate widths" in res[0].message
+    # the accepted steps chain from 1000 down to 10 and each respected the basin
+    accepted = [(w0, w) for w0, w in calls if w0 / w <= 2.0]
+    assert accepted[0][0] == 1000.0 and accepted[-1][1] == 10.0
+    assert all(a[1] == b[0] for a, b in zip(accepted, accepted[1:], strict=False))
+
+
+def test_anneal_order_and_gp_start():
+    calls: list = []
+    res = anneal(make_basin_solver(1e9, calls), [10.0, 40.0, 20.0], jnp.asarray(1e6))
+    assert [float(r.x) for r in res] == [10.0, 40.0, 20.0]
+    assert [w for _, w in calls] == [40.0, 20.0, 10.0]  # solved from large to small
+
+
+def test_anneal_gives_up_below_min_ratio():
+    calls: list = []
+    res = anneal(make_basin_solver(1.0, calls), [50.0, 10.0], jnp.asarray(100.0),
+                 start_width=100.0, min_ratio=1.05)
+    assert [r.converged for r in res] == [False, False]
+    assert "stalled" in res[0].message and "not attempted" in res[1].message
+    # it halved the step geometrically until the ratio fell below min_ratio, no further
+    ratios = [w0 / w for w0, w in calls]
+    assert min(ratios) >= 1.05 and len(calls) < 10
+
+
+def test_anneal_extrapolation_in_inverse_width():
+    # x(w) = 3 + 5/w is linear in 1/w: the extrapolated start must be exact.
+    starts = []
+
+    def solve_at(w, x_start):
+        starts.append((w, float(x_start)))
+        return SolveResult(x=jnp.asarray(3.0 + 5.0 / w), converged=True, iterations=1,
+                           residual=0.0, seconds=0.0, message="converged")
+
+    anneal(solve_at, [100.0, 50.0, 10.0], jnp.asarray(3.0), extrapolate=True)
+    assert starts[0] == (100.0, 3.0)  # first step: only the GP point is known
+    for w, x0 in starts[1:]:
+        assert x0 == pytest.approx(3.0 + 5.0 / w, rel=1e-12)
+
+
+def test_anneal_from_gp_limit_terminates_when_nothing_converges():
+    calls: list = []
+    res = anneal(make_basin_solver(0.5, calls), [10.0], jnp.asarray(1e300), max_inserts=5)
+    assert not res[0].converged and "gave up after 5" in res[0].message
+    assert len(calls) == 6  # the target and 5 inserted widths 20, 40, ..., 320
