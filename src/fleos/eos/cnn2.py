@@ -37,7 +37,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from fleos import gp
-from fleos.kernels import ACTIVATION_KERNELS, cnn2_output_kernel, patches
+from fleos.kernels import ACTIVATION_KERNELS, cnn2_output_kernel, fast_arcsin, patches
 from fleos.solvers import SolveResult, anderson, anneal, newton_krylov
 
 Array = jnp.ndarray
@@ -162,38 +162,6 @@ class CNN2Problem:
 # ---------------------------------------------------------------------------------------------
 # The EoS map
 # ---------------------------------------------------------------------------------------------
-
-
-# Taylor coefficients of arcsin(t)/t − 1 in z = t² (t ≤ 1/2, z ≤ 1/4):
-# c_k = C(2k,k)/(4^k (2k+1)).
-# 25 terms leave a remainder below c_26 (1/4)^26 ≈ 1e-19 relative: exact in float64.
-_ASIN_COEFFS = tuple(math.comb(2 * k, k) / (4**k * (2 * k + 1)) for k in range(1, 26))
-
-
-@jax.custom_jvp
-def fast_arcsin(x: Array) -> Array:
-    """arcsin(x) on [−1, 1] to float64 rounding (max error ~2e-16), as one fused polynomial.
-
-    XLA's CPU arcsin is a scalar libm call (~30 ns/element); the EoS evaluate it on N n²
-    elements per iteration (5·10⁷ at the paper's size), where it dominated the cost. Uses
-    arcsin(x) = π/2 − 2 arcsin(√((1 − x)/2)) for |x| > 1/2, so the series argument is ≤ 1/2.
-    """
-    ax = jnp.abs(x)
-    big = ax > 0.5
-    t = jnp.where(big, jnp.sqrt(jnp.maximum(0.5 * (1.0 - ax), 0.0)), ax)
-    z = t * t
-    p = jnp.asarray(_ASIN_COEFFS[-1], dtype=x.dtype)
-    for ck in reversed(_ASIN_COEFFS[:-1]):
-        p = p * z + ck
-    r = t + t * z * p
-    r = jnp.where(big, 0.5 * math.pi - 2.0 * r, r)
-    return jnp.copysign(r, x)
-
-
-@fast_arcsin.defjvp
-def _fast_arcsin_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    (x,), (dx,) = primals, tangents
-    return fast_arcsin(x), dx * jax.lax.rsqrt(1.0 - x * x)
 
 
 def _patch_g(Pa: Array, Pb: Array, Sigma: Array, activation: str) -> Array:
