@@ -5,6 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 CONFIG ?= config/config.yaml
+TARGET ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: venv reproduce test lint clean
@@ -18,7 +19,7 @@ $(BIN)/fleos: pyproject.toml
 venv: $(BIN)/fleos
 
 reproduce: venv
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) all
+	$(BIN)/snakemake --cores $(CORES) --configfile=$(CONFIG) $(TARGET)
 
 test: venv
 	$(BIN)/pytest

@@ -1,0 +1,31 @@
+# fleos: from seeds to every figure of Seroussi, Naveh & Ringel, Nat. Commun. 14, 908 (2023).
+#
+# Data flow (one folder per stage under results/):
+#
+#   config ─► make_data ─► sample (Langevin, one HDF5 per seed chunk) ─► aggregate ─┐
+#                  │                                                                  ├─► figure + table
+#                  └────────────► theory (EoS per configuration, JSON) ───────────────┘
+#
+# Targets: all (default), fig2a, fig2b, fig2c, fig3, fig4, fig5, fig6.
+# Config: config/config.yaml (laptop) unless --configfile is given (config/paper.yaml,
+# config/smoke.yaml); see docs/workflow.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+include: "workflow/rules/common.smk"
+
+
+rule all:
+    input:
+        all_figure_targets(),
+    default_target: True
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/theory.smk"
+include: "workflow/rules/figures.smk"

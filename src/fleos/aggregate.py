@@ -1,0 +1,642 @@
+"""Pool sampling jobs into observables with error bars, and run the theory per configuration.
+
+The workflow's aggregation and theory stages (docs/workflow.md) as library functions; the
+Snakemake rule scripts are one call each.
+
+Statistics. Each seed is an independent Langevin chain and each sample file stores per-seed
+*time averages* (docs/hdf5-layout.md). Time samples within a chain are correlated, so error
+bars are computed ACROSS SEEDS only:
+
+* observables linear in the posterior mean f̄ (α train/test, Eq. 9 and the 3-layer FCN
+  section) are computed per seed and averaged, SE = std(ddof=1)/√m over the m seeds;
+* non-linear functionals of posterior means (the normalized train MSE, eigenvalues of Σ,
+  K^(2), Q^(2)) are computed from the seed-pooled mean, with a delete-one jackknife SE over
+  seeds (`jackknife`); a per-seed estimate would be biased by each chain's finite-time noise;
+* Gaussian fits of snapshot projections use `fleos.observables.gaussian_fit` with the seed as
+  group, so their SEs are also across seeds.
+
+Outputs: one ``.npz`` per (experiment, n, width) (flat keys, documented in `aggregate_job`),
+one JSON per theory configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fleos.observables import GaussianFit, gaussian_fit, top_eigh
+
+# Workflow-only keys of an experiment entry (not part of fleos.config.ExperimentConfig).
+WORKFLOW_KEYS = ("theory", "resources", "label")
+# Sample-file datasets without a leading chain axis (not concatenated across chunks).
+_NON_CHAIN = ("snapshots/epoch", "loss/epoch", "snapshots/directions",
+              "snapshots/teacher_direction")
+# Values kept per histogram in the aggregate file (a uniform subsample beyond that).
+MAX_HIST_VALUES = 200_000
+FIT_FIELDS = ("mean", "var", "mean_se", "var_se", "ks", "excess_kurtosis", "count", "groups")
+
+
+def engine_config(exp: Mapping[str, Any]) -> dict[str, Any]:
+    """The experiment entry without the workflow-only keys (theory, resources, label), i.e.
+    what `fleos.config.ExperimentConfig.from_dict` accepts."""
+    return {k: v for k, v in exp.items() if k not in WORKFLOW_KEYS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics across seeds
+# ---------------------------------------------------------------------------------------------
+
+
+def mean_se(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error (std ddof=1 / √m) over independent seeds along `axis`."""
+    v = np.asarray(values, dtype=np.float64)
+    m = v.shape[axis]
+    if m < 2:
+        raise ValueError(f"an error bar across seeds needs >= 2 seeds, got {m}")
+    return v.mean(axis=axis), v.std(axis=axis, ddof=1) / math.sqrt(m)
+
+
+def jackknife(
+    stat: Callable[[np.ndarray], np.ndarray], per_seed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Delete-one jackknife over seeds of a statistic of the seed-pooled mean.
+
+    per_seed: (m, ...) per-seed time averages; stat(pooled_mean) -> array. Returns
+    (stat(mean over all seeds), SE) with SE² = (m−1)/m Σ_i (θ_(i) − θ̄)², θ_(i) the statistic
+    with seed i left out.
+    """
+    x = np.asarray(per_seed, dtype=np.float64)
+    m = x.shape[0]
+    if m < 2:
+        raise ValueError(f"a jackknife across seeds needs >= 2 seeds, got {m}")
+    full = np.asarray(stat(x.mean(axis=0)), dtype=np.float64)
+    total = x.sum(axis=0)
+    loo = np.stack([np.asarray(stat((total - x[i]) / (m - 1)), np.float64) for i in range(m)])
+    se = np.sqrt((m - 1) / m * np.sum((loo - loo.mean(axis=0)) ** 2, axis=0))
+    return full, se
+
+
+def alpha_per_seed(f_mean: np.ndarray, y: np.ndarray, sigma2: float) -> np.ndarray:
+    """α = (y − f̄)·y/(σ² y·y) for each seed's time-averaged f̄ (rows of f_mean)."""
+    y = np.asarray(y, dtype=np.float64)
+    return (y[None, :] - f_mean) @ y / (sigma2 * (y @ y))
+
+
+def normalized_mse(f_mean: np.ndarray, y: np.ndarray, sigma2: float) -> float:
+    """Σ(f̄ − y)²/(σ² Σ y²) at the pooled posterior mean (fleos.gp.normalized_mse, in numpy)."""
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.sum((f_mean - y) ** 2) / (sigma2 * (y @ y)))
+
+
+def fit_record(prefix: str, fit: GaussianFit) -> dict[str, np.ndarray]:
+    """Flat npz entries ``{prefix}_fit`` = [mean, var, mean_se, var_se, ks, kurtosis, count,
+    groups] (FIT_FIELDS order)."""
+    return {f"{prefix}_fit": np.array([getattr(fit, f) for f in FIT_FIELDS], np.float64)}
+
+
+def unpack_fit(arr: np.ndarray) -> dict[str, float]:
+    """Inverse of `fit_record`: a dict keyed by FIT_FIELDS."""
+    return {f: float(v) for f, v in zip(FIT_FIELDS, np.asarray(arr), strict=True)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading sample files
+# ---------------------------------------------------------------------------------------------
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if k in ("attrs", "config") and not prefix:
+            continue
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flat(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def load_chunks(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """Read the seed-chunk files of one (experiment, n, width) and join them along the chain
+    axis. Returns flat keys ('f_train/mean', 'snapshots/w_teacher', ...) plus 'config' (of
+    the first file). Files must agree on n, width and config; seeds must not repeat."""
+    from fleos.io import read_samples
+
+    if not paths:
+        raise ValueError("load_chunks: no sample files given")
+    parts = [read_samples(p) for p in paths]
+    first = parts[0]
+    for p, part in zip(paths, parts, strict=True):
+        for key in ("n", "width"):
+            if int(part["attrs"][key]) != int(first["attrs"][key]):
+                raise ValueError(f"sample file {p}: {key}={part['attrs'][key]} differs from "
+                                 f"{paths[0]} ({first['attrs'][key]})")
+    flats = [_flat(p) for p in parts]
+    out: dict[str, Any] = {}
+    for key in flats[0]:
+        vals = [f[key] for f in flats if key in f]
+        chain = (key not in _NON_CHAIN and not key.startswith("backoffs/")
+                 and not key.endswith("/rhat"))
+        if chain and len(vals) == len(flats):
+            out[key] = np.concatenate([np.atleast_1d(v) for v in vals], axis=0)
+        else:
+            out[key] = vals[0]
+    seeds = out["seeds"]
+    if len(set(seeds.tolist())) != len(seeds):
+        raise ValueError(f"load_chunks: repeated seeds {sorted(seeds.tolist())} across {paths}")
+    out["config"] = first["config"]
+    out["n"] = int(first["attrs"]["n"])
+    out["width"] = int(first["attrs"]["width"])
+    return out
+
+
+def _sampling_values(snap: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values of snapshots (chains, T, ...) taken in the sampling stage, flattened, with the
+    chain index of each value (the group of `gaussian_fit`)."""
+    vals, groups = [], []
+    for c in range(snap.shape[0]):
+        v = np.asarray(snap[c][mask[c]], np.float64).ravel()
+        vals.append(v)
+        groups.append(np.full(v.size, c))
+    return np.concatenate(vals), np.concatenate(groups)
+
+
+def _subsample(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    if x.size <= MAX_HIST_VALUES:
+        return x
+    idx = np.random.default_rng(seed).choice(x.size, MAX_HIST_VALUES, replace=False)
+    return x[np.sort(idx)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation of one (experiment, n, width)
+# ---------------------------------------------------------------------------------------------
+
+
+def aggregate_job(
+    name: str, exp: Mapping[str, Any], samples: Mapping[str, Any], data: Any
+) -> dict[str, np.ndarray]:
+    """Observables with error bars across seeds for one (experiment, n, width).
+
+    samples: the output of `load_chunks`; data: the `fleos.data.Dataset` the chains saw.
+    Keys of the result (all numpy arrays):
+      seeds, count; alpha_{train,test}_seeds, alpha_{train,test}, alpha_{train,test}_se;
+      mse_train_norm, mse_train_norm_se (jackknife), f_train_mean, f_test_mean;
+      sigma_mean, sigma_eigs, sigma_eigs_se (if Σ was recorded);
+      {w_teacher,w_random,h2_teacher,h2_random}_values / _fit (snapshot projections);
+      w_random_var_dirs (fitted variance per random direction);
+      mode1_values, mode1_fit, mode1_eigval (Fig. 2a, most strongly fluctuating mode);
+      K2_mean, Q2_mean, K2_eigs(_se), Q2_eigs(_se) (3-layer CNN);
+      probe_<layer>_mean and <layer>_proj<i>_values/_fit (Myrtle-5);
+      iat_max, rhat_max (worst chain diagnostics of the snapshot series).
+    """
+    sigma2 = float(exp["sigma2"])
+    y, y_test = np.asarray(data.y, np.float64), np.asarray(data.y_test, np.float64)
+    out: dict[str, np.ndarray] = {
+        "seeds": np.asarray(samples["seeds"]),
+        "count": np.asarray(samples["count"]),
+        "n": np.array(samples["n"]),
+        "width": np.array(samples["width"]),
+        "sigma2": np.array(sigma2),
+    }
+    if np.any(np.asarray(samples["count"]) == 0):
+        bad = np.asarray(samples["seeds"])[np.asarray(samples["count"]) == 0]
+        raise ValueError(f"{name}: seeds {bad.tolist()} recorded no equilibrium sample "
+                         "(burn-in/schedule never reached the sampling stage)")
+    f_tr = np.asarray(samples["f_train/mean"], np.float64)
+    f_te = np.asarray(samples["f_test/mean"], np.float64)
+    for split, f, yy in (("train", f_tr, y), ("test", f_te, y_test)):
+        a = alpha_per_seed(f, yy, sigma2)
+        out[f"alpha_{split}_seeds"] = a
+        out[f"alpha_{split}"], out[f"alpha_{split}_se"] = (np.array(v) for v in mean_se(a))
+    out["mse_train_norm"], out["mse_train_norm_se"] = jackknife(
+        lambda fm: np.array(normalized_mse(fm, y, sigma2)), f_tr)
+    out["mse_test_norm"], out["mse_test_norm_se"] = jackknife(
+        lambda fm: np.array(normalized_mse(fm, y_test, sigma2)), f_te)
+    out["f_train_mean"], out["f_test_mean"] = f_tr.mean(0), f_te.mean(0)
+
+    if "sigma/mean" in samples:
+        sig = np.asarray(samples["sigma/mean"], np.float64)
+        out["sigma_mean"] = sig.mean(0)
+        out["sigma_eigs"], out["sigma_eigs_se"] = jackknife(lambda s: top_eigh(s)[0], sig)
+        out["sigma_top_seeds"] = np.array([top_eigh(s, 1)[0][0] for s in sig])
+
+    mask = np.asarray(samples.get("snapshots/sampling", None)) if "snapshots/sampling" in \
+        samples else None
+    for key in ("w_teacher", "h2_teacher", "h2_random"):
+        snap_key = f"snapshots/{key}"
+        if snap_key in samples and mask is not None:
+            v, g = _sampling_values(samples[snap_key], mask)
+            out[f"{key}_values"] = _subsample(v)
+            out.update(fit_record(key, gaussian_fit(v, g)))
+    if "snapshots/w_random" in samples and mask is not None:
+        wr = np.asarray(samples["snapshots/w_random"])  # (chains, T, C, R)
+        R = wr.shape[-1]
+        variances = []
+        for r in range(R):
+            v, g = _sampling_values(wr[..., r], mask)
+            fit = gaussian_fit(v, g)
+            variances.append(fit.var)
+            if r == 0:  # the histogram of Figs. 3-4 shows one random direction
+                out["w_random_values"] = _subsample(v)
+                out.update(fit_record("w_random", fit))
+        out["w_random_var_dirs"] = np.asarray(variances)
+
+    if "top_modes/proj" in samples:
+        proj = np.asarray(samples["top_modes/proj"], np.float64)  # (chains, K, C, k)
+        vals, groups = [], []
+        for c in range(proj.shape[0]):
+            v = proj[c, :, :, 0].ravel()
+            v = v[np.isfinite(v)]
+            vals.append(v)
+            groups.append(np.full(v.size, c))
+        v, g = np.concatenate(vals), np.concatenate(groups)
+        if v.size >= 3:
+            out["mode1_values"] = _subsample(v)
+            # The mode's sign is arbitrary per chain; the fit is of the pooled projections.
+            out.update(fit_record("mode1", gaussian_fit(v, g if len(set(g)) > 1 else None)))
+        out["mode1_eigval"] = np.asarray(samples["top_modes/eigvals"], np.float64)[:, 0]
+
+    for kname in ("K2", "Q2"):
+        if f"{kname}/mean" in samples:
+            K = np.asarray(samples[f"{kname}/mean"], np.float64)
+            out[f"{kname}_mean"] = K.mean(0)
+            out[f"{kname}_eigs"], out[f"{kname}_eigs_se"] = jackknife(
+                lambda k: top_eigh(k, min(100, k.shape[0]))[0], K)
+
+    probes = sorted({k.split("/")[1] for k in samples if k.startswith("probe/")})
+    for layer in probes:
+        Kp = np.asarray(samples[f"probe/{layer}/mean"], np.float64)
+        out[f"probe_{layer}_mean"] = Kp.mean(0)
+        if f"snapshots/{layer}" in samples and mask is not None:
+            from fleos.observables import project_on_eigenvectors
+
+            H = np.asarray(samples[f"snapshots/{layer}"], np.float64)  # (chains, T, P, c)
+            H = np.moveaxis(H, 2, -1)  # (chains, T, c, P)
+            idx = tuple(i for i in (0, 9) if i < Kp.shape[-1])
+            proj = project_on_eigenvectors(H, out[f"probe_{layer}_mean"], idx)
+            for i, p in proj.items():
+                v, g = _sampling_values(p, mask)
+                out[f"{layer}_proj{i + 1}_values"] = _subsample(v)
+                out.update(fit_record(f"{layer}_proj{i + 1}", gaussian_fit(v, g)))
+
+    iat = [np.nanmax(v) for k, v in samples.items()
+           if k.startswith("diagnostics/") and k.endswith("/iat") and np.size(v)
+           and np.any(np.isfinite(v))]
+    rhat = [np.nanmax(v) for k, v in samples.items()
+            if k.startswith("diagnostics/") and k.endswith("/rhat") and np.size(v)
+            and np.any(np.isfinite(v))]
+    out["iat_max"] = np.array(max(iat) if iat else np.nan)
+    out["rhat_max"] = np.array(max(rhat) if rhat else np.nan)
+    if "lr/final" in samples:
+        out["lr_final"] = np.asarray(samples["lr/final"], np.float64)
+    return out
+
+
+def prior_overlaps(
+    exp: Mapping[str, Any], width: int, data: Any, draws: int, seed: int = 12345
+) -> dict[str, np.ndarray]:
+    """Projections of PRIOR draws (the untrained networks, 'before training'): the same
+    quantities as the sampled snapshots, for Fig. 4 insets (w·w*, w·w_r, h2 overlaps) and
+    Fig. 6 (Myrtle-5 pre-activations). Uses the model's own prior (fleos.models)."""
+    import jax
+    import jax.numpy as jnp
+
+    from fleos.models import build_model
+    from fleos.observables import overlap
+
+    model = build_model(exp["arch"], exp["model"], width, param_dtype=jnp.float64)
+    out: dict[str, list[np.ndarray]] = {}
+    teacher = getattr(data, "teacher", {}) or {}
+    X = jnp.asarray(data.X)
+    for k in range(draws):
+        params = model.init_prior(jax.random.fold_in(jax.random.PRNGKey(seed), k), jnp.float64)
+        W = np.asarray(model.input_weights(params))
+        if "teacher_w" in teacher:
+            out.setdefault("w_teacher", []).append(overlap(W, teacher["teacher_w"]))
+        if "teacher_w_random" in teacher:
+            out.setdefault("w_random", []).append(overlap(W, teacher["teacher_w_random"]))
+        if exp["arch"] == "cnn3":
+            h2 = np.asarray(model.preactivations(params, X)["h2"])  # (n, N, C2)
+            for key, name in (("teacher_h2_train", "h2_teacher"),
+                              ("teacher_h2_random_train", "h2_random")):
+                if key in teacher:
+                    t = np.asarray(teacher[key], np.float64)
+                    t = t / np.linalg.norm(t)
+                    out.setdefault(name, []).append(np.einsum("mjc,mj->c", h2, t))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def aggregate_experiment(
+    name: str,
+    exp: Mapping[str, Any],
+    chunk_paths: Sequence[str | os.PathLike],
+    data_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+) -> dict[str, np.ndarray]:
+    """Aggregate the chunk files of one (experiment, n, width) into `out_path` (.npz).
+
+    Adds prior-draw projections (``prior_*``) where a figure compares with the untrained
+    network (Figs. 4, 6), and the experiment's teacher_seed."""
+    from fleos.data import load_dataset
+
+    samples = load_chunks(chunk_paths)
+    data = load_dataset(data_path)
+    out = aggregate_job(name, exp, samples, data)
+    width = int(samples["width"])
+    if exp["arch"] == "cnn3":
+        # Prior draws are independent: 32 (or one per seed, if more) give histograms as
+        # smooth as the trained ones at laptop scale for the price of 32 forward passes.
+        draws = max(32, len(out["seeds"]))
+        for k, v in prior_overlaps(exp, width, data, draws=draws).items():
+            out[f"prior_{k}_values"] = v.ravel()
+            out.update(fit_record(f"prior_{k}", gaussian_fit(v.ravel())))
+    if exp["arch"] == "myrtle5":
+        out.update(_myrtle_prior(exp, width, data, samples, out))
+    out["teacher_seed"] = np.array(exp["data"].get("teacher_seed", -1))
+    _save_npz(out_path, out)
+    return out
+
+
+def _myrtle_prior(exp: Mapping[str, Any], width: int, data: Any, samples: Mapping[str, Any],
+                  agg: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Untrained Myrtle-5 pre-activations on the probe batch, projected on the same (trained)
+    kernel eigenvectors as the trained ones, for Fig. 6."""
+    import jax
+    import jax.numpy as jnp
+
+    from fleos.models import build_model
+    from fleos.observables import project_on_eigenvectors
+
+    cfg = samples["config"]["sampler"]
+    P, nch = int(cfg.get("probe_size", 64)), int(cfg.get("probe_channels", 4))
+    model = build_model("myrtle5", exp["model"], width, param_dtype=jnp.float32)
+    probe = jnp.asarray(np.asarray(data.X)[:P], jnp.float32)
+    out: dict[str, np.ndarray] = {}
+    draws = max(64, len(agg["seeds"]))  # independent prior draws (forward passes only)
+    per_layer: dict[str, list[np.ndarray]] = {}
+    for k in range(draws):
+        params = model.init_prior(jax.random.fold_in(jax.random.PRNGKey(4321), k), jnp.float32)
+        pre = model.preactivations(params, probe)
+        for layer in ("layer2", "layer4"):
+            h = np.asarray(pre[layer], np.float64)
+            h = h.mean(axis=tuple(range(1, h.ndim - 1))) if h.ndim > 2 else h  # (P, C)
+            per_layer.setdefault(layer, []).append(h[:, :nch].T)  # (c, P)
+    for layer, hs in per_layer.items():
+        K = agg.get(f"probe_{layer}_mean")
+        if K is None:
+            continue
+        H = np.stack(hs)  # (draws, c, P)
+        idx = tuple(i for i in (0, 9) if i < K.shape[-1])
+        for i, p in project_on_eigenvectors(H, K, idx).items():
+            v, g = p.ravel(), np.repeat(np.arange(H.shape[0]), H.shape[1])
+            out[f"prior_{layer}_proj{i + 1}_values"] = v
+            out.update(fit_record(f"prior_{layer}_proj{i + 1}", gaussian_fit(v, g)))
+    return out
+
+
+def _save_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
+    """Atomic .npz write (temporary file + rename) so a reader never sees a partial file."""
+    from fleos.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def load_aggregate(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read an aggregate .npz into a dict (errors name the file)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"aggregate file {path} is unreadable: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# Theory per configuration (JSON records)
+# ---------------------------------------------------------------------------------------------
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def write_json(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
+    """Atomic JSON write; NaN/inf are written as null (JSON has no NaN)."""
+    from fleos.io import atomic_path
+
+    def clean(o: Any) -> Any:
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        if isinstance(o, (np.ndarray, np.generic)):
+            return clean(np.asarray(o).tolist())
+        return o
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(clean(dict(doc)), indent=1, default=_json_default))
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"theory file {path} is unreadable: {err}") from err
+
+
+def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[str, Any]:
+    """Fig. 3 theory at one n: numeric EoS (Eq. 8) annealed over the widths, the analytic
+    Eq. 9 (train α analytic; test α by GP inference with the analytic Σ, as in the paper),
+    and the GP limit. Non-converged points are kept with converged = False."""
+    from fleos.data import load_dataset
+    from fleos.eos.cnn2 import CNN2Problem, cnn2_gp_observables, cnn2_observables, sweep_cnn2
+    from fleos.eos.cnn2_analytic import analytic_sigma, solve_eq9
+
+    m = exp["model"]
+    th = dict(exp.get("theory", {}))
+    ds = load_dataset(data_path)
+    problem = CNN2Problem.from_arrays(
+        ds.X, ds.y, int(m["N"]), int(m["S"]), ds.X_test, ds.y_test, sigma2=float(exp["sigma2"]),
+        sigma_a2=float(m["sigma_a2"]), sigma_w2=float(m["sigma_w2"]),
+        activation=m.get("activation", "erf"),
+    )
+    widths = [int(w) for w in exp["widths"]]
+    results = sweep_cnn2(problem, widths, tol=float(th.get("tol", 1e-8)),
+                         max_iter=int(th.get("max_iter", 60)),
+                         method=th.get("method", "anderson"))
+    gp = cnn2_gp_observables(problem)
+    w_star = np.asarray(ds.teacher["teacher_w"], np.float64).ravel()
+    a_star = np.asarray(ds.teacher.get("teacher_param_a", np.ones(1)), np.float64).ravel()
+    norms = (float(a_star @ a_star), float(w_star @ w_star))
+    q_train = th.get("q_train", "renormalized")
+    rows = []
+    for C, res in zip(widths, results, strict=True):
+        obs = cnn2_observables(problem, res.x)
+        eq9 = solve_eq9(ds.n, int(m["S"]), int(m["N"]), float(C), float(exp["sigma2"]),
+                        float(m["sigma_a2"]), float(m["sigma_w2"]), q_train=q_train,
+                        teacher_norms=norms)
+        if eq9.converged:
+            sig_an = analytic_sigma(int(m["S"]), w_star, eq9.l_star, float(m["sigma_w2"]))
+            an = cnn2_observables(problem, sig_an)
+        else:
+            an = {"alpha_test": math.nan}
+        rows.append({
+            "C": C,
+            "eos_converged": bool(res.converged), "eos_residual": float(res.residual),
+            "eos_iterations": int(res.iterations), "eos_seconds": float(res.seconds),
+            "eos_message": res.message,
+            "alpha_test_eos": obs["alpha_test"], "alpha_train_eos": obs["alpha_train"],
+            "mse_train_norm_eos": obs["train_mse_normalized"],
+            "sigma_top_eos": float(obs["sigma_eigs"][0]),
+            "analytic_converged": bool(eq9.converged),
+            "alpha_train_analytic": eq9.alpha, "alpha_test_analytic": an["alpha_test"],
+            "alpha_test_analytic_ek": eq9.alpha_test, "chi2_analytic": eq9.chi2,
+            "l_star_analytic": eq9.l_star,
+        })
+    return {
+        "experiment": "cnn2", "n": ds.n, "teacher_seed": exp["data"].get("teacher_seed"),
+        "q_train": q_train, "teacher_norms": norms,
+        "gp": {"alpha_test": gp["alpha_test"], "alpha_train": gp["alpha_train"],
+               "mse_train_norm": gp["train_mse_normalized"],
+               "sigma_top": float(gp["sigma_eigs"][0])},
+        "rows": rows,
+    }
+
+
+def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[str, Any]:
+    """Fig. 2b theory at one n: the 3-layer FCN EoS (Eq. 5) annealed over the widths.
+
+    Each row holds the EoS observables (normalized train MSE, top Σ eigenvalue, α) and their
+    GP values AT THE SAME WIDTH (in mean-field scaling the readout variance σ_a²/N makes the
+    GP itself width dependent; fleos.eos.fcn.fcn_observables)."""
+    from fleos.data import load_dataset
+    from fleos.eos.fcn import FCNProblem, fcn_observables, sweep_fcn
+
+    ds = load_dataset(data_path)
+    m = exp["model"]
+    th = dict(exp.get("theory", {}))
+    problem = FCNProblem(
+        ds.X, ds.y, ds.X_test, ds.y_test, sigma_w2=float(m["sigma_w2"]),
+        sigma_a2=float(m["sigma_a2"]), sigma2=float(exp["sigma2"]),
+        depth=int(m.get("depth", 3)), scaling=m.get("scaling", "standard"),
+        activation=m.get("activation", "erf"), ridge=float(th.get("ridge", 0.0)),
+    )
+    widths = [int(w) for w in exp["widths"]]
+    results = sweep_fcn(problem, widths, tol=float(th.get("tol", 1e-8)),
+                        max_iter=int(th.get("max_iter", 50)),
+                        method=th.get("method", "newton_krylov"))
+    rows = []
+    for N, res in zip(widths, results, strict=True):
+        row: dict[str, Any] = {
+            "width": N,
+            "eos_converged": bool(res.converged), "eos_residual": float(res.residual),
+            "eos_iterations": int(res.iterations), "eos_seconds": float(res.seconds),
+            "eos_message": res.message,
+        }
+        finite = bool(np.all(np.isfinite(np.asarray(res.x["Sigma"]))))
+        obs = fcn_observables(problem, res.x, N) if finite else None
+        # A non-finite (failed) solve gets NaN observables; its GP values are still defined.
+        gp = fcn_observables(problem, _fcn_gp_x(problem), N)
+        row.update({
+            "alpha_train_eos": obs["alpha_train"] if obs else math.nan,
+            "alpha_test_eos": obs["alpha_test"] if obs else math.nan,
+            "mse_train_norm_eos": obs["train_mse"] if obs else math.nan,
+            "sigma_top_eos": float(obs["sigma_eigs"][0]) if obs else math.nan,
+            "alpha_train_gp": gp["alpha_train"], "alpha_test_gp": gp["alpha_test"],
+            "mse_train_norm_gp": gp["train_mse"], "sigma_top_gp": float(gp["sigma_eigs"][0]),
+        })
+        rows.append(row)
+    return {"experiment": "fcn3", "n": ds.n, "teacher_seed": exp["data"].get("teacher_seed"),
+            "scaling": problem.scaling, "rows": rows}
+
+
+def _fcn_gp_x(problem: Any) -> Any:
+    from fleos.eos.fcn import gp_x
+
+    return gp_x(problem)
+
+
+def theory_sweep(
+    name: str, exp: Mapping[str, Any], data_path: str | os.PathLike, out_path: str | os.PathLike
+) -> dict[str, Any]:
+    """The theory rule of the cnn2 / fcn3 experiments: one JSON per n."""
+    if exp["arch"] == "cnn2":
+        doc = theory_cnn2(exp, data_path)
+    elif exp["arch"] == "fcn":
+        doc = theory_fcn3(exp, data_path)
+    else:
+        raise ValueError(f"theory_sweep: experiment {name!r} (arch {exp['arch']!r}) has no "
+                         "width sweep; allowed archs: cnn2, fcn")
+    write_json(out_path, doc)
+    return doc
+
+
+def theory_cnn3(
+    exp: Mapping[str, Any], width: int, data_path: str | os.PathLike,
+    aggregate_path: str | os.PathLike, out_path: str | os.PathLike,
+) -> dict[str, Any]:
+    """Fig. 5 theory (fleos.eos.cnn3): Σ predicted by the last line of Eq. 5 at the empirical
+    Σ and K^(2); Q^(2) predicted from the empirical K^(2) (Eq. 5, line 2); the GP (C → ∞)
+    kernels Σ_GP = σ_w²/S0 I and Q2_GP = Q2(Σ_GP). Spectra (descending) go to the JSON;
+    `sigma_pred_valid` is False if the predicted Σ is not positive definite."""
+    from fleos.data import load_dataset
+    from fleos.eos import cnn3
+
+    ds = load_dataset(data_path)
+    agg = load_aggregate(aggregate_path)
+    m = exp["model"]
+    th = dict(exp.get("theory", {}))
+    act = m.get("activation", "erf")
+    geo = {"N": int(m["N"]), "S1": int(m["S1"]), "S0": int(m["S0"])}
+    ridge = float(th.get("ridge", 0.0))
+    s_pred = cnn3.predict_sigma(ds.X, agg["sigma_mean"], agg["K2_mean"], float(width),
+                                float(width), **geo, sigma_w2=float(m["sigma_w2"]),
+                                sigma_v2=float(m["sigma_v2"]), ridge=ridge, activation=act)
+    q_pred = cnn3.predict_q2(agg["K2_mean"], ds.y, float(exp["sigma2"]), float(width),
+                             N=geo["N"], sigma_a2=float(m["sigma_a2"]), ridge=ridge,
+                             activation=act)
+    s_gp, q_gp = cnn3.gp_kernels(ds.X, geo["N"], geo["S1"], geo["S0"], float(m["sigma_w2"]),
+                                 float(m["sigma_v2"]), act)
+    s_eigs = cnn3.top_eigs(s_pred, 50)
+    doc = {"experiment": "cnn3", "n": ds.n, "width": width,
+           "teacher_seed": exp["data"].get("teacher_seed"),
+           "sigma_pred_eigs": s_eigs, "sigma_pred_valid": bool(min(s_eigs) > 0),
+           "sigma_gp_eigs": cnn3.top_eigs(s_gp, 50),
+           "q2_pred_eigs": cnn3.top_eigs(q_pred, 100), "q2_gp_eigs": cnn3.top_eigs(q_gp, 100)}
+    write_json(out_path, doc)
+    return doc
+
+
+def theory_fls(fls_cfg: Mapping[str, Any], out_path: str | os.PathLike) -> dict[str, Any]:
+    """Fig. 2c (fleos.fls.fls_curve): width (channels) at which χ = 1 (Eq. 6) vs n, for the
+    FCN in standard and mean-field scaling and the 2-layer CNN; mean over `data_seeds`.
+    Per-architecture overrides (``fls.fcn_standard: {d: 64}``, ...) go to fleos.fls."""
+    from fleos.fls import fls_curve
+
+    ns = [int(n) for n in fls_cfg["n"]]
+    labels = {"fcn_standard": "FCN, standard scaling", "fcn_mf": "FCN, mean-field scaling",
+              "cnn2": "2-layer CNN (channels)"}
+    curves = {}
+    for arch in fls_cfg.get("archs", list(labels)):
+        c = fls_curve(arch, ns, data_seeds=tuple(fls_cfg.get("data_seeds", (1, 2, 3))),
+                      teacher_seed=int(fls_cfg.get("teacher_seed", 0)),
+                      **dict(fls_cfg.get(arch, {})))
+        curves[arch] = {"label": labels.get(arch, arch), "width": c["width_mean"],
+                        "width_std": c["width_std"], "config": c["config"]}
+    doc = {"n": ns, "teacher_seed": int(fls_cfg.get("teacher_seed", 0)), "curves": curves}
+    write_json(out_path, doc)
+    return doc

@@ -1,0 +1,164 @@
+"""fleos.aggregate: error bars across seeds, chunk pooling, and observables of one job.
+
+Synthetic sample files (written with fleos.io.write_samples in the documented layout) with
+known per-seed means let every number be checked exactly or against its known law; the one
+statistical check uses 5 standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fleos import gp
+from fleos.aggregate import (
+    aggregate_job,
+    alpha_per_seed,
+    engine_config,
+    jackknife,
+    load_chunks,
+    mean_se,
+    normalized_mse,
+    unpack_fit,
+)
+from fleos.io import write_samples
+
+
+def test_mean_se_is_std_over_sqrt_m():
+    v = np.array([1.0, 2.0, 4.0, 7.0])
+    m, se = mean_se(v)
+    assert m == pytest.approx(3.5)
+    assert se == pytest.approx(np.std(v, ddof=1) / 2)
+    with pytest.raises(ValueError, match="2 seeds"):
+        mean_se(np.array([1.0]))
+
+
+def test_jackknife_of_the_mean_equals_standard_error():
+    # For a linear statistic the delete-one jackknife SE is exactly std(ddof=1)/√m.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(9, 3))
+    est, se = jackknife(lambda m: m, x)
+    np.testing.assert_allclose(est, x.mean(0))
+    np.testing.assert_allclose(se, x.std(0, ddof=1) / 3, rtol=1e-12)
+
+
+def test_jackknife_nonlinear_matches_delta_method():
+    # stat = mean²: delta-method SE = 2|μ| σ/√m. With m = 400 seeds of N(2, 1), the jackknife
+    # SE estimates 2·2·1/20 = 0.2 with relative error ~ 1/√(2m) ≈ 3.5 %; allow 5 of those.
+    rng = np.random.default_rng(1)
+    x = rng.normal(2.0, 1.0, size=(400,))
+    est, se = jackknife(lambda m: m**2, x)
+    assert est == pytest.approx(x.mean() ** 2)
+    assert se == pytest.approx(2 * abs(x.mean()) * x.std(ddof=1) / 20, rel=5 * 0.035)
+
+
+def test_alpha_and_mse_match_gp_module():
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=20)
+    f = rng.normal(size=(3, 20))
+    a = alpha_per_seed(f, y, 0.1)
+    for i in range(3):
+        assert a[i] == pytest.approx(float(gp.alpha(y, f[i], 0.1)))
+    assert normalized_mse(f[0], y, 0.1) == pytest.approx(float(gp.normalized_mse(y, f[0], 0.1)))
+
+
+def test_engine_config_strips_workflow_keys():
+    exp = {"arch": "cnn2", "theory": {}, "resources": {}, "label": "x", "seeds": 2}
+    assert engine_config(exp) == {"arch": "cnn2", "seeds": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic sample files
+# ---------------------------------------------------------------------------------------------
+
+N_TRAIN, N_TEST, S, C, T = 12, 8, 4, 6, 30
+
+
+def _chunk(path, seeds, rng, y, y_test, sigma_scale):
+    k = len(seeds)
+    f_tr = y[None, :] * (1 - 0.1 * (1 + np.arange(k)[:, None])) + 0.01 * rng.normal(size=(k, 12))
+    f_te = 0.5 * y_test[None, :] + 0.01 * rng.normal(size=(k, N_TEST))
+    A = rng.normal(size=(k, S, S))
+    sig = sigma_scale * (np.eye(S)[None] + 0.05 * (A + A.transpose(0, 2, 1)))
+    w_t = rng.normal(0.0, 2.0, size=(k, T, C))
+    w_r = rng.normal(0.0, 0.5, size=(k, T, C, 2))
+    mask = np.ones((k, T), bool)
+    mask[:, :5] = False  # burn-in snapshots, to be ignored
+    w_t[:, :5] = 1e6  # would wreck the fit if used
+    datasets = {
+        "seeds": np.asarray(seeds),
+        "count": np.full(k, 100),
+        "f_train": {"mean": f_tr, "sq_mean": f_tr**2 + 1},
+        "f_test": {"mean": f_te, "sq_mean": f_te**2 + 1},
+        "sigma": {"mean": sig},
+        "loss": {"sse": np.zeros((k, 4), np.float32), "epoch": np.arange(4)},
+        "lr": {"final": np.full(k, 1e-4)},
+        "snapshots": {"epoch": np.arange(T), "sampling": mask, "w_teacher": w_t,
+                      "w_random": w_r, "directions": rng.normal(size=(S, 2))},
+    }
+    write_samples(path, datasets, config={"sampler": {}}, seeds=tuple(seeds), n=N_TRAIN,
+                  width=C)
+    return f_tr, f_te, sig
+
+
+@pytest.fixture
+def chunks(tmp_path):
+    rng = np.random.default_rng(3)
+    y, y_test = rng.normal(size=N_TRAIN), rng.normal(size=N_TEST)
+    p0, p1 = tmp_path / "chunk0.h5", tmp_path / "chunk1.h5"
+    a = _chunk(p0, (0, 1, 2), rng, y, y_test, 1.0)
+    b = _chunk(p1, (3, 4), rng, y, y_test, 1.2)
+    return [p0, p1], (y, y_test), a, b
+
+
+def test_load_chunks_joins_chain_axis(chunks):
+    paths, _, a, b = chunks
+    s = load_chunks(paths)
+    np.testing.assert_array_equal(s["seeds"], [0, 1, 2, 3, 4])
+    np.testing.assert_allclose(s["f_train/mean"], np.concatenate([a[0], b[0]]))
+    assert s["snapshots/w_teacher"].shape == (5, T, C)
+    assert s["snapshots/epoch"].shape == (T,)  # not a per-chain dataset: not concatenated
+    assert s["n"] == N_TRAIN and s["width"] == C
+
+
+def test_load_chunks_rejects_repeated_seeds(chunks):
+    paths, *_ = chunks
+    with pytest.raises(ValueError, match="repeated seeds"):
+        load_chunks([paths[0], paths[0]])
+
+
+def test_aggregate_job_numbers(chunks):
+    paths, (y, y_test), a, b = chunks
+    s = load_chunks(paths)
+    data = SimpleNamespace(y=y, y_test=y_test, X=None, teacher={})
+    out = aggregate_job("cnn2", {"sigma2": 0.1}, s, data)
+    f_tr = np.concatenate([a[0], b[0]])
+    al = alpha_per_seed(f_tr, y, 0.1)
+    assert out["alpha_train"] == pytest.approx(al.mean())
+    assert out["alpha_train_se"] == pytest.approx(al.std(ddof=1) / math.sqrt(5))
+    # normalized MSE from the pooled posterior mean (not the mean of per-seed MSEs)
+    assert out["mse_train_norm"] == pytest.approx(normalized_mse(f_tr.mean(0), y, 0.1))
+    sig = np.concatenate([a[2], b[2]])
+    np.testing.assert_allclose(out["sigma_eigs"], np.linalg.eigvalsh(sig.mean(0))[::-1])
+    assert np.all(out["sigma_eigs_se"] > 0)
+    # Gaussian fit of the teacher overlaps uses sampling snapshots only (burn-in is 1e6):
+    # N(0, 4) values, 5·25·6 = 750 of them: var within 5 SE = 5·4·√(2/749) ≈ 1.03
+    fit = unpack_fit(out["w_teacher_fit"])
+    assert fit["count"] == 5 * 25 * C and fit["groups"] == 5
+    assert abs(fit["var"] - 4.0) < 5 * 4.0 * math.sqrt(2 / 749)
+    assert out["w_teacher_values"].size == 750
+    assert out["w_random_var_dirs"].shape == (2,)
+    assert abs(unpack_fit(out["w_random_fit"])["var"] - 0.25) < 5 * 0.25 * math.sqrt(2 / 749)
+
+
+def test_aggregate_job_refuses_chains_without_samples(chunks):
+    paths, (y, y_test), *_ = chunks
+    s = load_chunks(paths)
+    s["count"] = s["count"].copy()
+    s["count"][1] = 0
+    data = SimpleNamespace(y=y, y_test=y_test, X=None, teacher={})
+    with pytest.raises(ValueError, match=r"seeds \[1\]"):
+        aggregate_job("cnn2", {"sigma2": 0.1}, s, data)

@@ -1,0 +1,103 @@
+"""fleos.plotting: figures and agreement tables from synthetic workflow files.
+
+The end-to-end smoke run (tests/test_workflow.py) draws every figure from real files; here
+the figure functions get hand-made inputs with known numbers so the tables can be checked
+exactly, including the marking of a non-converged EoS point.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from fleos.aggregate import FIT_FIELDS, write_json
+from fleos.plotting import FIG3_COLUMNS, render_figure
+
+
+def _fit(var: float) -> np.ndarray:
+    vals = {"mean": 0.0, "var": var, "mean_se": 0.01, "var_se": 0.02, "ks": 0.01,
+            "excess_kurtosis": 0.0, "count": 1000, "groups": 4}
+    return np.array([vals[f] for f in FIT_FIELDS])
+
+
+def _agg(path, n, C, a_test, a_train):
+    rng = np.random.default_rng(C)
+    np.savez(path, n=np.array(n), width=np.array(C), seeds=np.arange(4),
+             alpha_test=np.array(a_test), alpha_test_se=np.array(0.01),
+             alpha_train=np.array(a_train), alpha_train_se=np.array(0.02),
+             w_teacher_values=rng.normal(0, 1.5, 2000), w_teacher_fit=_fit(2.25),
+             w_random_values=rng.normal(0, 0.5, 2000), w_random_fit=_fit(0.25),
+             teacher_seed=np.array(0))
+
+
+@pytest.fixture
+def fig3_inputs(tmp_path):
+    aggs = []
+    for C, at, atr in ((16, 0.6, 0.5), (64, 0.8, 0.7)):
+        p = tmp_path / f"w{C}.npz"
+        _agg(p, 256, C, at, atr)
+        aggs.append(str(p))
+    rows = [
+        {"C": 16, "eos_converged": False, "eos_residual": 1e-2, "alpha_test_eos": 0.3,
+         "alpha_train_eos": 0.2, "analytic_converged": True, "alpha_test_analytic": 0.65,
+         "alpha_train_analytic": 0.45},
+        {"C": 64, "eos_converged": True, "eos_residual": 1e-9, "alpha_test_eos": 0.81,
+         "alpha_train_eos": 0.69, "analytic_converged": True, "alpha_test_analytic": 0.83,
+         "alpha_train_analytic": 0.7},
+    ]
+    th = tmp_path / "n256.json"
+    write_json(th, {"n": 256, "teacher_seed": 0, "rows": rows,
+                    "gp": {"alpha_test": 1.0, "alpha_train": 0.9}})
+    config = {"experiments": {"cnn2": {"model": {"S": 16, "N": 8}, "sigma2": 0.1,
+                                       "data": {"teacher_seed": 0}}}}
+    return {"aggregate": aggs, "theory": [str(th)], "data": []}, config
+
+
+def test_fig3_table_and_files(tmp_path, fig3_inputs):
+    inputs, config = fig3_inputs
+    png, pdf, csv_path = tmp_path / "f.png", tmp_path / "f.pdf", tmp_path / "f.csv"
+    render_figure("fig3", inputs, config, png, pdf, csv_path)
+    assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[: len(FIG3_COLUMNS)] == FIG3_COLUMNS
+    by_c = {int(r["C"]): r for r in rows}
+    assert float(by_c[64]["alpha_test_exp"]) == pytest.approx(0.8)
+    assert float(by_c[64]["alpha_test_eos"]) == pytest.approx(0.81)
+    assert float(by_c[64]["alpha_test_gp"]) == pytest.approx(1.0)
+    assert float(by_c[64]["alpha_train_gp"]) == pytest.approx(0.9)
+    # the non-converged EoS point is flagged in the table
+    assert by_c[16]["eos_converged"] == "False" and by_c[64]["eos_converged"] == "True"
+    # deviation of experiment from EoS in units of the experimental SE
+    assert float(by_c[64]["test_dev_eos_in_se"]) == pytest.approx((0.8 - 0.81) / 0.01)
+
+
+def test_fig3_rejects_unsampled_hist_width(tmp_path, fig3_inputs):
+    inputs, config = fig3_inputs
+    config["figures"] = {"fig3": {"hist_width": 999}}
+    with pytest.raises(ValueError, match="hist_width"):
+        render_figure("fig3", inputs, config, tmp_path / "a.png", tmp_path / "a.pdf",
+                      tmp_path / "a.csv")
+
+
+def test_fig2c_table(tmp_path):
+    th = tmp_path / "fls.json"
+    write_json(th, {"n": [64, 256], "curves": {
+        "fcn_standard": {"label": "FCN standard", "width": [1.5, 2.0]},
+        "fcn_mf": {"label": "FCN MF", "width": [30.0, 100.0]},
+        "cnn": {"label": "CNN", "width": [50.0, math.nan]}}})
+    render_figure("fig2c", {"theory": [str(th)]}, {}, tmp_path / "c.png", tmp_path / "c.pdf",
+                  tmp_path / "c.csv")
+    with open(tmp_path / "c.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["n"] for r in rows] == ["64", "256"]
+    assert float(rows[1]["width_fcn_mf"]) == pytest.approx(100.0)
+    assert rows[1]["width_cnn"] == "nan"  # no crossing: stated, not invented
+
+
+def test_unknown_figure(tmp_path):
+    with pytest.raises(ValueError, match="unknown figure"):
+        render_figure("fig9", {}, {}, tmp_path / "a.png", tmp_path / "a.pdf", tmp_path / "a.csv")
