@@ -1,0 +1,102 @@
+"""`fleos eos fcn`: solve the FCN equations of state (Eq. 5) over widths and print JSON.
+
+Example (Fig. 2b setting):
+    fleos eos fcn --n 1024 --d 128 --depth 3 --scaling mean_field --sigma2 0.01 \
+        --sigma-w2 2 --sigma-a2 2 --widths 512 256 128 --json
+Output: one JSON document {"problem": {...}, "gp": [...], "solutions": [...]}; `gp` holds the
+GP-limit observables per width (width-independent in standard scaling, width-dependent in
+mean-field scaling where Q_f ∝ 1/N), each solution holds the solver status and the
+observables of fleos.eos.fcn.fcn_observables (ratios to the GP of the same width).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+
+def register(arch_subparsers: argparse._SubParsersAction) -> None:
+    p = arch_subparsers.add_parser(
+        "fcn",
+        help="FCN equations of state (Eq. 5), annealed from the GP limit over widths",
+        description="Solve Eq. 5 for an L-layer erf FCN at each width (annealing from the GP).",
+    )
+    p.add_argument("--data", help="npz file with X, y, X_test, y_test (else a teacher draw)")
+    p.add_argument("--n", type=int, default=1024, help="training-set size (teacher data)")
+    p.add_argument("--d", type=int, default=128, help="input dimension (teacher data)")
+    p.add_argument("--n-test", type=int, default=1000, help="test-set size (teacher data)")
+    p.add_argument("--data-seed", type=int, default=1)
+    p.add_argument("--teacher-seed", type=int, default=0)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--scaling", default="mean_field", choices=["standard", "mean_field"])
+    p.add_argument("--activation", default="erf", choices=["erf", "linear"])
+    p.add_argument("--sigma2", type=float, default=0.01, help="likelihood noise σ²")
+    p.add_argument("--sigma-w2", type=float, default=2.0)
+    p.add_argument("--sigma-a2", type=float, default=2.0)
+    p.add_argument("--ridge", type=float, default=0.0, help="ridge added to Q^(l) (Eq. 5)")
+    p.add_argument("--widths", type=float, nargs="+", required=True)
+    p.add_argument("--tol", type=float, default=1e-8)
+    p.add_argument("--max-iter", type=int, default=50)
+    p.add_argument("--method", default="newton_krylov", choices=["newton_krylov", "anderson"])
+    p.add_argument("--json", action="store_true", help="print JSON (the default output)")
+    p.add_argument("--out", help="write the JSON to this file instead of stdout")
+    p.set_defaults(func=run)
+
+
+def load_problem_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(X, y, X_test, y_test) from --data or a fleos.data teacher draw."""
+    if args.data:
+        from fleos.data import load_dataset
+
+        ds = load_dataset(args.data)
+    else:
+        from fleos.data import make_dataset
+
+        cfg = {"d": args.d, "sigma_w2": args.sigma_w2, "sigma_a2": args.sigma_a2,
+               "depth": args.depth, "activation": args.activation}
+        ds = make_dataset("fcn", cfg, args.n, args.n_test, args.teacher_seed, args.data_seed)
+    X = np.asarray(ds.X).reshape(len(ds.X), -1)
+    Xt = np.asarray(ds.X_test).reshape(len(ds.X_test), -1)
+    if len(Xt) == 0:
+        return X, ds.y, None, None
+    return X, ds.y, Xt, ds.y_test
+
+
+def run(args: argparse.Namespace) -> int:
+    import fleos  # noqa: F401  (float64)
+    from fleos.eos import fcn
+
+    X, y, Xt, yt = load_problem_data(args)
+    pb = fcn.FCNProblem(
+        X, y, Xt, yt, sigma_w2=args.sigma_w2, sigma_a2=args.sigma_a2, sigma2=args.sigma2,
+        depth=args.depth, scaling=args.scaling, activation=args.activation, ridge=args.ridge,
+    )
+    results = fcn.sweep_fcn(pb, args.widths, tol=args.tol, max_iter=args.max_iter,
+                            method=args.method)
+    gp_rows = []
+    for w in args.widths:
+        o = fcn.fcn_observables(pb, fcn.gp_x(pb), w)
+        gp_rows.append({"width": w, **{k: o[k] for k in
+                                       ("train_mse", "alpha_train", "alpha_test", "sigma_eigs")}})
+    doc = {
+        "problem": {"n": pb.n, "d": pb.d, "n_test": 0 if Xt is None else len(Xt),
+                    "depth": pb.depth, "scaling": pb.scaling, "activation": pb.activation,
+                    "sigma2": pb.sigma2, "sigma_w2": pb.sigma_w2, "sigma_a2": pb.sigma_a2,
+                    "ridge": pb.ridge, "tol": args.tol, "method": args.method,
+                    "data": args.data or {"teacher_seed": args.teacher_seed,
+                                          "data_seed": args.data_seed}},
+        "gp": gp_rows,
+        "solutions": [fcn.result_summary(pb, w, r)
+                      for w, r in zip(args.widths, results, strict=True)],
+    }
+    text = json.dumps(doc, indent=1)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+    return 0 if all(r.converged for r in results) else 1

@@ -1,0 +1,54 @@
+"""`fleos fls`: the feature-learning scale of Fig. 2c (width at which χ = 1 against n).
+
+Example:
+    fleos fls --arch fcn_standard fcn_mf cnn2 --n 64 128 256 512 1024 --seeds 1 2 3 --json
+Prints one JSON document {"curves": [fleos.fls.fls_curve(...) per arch]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from fleos.fls import ARCHS
+
+    p = subparsers.add_parser(
+        "fls",
+        help="feature-learning scale: width at which χ = 1 vs n (Fig. 2c)",
+        description="Width N (FCN) or channels C (CNN) at which the FLS χ of Eq. 6 equals 1, "
+        "evaluated at the GP solution, for teacher data of each size n.",
+    )
+    p.add_argument("--arch", nargs="+", default=list(ARCHS), choices=list(ARCHS))
+    p.add_argument("--n", type=int, nargs="+", required=True, help="training-set sizes")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="data seeds")
+    p.add_argument("--teacher-seed", type=int, default=0)
+    p.add_argument("--d", type=int, help="FCN input dimension (default 128)")
+    p.add_argument("--S", type=int, help="CNN patch size (default 64)")
+    p.add_argument("--N", type=int, help="CNN number of patches (default 20)")
+    p.add_argument("--sigma2", type=float, help="noise σ² (default: per arch, see fleos.fls)")
+    p.add_argument("--json", action="store_true", help="print JSON (the default output)")
+    p.add_argument("--out", help="write the JSON to this file instead of stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fleos.fls import fls_curve
+
+    curves = []
+    for arch in args.arch:
+        opts = {"sigma2": args.sigma2}
+        if arch.startswith("fcn"):
+            opts["d"] = args.d
+        else:
+            opts.update(S=args.S, N=args.N)
+        curves.append(fls_curve(arch, args.n, tuple(args.seeds), args.teacher_seed, **opts))
+    text = json.dumps({"curves": curves}, indent=1)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+    return 0

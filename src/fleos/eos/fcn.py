@@ -1,0 +1,633 @@
+"""Equations of state of the L-layer FCN (Eq. 5 of the paper, Eq. 13 for middle layers).
+
+Unknowns (the "slow variables"): Σ (d × d), the covariance of the input-layer weights, and the
+hidden pre-kernels K^(2), …, K^(L-1) (n × n) on the training set. With K^(1) = X Σ Xᵀ,
+Q^(l) = σ_w² G(K^(l-1)) and Q_f = σ_L² G(K^(L-1)), the EoS are the stationarity conditions of
+
+    F(Σ, K) = N_1 D_KL(N(0,Σ) ‖ N(0, σ_1²/d I)) + Σ_{l=2}^{L-1} N_l D_KL(K^(l) ‖ Q^(l))
+              + ½ yᵀ K_f⁻¹ y + ½ log det K_f,           K_f = Q_f + σ² I
+
+(derivation and the sign/factor check of the KL derivative: docs/derivations/fcn.md). Written
+as the fixed-point map of Eq. 5:
+
+    Σ      ← [ (d/σ_1²) I + (2 N_2/N_1) ∂D_KL(K^(2)‖Q^(2))/∂Σ ]⁻¹            (Eq. 5, line 4)
+    K^(l)  ← [ Q^(l)⁻¹ + (2 N_{l+1}/N_l) ∂D_KL(K^(l+1)‖Q^(l+1))/∂K^(l) ]⁻¹   (Eq. 5 l. 3, Eq. 13)
+    K^(L-1)← [ Q^(L-1)⁻¹ − (1/N_{L-1}) Tr{A^(L) ∂Q_f/∂K^(L-1)} ]⁻¹          (Eq. 5, line 2)
+    A^(L)  = ε εᵀ − K_f⁻¹,  ε = (y − f̄)/σ² = K_f⁻¹ y                          (Eq. 5, line 5)
+
+with ∂D_KL(K‖Q)/∂K_prev = −½ Tr[Q⁻¹ (K − Q) Q⁻¹ ∂Q/∂K_prev]. Every trace term is a vector-Jacobian
+product of the elementwise kernel map (Tr{B ∂Q/∂K} = ∇_K ⟨B, Q(K)⟩), never an n²×n² Jacobian.
+
+Scalings: "standard": σ_L² = σ_a²; "mean_field": readout prior σ_a²/N_{L-1}², i.e.
+σ_L² = σ_a²/N_{L-1} in Q_f (the paper's FCN experiments). All hidden widths are equal to
+`width` unless a tuple of widths is passed.
+
+Precision: float64 throughout (fleos enables x64): Q^(l)⁻¹ and K_f⁻¹ of kernels whose spectra
+span many decades enter differences (Q⁻¹ − correction) that lose several digits in float32.
+Nearly singular post-kernels are regularized by `ridge`·I (the paper: "a small positive
+regularizer to be taken to zero"); the default 0 is fine for erf at n ≲ 2000 (Q^(2) of
+Gaussian data is well conditioned); the linear activation with n > d needs a ridge.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+
+from fleos import gp as gpmod
+from fleos.kernels import activation_kernel, post_kernel, post_kernel_cross
+from fleos.solvers import SolveResult, anderson, anneal
+
+Array = jnp.ndarray
+
+SCALINGS = ("standard", "mean_field")
+SOLVERS = ("newton_krylov", "anderson")
+
+
+# ---------------------------------------------------------------------------------------------
+# Problem definition
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FCNProblem:
+    """An FCN EoS problem: data, prior variances, depth, scaling, activation, ridge.
+
+    X (n, d), y (n,): training set; X_test, y_test: optional test set (for α_test).
+    sigma_w2: σ_l² of every hidden layer (input weights ~ N(0, σ_w²/d)).
+    sigma_a2: readout variance σ_a² (standard: a ~ N(0, σ_a²/N); mean-field: N(0, σ_a²/N²)).
+    sigma2: likelihood noise σ². depth: L ≥ 2. activation: 'erf' or 'linear' (odd
+    activations only: Eq. 5 assumes centred pre-activations; ReLU needs the means too).
+    ridge: added to every hidden post-kernel Q^(l) before it is inverted.
+    """
+
+    X: Any
+    y: Any
+    X_test: Any = None
+    y_test: Any = None
+    sigma_w2: float = 2.0
+    sigma_a2: float = 2.0
+    sigma2: float = 0.01
+    depth: int = 3
+    scaling: str = "mean_field"
+    activation: str = "erf"
+    ridge: float = 0.0
+
+    def __post_init__(self) -> None:
+        X = jnp.asarray(self.X, dtype=jnp.float64)
+        y = jnp.asarray(self.y, dtype=jnp.float64)
+        if X.ndim != 2:
+            raise ValueError(f"FCNProblem: X must be (n, d), got shape {X.shape}")
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"FCNProblem: y must have shape ({X.shape[0]},), got {y.shape}")
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "y", y)
+        if (self.X_test is None) != (self.y_test is None):
+            raise ValueError("FCNProblem: give both X_test and y_test or neither")
+        if self.X_test is not None:
+            Xt = jnp.asarray(self.X_test, dtype=jnp.float64)
+            yt = jnp.asarray(self.y_test, dtype=jnp.float64)
+            if Xt.ndim != 2 or Xt.shape[1] != X.shape[1] or yt.shape != (Xt.shape[0],):
+                raise ValueError(
+                    f"FCNProblem: X_test {Xt.shape} / y_test {yt.shape} do not match X {X.shape}"
+                )
+            object.__setattr__(self, "X_test", Xt)
+            object.__setattr__(self, "y_test", yt)
+        for key in ("sigma_w2", "sigma_a2", "sigma2"):
+            if not (float(getattr(self, key)) > 0):
+                raise ValueError(f"FCNProblem: {key} must be > 0, got {getattr(self, key)!r}")
+        if not (float(self.ridge) >= 0):
+            raise ValueError(f"FCNProblem: ridge must be >= 0, got {self.ridge!r}")
+        if not isinstance(self.depth, (int, np.integer)) or self.depth < 2:
+            raise ValueError(f"FCNProblem: depth must be an integer >= 2, got {self.depth!r}")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"FCNProblem: scaling must be one of {SCALINGS}, got {self.scaling!r}")
+        if self.activation not in ("erf", "linear"):
+            raise ValueError(
+                f"FCNProblem: activation must be 'erf' or 'linear' (odd activations; Eq. 5), "
+                f"got {self.activation!r}"
+            )
+        activation_kernel(self.activation)
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.X.shape[1])
+
+    def widths(self, width: float | Sequence[float]) -> tuple[float, ...]:
+        """(N_1, …, N_{L-1}) from one width (all equal) or a sequence of L−1 widths."""
+        if isinstance(width, Sequence):
+            ws = tuple(float(w) for w in width)
+            if len(ws) != self.depth - 1:
+                raise ValueError(f"width: need {self.depth - 1} widths for depth {self.depth}")
+        else:
+            ws = (float(width),) * (self.depth - 1)
+        if not all(w > 0 for w in ws):
+            raise ValueError(f"width: widths must be > 0, got {ws}")
+        return ws
+
+    def readout_var(self, width: float | Sequence[float]) -> float:
+        """σ_L² in Q_f = σ_L² G(K^(L-1)): σ_a² (standard) or σ_a²/N_{L-1} (mean-field)."""
+        if self.scaling == "standard":
+            return float(self.sigma_a2)
+        return float(self.sigma_a2) / self.widths(width)[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks (pure functions of arrays)
+# ---------------------------------------------------------------------------------------------
+
+
+@jax.custom_jvp
+def spd_inverse(M: Array) -> Array:
+    """Inverse of a symmetric positive-definite matrix through its Cholesky factor.
+
+    NaN if M is not positive definite (the caller's solvers treat that as leaving the domain).
+    The custom JVP, d(M⁻¹) = −M⁻¹ dM M⁻¹, costs two matrix products per tangent instead of
+    re-running triangular solves, which dominate the cost on CPU.
+    """
+    L = jnp.linalg.cholesky(M)
+    Linv = jsl.solve_triangular(L, jnp.eye(M.shape[-1], dtype=M.dtype), lower=True)
+    return Linv.T @ Linv
+
+
+@spd_inverse.defjvp
+def _spd_inverse_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    (M,), (dM,) = primals, tangents
+    Mi = spd_inverse(M)
+    return Mi, -Mi @ dM @ Mi
+
+
+def _sym(M: Array) -> Array:
+    return 0.5 * (M + M.T)
+
+
+def kl_gauss(K: Array, Q: Array) -> Array:
+    """D_KL(N(0,K) ‖ N(0,Q)) = ½[Tr(Q⁻¹K) − n + log det Q − log det K] (Eq. 5, 13)."""
+    n = K.shape[-1]
+    Lq = jnp.linalg.cholesky(Q)
+    Lk = jnp.linalg.cholesky(K)
+    tr = jnp.trace(jsl.cho_solve((Lq, True), K))
+    logdet_q = 2.0 * jnp.sum(jnp.log(jnp.diagonal(Lq)))
+    logdet_k = 2.0 * jnp.sum(jnp.log(jnp.diagonal(Lk)))
+    return 0.5 * (tr - n + logdet_q - logdet_k)
+
+
+def gp_neg_log_evidence(Qf: Array, y: Array, sigma2: float) -> Array:
+    """½ yᵀ K_f⁻¹ y + ½ log det K_f (up to a constant): the output-layer term of F.
+
+    Its derivative w.r.t. Q_f is −½ A^(L) with A^(L) = εεᵀ − K_f⁻¹ (Eq. 5, line 5).
+    """
+    fit = gpmod.gp_fit(Qf, y, sigma2)
+    return 0.5 * jnp.dot(y, fit.weights) + jnp.sum(jnp.log(jnp.diagonal(fit.chol)))
+
+
+def trace_term(B: Array, K: Array, scale: float, activation: str) -> Array:
+    """Tr{B ∂Q/∂K_μν} for Q = scale · G(K): the VJP ∇_K ⟨B, scale G(K)⟩ (no n²×n² Jacobian).
+
+    Entries K_μν are treated as independent (the convention of Eq. 6); for symmetric B and K
+    the result is symmetric.
+    """
+    _, vjp = jax.vjp(lambda k: scale * post_kernel(k, activation), K)
+    return vjp(B)[0]
+
+
+def kl_grad_wrt_q(K: Array, Q_inv: Array) -> Array:
+    """∂D_KL(K‖Q)/∂Q = ½ Q⁻¹ (Q − K) Q⁻¹ = −½ Q⁻¹ (K − Q) Q⁻¹ (checked in the tests)."""
+    return 0.5 * (Q_inv - Q_inv @ K @ Q_inv)
+
+
+def gp_x(problem: FCNProblem) -> dict[str, Any]:
+    """The GP-limit solution (N → ∞): Σ = σ_w²/d I, K^(l) = Q^(l) (NNGP recursion)."""
+    d = problem.d
+    Sigma = (problem.sigma_w2 / d) * jnp.eye(d, dtype=jnp.float64)
+    K = problem.X @ Sigma @ problem.X.T
+    Ks = []
+    for _ in range(problem.depth - 2):
+        K = problem.sigma_w2 * post_kernel(K, problem.activation)
+        Ks.append(K)
+    return {"Sigma": Sigma, "K": Ks}
+
+
+def _data(problem: FCNProblem) -> dict[str, Array]:
+    return {"X": problem.X, "y": problem.y}
+
+
+def _params(problem: FCNProblem, width: float | Sequence[float]) -> dict[str, Array]:
+    """Scalars of the EoS as traced arrays, so that one compiled solver serves every width."""
+    f64 = jnp.float64
+    return {
+        "Ns": jnp.asarray(problem.widths(width), dtype=f64),
+        "sL2": jnp.asarray(problem.readout_var(width), dtype=f64),
+        "sigma_w2": jnp.asarray(problem.sigma_w2, dtype=f64),
+        "sigma2": jnp.asarray(problem.sigma2, dtype=f64),
+        "ridge": jnp.asarray(problem.ridge, dtype=f64),
+    }
+
+
+def _post_kernels_core(
+    x: dict[str, Any], X: Array, p: dict[str, Array], activation: str
+) -> tuple[list, Array]:
+    """[Q^(2), …, Q^(L-1)] (ridge included) and Q_f from Σ and the pre-kernels (Eq. 5)."""
+    prev = X @ x["Sigma"] @ X.T  # K^(1)
+    eye = jnp.eye(X.shape[0], dtype=jnp.float64)
+    Qs = []
+    for K in x["K"]:
+        Qs.append(p["sigma_w2"] * post_kernel(prev, activation) + p["ridge"] * eye)
+        prev = K
+    Qf = p["sL2"] * post_kernel(prev, activation)
+    return Qs, Qf
+
+
+def _post_kernels(problem: FCNProblem, x: dict[str, Any], sL2: float) -> tuple[list, Array]:
+    p = {"sigma_w2": problem.sigma_w2, "ridge": problem.ridge, "sL2": sL2}
+    return _post_kernels_core(x, problem.X, p, problem.activation)
+
+
+def _precisions_core(
+    x: dict[str, Any], data: dict[str, Array], p: dict[str, Array], activation: str
+) -> dict[str, Any]:
+    """Right-hand sides of Eq. 5 in inverse form: P_Σ (= Σ⁻¹ at a solution) and P_K^(l).
+
+    P_Σ = (d/σ_1²) I + (2/N_1) ∂(downstream)/∂Σ, P_K^(l) = Q^(l)⁻¹ + (2/N_l) ∂(downstream)/∂K^(l),
+    where "downstream" of a layer is N_{l+1} D_KL(K^(l+1)‖Q^(l+1)) or, for l = L−1, the output
+    term ½yᵀK_f⁻¹y + ½ log det K_f, whose Q_f-derivative is −½ A^(L) (Eq. 5, line 5).
+    """
+    X, y = data["X"], data["y"]
+    n, d = X.shape
+    Ns = p["Ns"]
+    Sigma, Ks = x["Sigma"], list(x["K"])
+    n_hidden = len(Ks)
+    Qs, Qf = _post_kernels_core(x, X, p, activation)
+    # Output layer: A^(L) = εεᵀ − K_f⁻¹, ε = K_f⁻¹ y = (y − f̄)/σ².
+    Kf_inv = spd_inverse(Qf + p["sigma2"] * jnp.eye(n, dtype=jnp.float64))
+    eps = Kf_inv @ y
+    A = jnp.outer(eps, eps) - Kf_inv
+    # Downstream gradient w.r.t. K^(L-1) (or K^(1) when L = 2): −½ Tr{A ∂Q_f/∂K}.
+    K_last = Ks[-1] if n_hidden else X @ Sigma @ X.T
+    g = -0.5 * trace_term(A, K_last, p["sL2"], activation)
+    P_K: list[Array] = [jnp.zeros(())] * n_hidden
+    for m in range(n_hidden - 1, -1, -1):
+        # Layer l = m + 2: pre-kernel K^(l) = Ks[m], post-kernel Q^(l) = Qs[m], width N_l.
+        Q_inv = spd_inverse(Qs[m])
+        N_l = Ns[m + 1]
+        P_K[m] = _sym(Q_inv + (2.0 / N_l) * g)
+        # Gradient of N_l D_KL(K^(l) ‖ Q^(l)(K^(l-1))) w.r.t. K^(l-1), K^(l) held fixed.
+        K_prev = Ks[m - 1] if m > 0 else X @ Sigma @ X.T
+        g = N_l * trace_term(kl_grad_wrt_q(Ks[m], Q_inv), K_prev, p["sigma_w2"], activation)
+    # g is now ∂(downstream)/∂K^(1); chain rule through K^(1) = X Σ Xᵀ.
+    g_Sigma = X.T @ g @ X
+    P_S = (d / p["sigma_w2"]) * jnp.eye(d, dtype=jnp.float64) + (2.0 / Ns[0]) * g_Sigma
+    return {"Sigma": _sym(P_S), "K": P_K}
+
+
+def _fixed_point_core(
+    x: dict[str, Any], data: dict[str, Array], p: dict[str, Array], activation: str
+) -> dict[str, Any]:
+    """T(x) of Eq. 5 (see module docstring): the inverses of the right-hand sides.
+
+    NaN where a right-hand side is not positive definite (far from the solution, e.g. the GP
+    point at a small mean-field width).
+    """
+    P = _precisions_core(x, data, p, activation)
+    return {"Sigma": _sym(spd_inverse(P["Sigma"])),
+            "K": [_sym(spd_inverse(M)) for M in P["K"]]}
+
+
+def fixed_point_map(problem: FCNProblem, width: float | Sequence[float]) -> Any:
+    """T(x) of Eq. 5: x = dict(Sigma=(d,d), K=[K^(2), …, K^(L-1)]) ↦ the right-hand sides.
+
+    The EoS hold where T(x) = x. Pure and jit-compatible (not jitted here).
+    """
+    data, p, act = _data(problem), _params(problem, width), problem.activation
+    return lambda x: _fixed_point_core(x, data, p, act)
+
+
+_fixed_point_jit = jax.jit(_fixed_point_core, static_argnames=("activation",))
+
+
+def free_energy(problem: FCNProblem, x: dict[str, Any], width: float | Sequence[float]) -> Array:
+    """F(Σ, K) whose stationary points are the EoS (docs/derivations/fcn.md); for tests."""
+    Ns = problem.widths(width)
+    sL2 = problem.readout_var(width)
+    Qs, Qf = _post_kernels(problem, x, sL2)
+    d = problem.d
+    prior = (problem.sigma_w2 / d) * jnp.eye(d, dtype=jnp.float64)
+    F = Ns[0] * kl_gauss(x["Sigma"], prior)
+    for m, K in enumerate(x["K"]):
+        F = F + Ns[m + 1] * kl_gauss(K, Qs[m])
+    return F + gp_neg_log_evidence(Qf, problem.y, problem.sigma2)
+
+
+def residual_blocks(problem: FCNProblem, x: dict[str, Any], width: Any) -> dict[str, float]:
+    """Relative Frobenius residual ‖T(x)_b − x_b‖/‖x_b‖ of each block b (Sigma, K2, …).
+
+    T(x) − x is the EoS in their paper form (Eq. 5), independent of the solver's residual.
+    """
+    Tx = _fixed_point_jit(x, _data(problem), _params(problem, width), problem.activation)
+    out = {"Sigma": float(jnp.linalg.norm(Tx["Sigma"] - x["Sigma"]) / jnp.linalg.norm(x["Sigma"]))}
+    for m, (a, b) in enumerate(zip(Tx["K"], x["K"], strict=True)):
+        out[f"K{m + 2}"] = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+    return out
+
+
+def _scales(x_ref: dict[str, Any]) -> dict[str, Any]:
+    return {"Sigma": jnp.linalg.norm(x_ref["Sigma"]),
+            "K": [jnp.linalg.norm(K) for K in x_ref["K"]]}
+
+
+def _scaled_residual_core(
+    x: dict[str, Any], data: dict[str, Array], p: dict[str, Array], sc: dict[str, Any],
+    activation: str,
+) -> dict[str, Any]:
+    """T(x) − x with each block divided by the norm of its GP value: a relative residual.
+
+    (An inverse-free form x − x P(x) x is finite everywhere but has spurious singular roots:
+    Newton found one with K^(2) rank-deficient in our tests, so we keep the paper's form and
+    reach small widths by annealing.)
+    """
+    Tx = _fixed_point_core(x, data, p, activation)
+    return {
+        "Sigma": (Tx["Sigma"] - x["Sigma"]) / sc["Sigma"],
+        "K": [(a - b) / s for a, b, s in zip(Tx["K"], x["K"], sc["K"], strict=True)],
+    }
+
+
+def _tree_norm(t: Any) -> Array:
+    return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(t)))
+
+
+@partial(jax.jit, static_argnames=("activation",))
+def _residual_and_norm(x, data, p, sc, activation):  # noqa: ANN001, ANN202
+    R = _scaled_residual_core(x, data, p, sc, activation)
+    return R, _tree_norm(R)
+
+
+@partial(jax.jit, static_argnames=("activation", "restart", "maxiter"))
+def _newton_direction(x, eta, data, p, sc, activation, restart, maxiter):  # noqa: ANN001, ANN202
+    # One linearization (exact forward-mode JVPs) serves every GMRES matvec.
+    F, jvp = jax.linearize(lambda z: _scaled_residual_core(z, data, p, sc, activation), x)
+    neg_F = jax.tree_util.tree_map(lambda a: -a, F)
+    step, _ = jax.scipy.sparse.linalg.gmres(
+        jvp, neg_F, tol=eta, atol=0.0, restart=restart, maxiter=maxiter,
+        solve_method="batched",
+    )
+    return step
+
+
+def _newton_krylov_fcn(
+    x0: dict[str, Any], data: dict[str, Array], p: dict[str, Array], sc: dict[str, Any],
+    activation: str, tol: float, max_iter: int, restart: int = 30, maxiter: int = 3,
+    eta_max: float = 0.5, max_backtracks: int = 20, armijo: float = 1e-4,
+) -> SolveResult:
+    """Inexact Newton-Krylov with exact JVPs, GMRES and Armijo backtracking.
+
+    The algorithm of fleos.solvers.newton_krylov (Eisenstat-Walker forcing, backtracking on
+    ‖F‖, non-finite trial points rejected), but with the width and the data passed as traced
+    arguments to module-level jitted functions: one compilation serves a whole annealing
+    sweep, where fleos.solvers.newton_krylov recompiles its closure for every width (tens of
+    seconds per width on 2 cores).
+    """
+    t0 = time.perf_counter()
+    x = x0
+    _, fn_a = _residual_and_norm(x, data, p, sc, activation)
+    fn = float(fn_a)
+    history = [fn]
+    if not math.isfinite(fn):
+        return SolveResult(
+            x, False, 0, fn, time.perf_counter() - t0,
+            "residual not finite at x0: a right-hand side of Eq. 5 is not positive definite "
+            "there (start closer, e.g. anneal from a larger width with sweep_fcn)",
+            tuple(history))
+    eta = eta_max
+    message = f"max_iter={max_iter} reached"
+    it = 0
+    while fn > tol and it < max_iter:
+        it += 1
+        d = _newton_direction(x, jnp.asarray(eta), data, p, sc, activation, restart, maxiter)
+        if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(d)):
+            message = "GMRES returned a non-finite direction"
+            break
+        t, accepted = 1.0, False
+        for _ in range(max_backtracks + 1):
+            x_try = jax.tree_util.tree_map(lambda a, b, t=t: a + t * b, x, d)
+            _, fn_try_a = _residual_and_norm(x_try, data, p, sc, activation)
+            fn_try = float(fn_try_a)
+            if math.isfinite(fn_try) and fn_try <= (1.0 - armijo * t) * fn:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            message = f"line search failed after {max_backtracks} halvings (stalled)"
+            break
+        ratio = fn_try / fn
+        eta_new = 0.9 * ratio**2
+        if 0.9 * eta**2 > 0.1:
+            eta_new = max(eta_new, 0.9 * eta**2)
+        eta = float(min(eta_max, max(eta_new, 0.5 * tol / fn_try if fn_try > 0 else 0.0)))
+        x, fn = x_try, fn_try
+        history.append(fn)
+    if fn <= tol:
+        message = "converged"
+    return SolveResult(x, bool(fn <= tol), it, fn, time.perf_counter() - t0, message,
+                       tuple(history))
+
+
+def solve_fcn(
+    problem: FCNProblem,
+    width: float | Sequence[float],
+    x0: dict[str, Any] | None = None,
+    tol: float = 1e-8,
+    max_iter: int = 50,
+    method: str = "newton_krylov",
+) -> SolveResult:
+    """Solve Eq. 5 at one width, starting from x0 (default: the GP solution).
+
+    The residual is (T(x) − x) with each block divided by the Frobenius norm of the GP block,
+    so `tol` bounds a relative Euclidean norm. method: 'newton_krylov' (exact JVPs + GMRES,
+    the paper's method) or 'anderson' (fleos.solvers.anderson on x ← T(x), in the same
+    scaled variables). The returned SolveResult's `residual` is evaluated at the returned x.
+    """
+    if method not in SOLVERS:
+        raise ValueError(f"solve_fcn: method must be one of {SOLVERS}, got {method!r}")
+    x_gp = gp_x(problem)
+    if x0 is None:
+        x0 = x_gp
+    x0 = {"Sigma": jnp.asarray(x0["Sigma"], dtype=jnp.float64),
+          "K": [jnp.asarray(K, dtype=jnp.float64) for K in x0["K"]]}
+    if len(x0["K"]) != problem.depth - 2:
+        raise ValueError(f"solve_fcn: x0['K'] must hold {problem.depth - 2} pre-kernels")
+    data, p, sc = _data(problem), _params(problem, width), _scales(x_gp)
+    act = problem.activation
+    if method == "newton_krylov":
+        return _newton_krylov_fcn(x0, data, p, sc, act, tol, max_iter)
+
+    def unscale(u: dict[str, Any]) -> dict[str, Any]:
+        return {"Sigma": u["Sigma"] * sc["Sigma"],
+                "K": [a * s for a, s in zip(u["K"], sc["K"], strict=True)]}
+
+    def G(u: dict[str, Any]) -> dict[str, Any]:
+        Tx = _fixed_point_core(unscale(u), data, p, act)
+        return {"Sigma": Tx["Sigma"] / sc["Sigma"],
+                "K": [a / s for a, s in zip(Tx["K"], sc["K"], strict=True)]}
+
+    u0 = {"Sigma": x0["Sigma"] / sc["Sigma"],
+          "K": [a / s for a, s in zip(x0["K"], sc["K"], strict=True)]}
+    res = anderson(G, u0, tol=tol, max_iter=max_iter)
+    return replace(res, x=unscale(res.x))
+
+
+def sweep_fcn(
+    problem: FCNProblem,
+    widths: Sequence[float],
+    tol: float = 1e-8,
+    max_iter: int = 50,
+    method: str = "newton_krylov",
+    min_ratio: float = 1.05,
+) -> list[SolveResult]:
+    """Solve Eq. 5 at each width by annealing downward from the GP limit (Methods).
+
+    Uses fleos.solvers.anneal: widths are solved from large to small, each warm-started at
+    the previous solution, inserting intermediate widths where a solve stalls.
+    """
+    def solve_at(w: float, x_start: Any) -> SolveResult:
+        return solve_fcn(problem, w, x_start, tol=tol, max_iter=max_iter, method=method)
+
+    return anneal(solve_at, list(widths), gp_x(problem), min_ratio=min_ratio)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test points and observables
+# ---------------------------------------------------------------------------------------------
+
+
+def output_kernels(
+    problem: FCNProblem, x: dict[str, Any], width: float | Sequence[float]
+) -> tuple[Array, Array | None]:
+    """Q_f on train × train and (if a test set is given) test × train.
+
+    Test points enter as training points with infinite noise (paper, "extending the EoS to
+    test points"): they get no downstream pull, so each hidden pre-activation on a test point
+    is the prior conditional given the training ones:
+        K_{*t} = Q_{*t} Q⁻¹ K,   k_{**} = q_{**} + diag(Q_{*t} Q⁻¹ (K − Q) Q⁻¹ Q_{t*})
+    (derivation in docs/derivations/fcn.md). In the GP limit (K = Q) this is the NNGP kernel.
+    """
+    p = _params(problem, width)
+    if problem.X_test is None:
+        return _post_kernels_core(x, problem.X, p, problem.activation)[1], None
+    return _output_kernels_jit(x, problem.X, problem.X_test, p, problem.activation)
+
+
+@partial(jax.jit, static_argnames=("act",))
+def _output_kernels_jit(x, X, Xt, p, act):  # noqa: ANN001, ANN202
+    g = activation_kernel(act)
+    S = x["Sigma"]
+    K_tt = X @ S @ X.T
+    Qs, Qf = _post_kernels_core(x, X, p, act)
+    K_st = Xt @ S @ X.T
+    k_ss = jnp.einsum("ad,de,ae->a", Xt, S, Xt)
+    for m, K in enumerate(x["K"]):
+        Q_tt = Qs[m]  # ridge included
+        Q_st = p["sigma_w2"] * post_kernel_cross(K_st, k_ss, jnp.diagonal(K_tt), act)
+        q_ss = p["sigma_w2"] * g(k_ss, k_ss, k_ss)
+        Lq = jnp.linalg.cholesky(Q_tt)
+        W = jsl.cho_solve((Lq, True), Q_st.T).T  # Q_{*t} Q⁻¹
+        K_st = W @ K
+        k_ss = q_ss + jnp.einsum("at,tu,au->a", W, K - Q_tt, W)
+        K_tt = K
+    Qf_st = p["sL2"] * post_kernel_cross(K_st, k_ss, jnp.diagonal(K_tt), act)
+    return Qf, Qf_st
+
+
+def _basic_observables(problem: FCNProblem, x: dict[str, Any], width: Any) -> dict[str, Any]:
+    Qf, Qf_st = output_kernels(problem, x, width)
+    fit = gpmod.gp_fit(Qf, problem.y, problem.sigma2)
+    f_tr = gpmod.gp_train_mean(fit, problem.y)
+    out: dict[str, Any] = {
+        "train_mse": float(gpmod.normalized_mse(problem.y, f_tr, problem.sigma2)),
+        "alpha_train": float(gpmod.alpha(problem.y, f_tr, problem.sigma2)),
+        "alpha_test": None,
+        "sigma_eigs": [float(v) for v in jnp.linalg.eigvalsh(_sym(x["Sigma"]))[::-1]],
+    }
+    if Qf_st is not None:
+        f_te = gpmod.gp_predict(fit, Qf_st)
+        out["alpha_test"] = float(gpmod.alpha(problem.y_test, f_te, problem.sigma2))
+    return out
+
+
+def fcn_observables(
+    problem: FCNProblem, x: dict[str, Any], width: float | Sequence[float]
+) -> dict[str, Any]:
+    """Fig. 2b observables at solution x, their GP values and ratios to GP.
+
+    train_mse: Σ(f̄ − y)²/(σ² Σ y²) (paper, 3-layer FCN section); alpha_train / alpha_test:
+    α = (y − f̄)·y/(σ² y·y); sigma_eigs: eigenvalues of Σ, descending. `*_gp`: the same at
+    the GP solution (Σ = σ_w²/d I, K = Q) *of the same width*: in mean-field scaling the
+    readout variance σ_a²/N makes the GP itself width-dependent. `*_over_gp`: ratios, with
+    sigma_top_over_gp the top eigenvalue of Σ over σ_w²/d.
+    Deviation from the architecture table: `width` is required (it sets σ_L² in MF scaling).
+    """
+    obs = _basic_observables(problem, x, width)
+    ref = _basic_observables(problem, gp_x(problem), width)
+    for key in ("train_mse", "alpha_train", "alpha_test", "sigma_eigs"):
+        obs[f"{key}_gp"] = ref[key]
+    for key in ("train_mse", "alpha_train", "alpha_test"):
+        obs[f"{key}_over_gp"] = (
+            None if obs[key] is None else obs[key] / ref[key]
+        )
+    obs["sigma_top_over_gp"] = obs["sigma_eigs"][0] / ref["sigma_eigs"][0]
+    return obs
+
+
+def result_summary(
+    problem: FCNProblem, width: float, res: SolveResult
+) -> dict[str, Any]:
+    """One JSON-ready record of a solve: status and observables (used by `fleos eos fcn`)."""
+    rec: dict[str, Any] = {
+        "width": width,
+        "converged": bool(res.converged),
+        "iterations": int(res.iterations),
+        "residual": float(res.residual) if np.isfinite(res.residual) else None,
+        "seconds": float(res.seconds),
+        "message": res.message,
+    }
+    finite = bool(jnp.all(jnp.isfinite(res.x["Sigma"]))) and all(
+        bool(jnp.all(jnp.isfinite(K))) for K in res.x["K"]
+    )
+    if finite:
+        rec.update(fcn_observables(problem, res.x, width))
+    return rec
+
+
+def with_ridge(problem: FCNProblem, ridge: float) -> FCNProblem:
+    """A copy of `problem` with another ridge (to extrapolate ridge → 0)."""
+    return replace(problem, ridge=ridge)
+
+
+__all__ = [
+    "FCNProblem",
+    "SCALINGS",
+    "fixed_point_map",
+    "free_energy",
+    "fcn_observables",
+    "gp_x",
+    "kl_gauss",
+    "output_kernels",
+    "residual_blocks",
+    "solve_fcn",
+    "sweep_fcn",
+    "spd_inverse",
+    "trace_term",
+]

@@ -1,0 +1,109 @@
+"""Tests of the feature-learning scale χ (Eq. 6, Fig. 2c) in fleos.fls (tiny sizes, fast)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fleos  # noqa: F401
+from fleos import fls
+from fleos import gp as gpmod
+from fleos.eos import fcn
+from fleos.kernels import fcn_gp_kernels
+
+
+def test_chi_scales_as_inverse_width_and_is_one_at_the_crossover():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 10))
+    y = np.tanh(X @ rng.standard_normal(10) / 3)
+    w1 = fls.fcn_chi_times_width(X, y, 2.0, 2.0, 0.01)
+    ks = fcn_gp_kernels(jnp.asarray(X), (2.0, 2.0, 2.0))
+    eps = gpmod.discrepancy(gpmod.gp_fit(ks[-1], jnp.asarray(y), 0.01))
+    for w in (1.0, 7.0, 300.0):
+        assert fls.chi(eps, ks[-2], w, 2.0) == pytest.approx(w1 / w, rel=1e-12)
+    assert fls.chi(eps, ks[-2], w1, 2.0) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_chi_is_the_size_of_the_eq6_kernel_shift():
+    # Linear penultimate layer (Eq. 6 exact): one map step from the GP point gives
+    # K⁻¹ = Q⁻¹ − (σ_L²/N)(εεᵀ − K_f⁻¹), so εᵀQ(Q⁻¹ − K⁻¹)Qε/(εᵀQε) = χ − (σ_L²/N) εᵀQK_f⁻¹Qε/εᵀQε.
+    rng = np.random.default_rng(1)
+    n, d, N, s2 = 20, 30, 500.0, 0.05
+    X = rng.standard_normal((n, d))
+    y = X @ rng.standard_normal(d) / np.sqrt(d)
+    pb = fcn.FCNProblem(X, y, sigma_w2=1.5, sigma_a2=2.0, sigma2=s2, depth=3,
+                        scaling="standard", activation="linear")
+    x = fcn.gp_x(pb)
+    T = jax.jit(fcn.fixed_point_map(pb, N))(x)
+    Q = x["K"][0]
+    ks = fcn_gp_kernels(jnp.asarray(X), (1.5, 1.5, 2.0), "linear")
+    Kf_inv = jnp.linalg.inv(ks[-1] + s2 * jnp.eye(n))
+    eps = Kf_inv @ y
+    shift = eps @ Q @ (jnp.linalg.inv(Q) - jnp.linalg.inv(T["K"][0])) @ Q @ eps / (eps @ Q @ eps)
+    expected = fls.chi(eps, Q, N, 2.0) - (2.0 / N) * (eps @ Q @ Kf_inv @ Q @ eps) / (eps @ Q @ eps)
+    assert float(shift) == pytest.approx(float(expected), rel=1e-7)
+
+
+def test_cnn2_chi_matrix_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    S, N, n = 4, 3, 20
+    X = rng.standard_normal((n, S * N))
+    y = X[:, :S] @ rng.standard_normal(S)
+    M, Qf = fls.cnn2_chi_matrix(X, y, S, N, 2.0, 2.0, 0.1)
+    eps = gpmod.discrepancy(gpmod.gp_fit(Qf, jnp.asarray(y), 0.1))
+    from fleos.kernels import cnn2_output_kernel, patches
+
+    P = patches(jnp.asarray(X), N, S)
+
+    def f(Sig):
+        return eps @ cnn2_output_kernel(P, P, Sig, 2.0) @ eps
+
+    Sig0 = (2.0 / S) * jnp.eye(S)
+    D = jnp.asarray(rng.standard_normal((S, S)))
+    D = D + D.T
+    h = 1e-5
+    fd = (f(Sig0 + h * D) - f(Sig0 - h * D)) / (2 * h)
+    # central differences: O(h²) ≈ 1e-10 relative error
+    assert float(jnp.sum(M * D)) == pytest.approx(float(fd), rel=1e-7)
+    c1 = fls.cnn2_chi_times_width(X, y, S, N, 2.0, 2.0, 0.1)
+    assert c1 == pytest.approx(float(jnp.linalg.eigvalsh(Sig0 @ M)[-1]), rel=1e-10)
+
+
+def test_mean_field_fcn_learns_features_at_larger_width_than_standard():
+    # Fig. 2c: χ = 1 is reached at much larger N in MF scaling than in standard scaling.
+    kw = {"d": 16, "sigma2": 0.01}
+    std = fls.width_at_chi_one("fcn_standard", 64, **kw)
+    mf = fls.width_at_chi_one("fcn_mf", 64, **kw)
+    assert mf > 3 * std > 0
+
+
+def test_fls_curve_reports_spread_over_seeds():
+    out = fls.fls_curve("cnn2", [16, 32], data_seeds=(1, 2), S=4, N=3)
+    assert out["n"] == [16, 32]
+    per = np.array(out["per_seed"])
+    assert per.shape == (2, 2) and np.all(per > 0)
+    np.testing.assert_allclose(out["width_mean"], per.mean(axis=1))
+    assert all(lo <= m <= hi for lo, m, hi in
+               zip(out["width_min"], out["width_mean"], out["width_max"], strict=True))
+    with pytest.raises(ValueError, match="unknown FLS option"):
+        fls.width_at_chi_one("cnn2", 16, depth=3)
+    with pytest.raises(ValueError, match="unknown FLS arch"):
+        fls.width_at_chi_one("resnet", 16)
+
+
+def test_cli_fls(tmp_path):
+    import argparse
+    import json
+
+    from fleos.cli import fls as cli_fls
+
+    parser = argparse.ArgumentParser()
+    cli_fls.register(parser.add_subparsers())
+    out = tmp_path / "fls.json"
+    args = parser.parse_args(["fls", "--arch", "cnn2", "--n", "8", "12", "--seeds", "1",
+                              "--S", "2", "--N", "2", "--out", str(out)])
+    assert args.func(args) == 0
+    (curve,) = json.loads(out.read_text())["curves"]
+    assert curve["arch"] == "cnn2" and curve["n"] == [8, 12] and len(curve["width_mean"]) == 2
