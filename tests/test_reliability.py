@@ -203,17 +203,7 @@ BAD_CONFIGS = {
 
 # Known gaps, owned by the workflow's config validation (workflow/scripts/wfconfig.py); listed
 # in docs/reliability.md "Open items". strict: once fixed, the XPASS fails and this must go.
-KNOWN_GAPS = {
-    "n larger than the data": "wfconfig.check_config does not compare myrtle5 data.n (+ n_test) "
-                              "with the images available; make_data fails inside a job instead",
-    "unknown experiment name": "the schema error names 'cnn9' but not the allowed names "
-                               "(fcn3, cnn2, cnn3, myrtle5)",
-}
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[c]))
-    if c in KNOWN_GAPS else c for c in BAD_CONFIGS])
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
 def test_invalid_config_refused_before_any_job(case: str, workflow_copy: Path) -> None:
     """A bad value stops Snakemake before any job, naming the key and the allowed values.
 

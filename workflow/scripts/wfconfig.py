@@ -133,6 +133,8 @@ def check_config(
             problem = cifar_problem(name, exp, root)
             if problem:
                 raise ConfigError(problem)
+        if exp["arch"] == "myrtle5":
+            _check_image_counts(key, exp["model"].get("dataset", "cifar10"), data)
         if exp["arch"] != "myrtle5" and "teacher_seed" not in data:
             raise ConfigError(
                 f"{key}.data.teacher_seed is required: the teacher draw is fixed and reported"
@@ -167,11 +169,43 @@ def schema_errors(config: Mapping[str, Any], schema_path: str | os.PathLike) -> 
     return out
 
 
+# Images available to the Myrtle-5 experiment: (train pool, test pool); None = one shared pool
+# from which train and test are drawn disjointly (the digits stand-in, fleos.data).
+IMAGE_POOLS: dict[str, tuple[int, int | None]] = {
+    "cifar10": (50_000, 10_000),
+    "digits": (1797, None),
+}
+
+
+def _check_image_counts(key: str, dataset: str, data: Mapping[str, Any]) -> None:
+    """n (every value) and n_test must fit in the images the dataset has."""
+    if dataset not in IMAGE_POOLS:
+        return  # the schema / fleos.models name an unknown dataset
+    n_max, n_test = max(data["n"]), data.get("n_test", 0)
+    train_pool, test_pool = IMAGE_POOLS[dataset]
+    if test_pool is None and n_max + n_test > train_pool:
+        raise ConfigError(
+            f"{key}.data.n = {n_max} plus {key}.data.n_test = {n_test} exceeds the {train_pool} "
+            f"images of the {dataset!r} data set"
+        )
+    if test_pool is not None and (n_max > train_pool or n_test > test_pool):
+        raise ConfigError(
+            f"{key}.data.n = {n_max} / n_test = {n_test} exceed the {dataset!r} data set "
+            f"({train_pool} training, {test_pool} test images)"
+        )
+
+
 def validate_config(
     config: Mapping[str, Any], schema_path: str | os.PathLike, root: str | os.PathLike = ".",
     check_paths: bool = True,
 ) -> None:
     """Schema check (messages name the key), then the cross-key checks of `check_config`."""
+    unknown = sorted(set(config.get("experiments") or {}) - set(EXPERIMENT_ARCH))
+    if unknown:  # before the schema, whose message would not list the allowed names
+        raise ConfigError(
+            f"experiments.{unknown[0]}: unknown experiment name {unknown[0]!r}; allowed: "
+            + ", ".join(EXPERIMENT_ARCH)
+        )
     errors = schema_errors(config, schema_path)
     if errors:
         raise ConfigError("; ".join(errors))
