@@ -464,7 +464,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     and the GP limit. Non-converged points are kept with converged = False."""
     from fleos.data import load_dataset
     from fleos.eos.cnn2 import CNN2Problem, cnn2_gp_observables, cnn2_observables, sweep_cnn2
-    from fleos.eos.cnn2_analytic import analytic_sigma, solve_eq9
+    from fleos.eos.cnn2_analytic import RECOMMENDED_OPTIONS, analytic_observables
 
     m = exp["model"]
     th = dict(exp.get("theory", {}))
@@ -479,21 +479,11 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
                          max_iter=int(th.get("max_iter", 60)),
                          method=th.get("method", "anderson"))
     gp = cnn2_gp_observables(problem)
-    w_star = np.asarray(ds.teacher["teacher_w"], np.float64).ravel()
-    a_star = np.asarray(ds.teacher.get("teacher_param_a", np.ones(1)), np.float64).ravel()
-    norms = (float(a_star @ a_star), float(w_star @ w_star))
     q_train = th.get("q_train", "renormalized")
     rows = []
     for C, res in zip(widths, results, strict=True):
         obs = cnn2_observables(problem, res.x)
-        eq9 = solve_eq9(ds.n, int(m["S"]), int(m["N"]), float(C), float(exp["sigma2"]),
-                        float(m["sigma_a2"]), float(m["sigma_w2"]), q_train=q_train,
-                        teacher_norms=norms)
-        if eq9.converged:
-            sig_an = analytic_sigma(int(m["S"]), w_star, eq9.l_star, float(m["sigma_w2"]))
-            an = cnn2_observables(problem, sig_an)
-        else:
-            an = {"alpha_test": math.nan}
+        an = analytic_observables(problem, float(C), ds.teacher, q_train=q_train)
         rows.append({
             "C": C,
             "eos_converged": bool(res.converged), "eos_residual": float(res.residual),
@@ -502,14 +492,15 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
             "alpha_test_eos": obs["alpha_test"], "alpha_train_eos": obs["alpha_train"],
             "mse_train_norm_eos": obs["train_mse_normalized"],
             "sigma_top_eos": float(obs["sigma_eigs"][0]),
-            "analytic_converged": bool(eq9.converged),
-            "alpha_train_analytic": eq9.alpha, "alpha_test_analytic": an["alpha_test"],
-            "alpha_test_analytic_ek": eq9.alpha_test, "chi2_analytic": eq9.chi2,
-            "l_star_analytic": eq9.l_star,
+            "analytic_converged": an["converged"],
+            "alpha_train_analytic": an["alpha_train"],
+            "alpha_test_analytic": an["alpha_test_gp_inference"],
+            "alpha_test_analytic_ek": an["alpha_test_ek"], "chi2_analytic": an["chi2"],
+            "l_star_analytic": an["l_star"],
         })
     return {
         "experiment": "cnn2", "n": ds.n, "teacher_seed": exp["data"].get("teacher_seed"),
-        "q_train": q_train, "teacher_norms": norms,
+        "analytic_options": {**RECOMMENDED_OPTIONS, "q_train": q_train},
         "gp": {"alpha_test": gp["alpha_test"], "alpha_train": gp["alpha_train"],
                "mse_train_norm": gp["train_mse_normalized"],
                "sigma_top": float(gp["sigma_eigs"][0])},

@@ -87,41 +87,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _analytic(problem: Any, C: float, teacher: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Eq. 9 at C (fleos.eos.cnn2_analytic) and the test α of GP inference with Q_f(Σ_Eq.9)."""
-    from fleos.eos.cnn2 import cnn2_observables
-    from fleos.eos.cnn2_analytic import analytic_sigma, solve_eq9
-
-    if "teacher_w" not in teacher:
-        raise ValueError("--analytic needs the teacher input weight: key 'teacher_w' missing "
-                         "from the data file")
-    w_star = np.asarray(teacher["teacher_w"], dtype=np.float64).reshape(-1)
-    norms = None
-    if "teacher_param_a" in teacher:
-        norms = (float(np.sum(np.asarray(teacher["teacher_param_a"]) ** 2)),
-                 float(w_star @ w_star))
-    # The derivation's recommended form (fleos.eos.cnn2_analytic docstring): renormalized
-    # q_train, the K_f⁻¹ term and the finite-S leakage kept, the actual teacher norms.
-    options = {"q_train": "renormalized", "kinv_term": True, "finite_s": True}
-    r = solve_eq9(problem.n, problem.S, problem.N, C, problem.sigma2, problem.sigma_a2,
-                  problem.sigma_w2, teacher_norms=norms, **options)
-    l_perp = getattr(r, "l_perp", None)
-    if l_perp is not None and not np.isfinite(l_perp):
-        l_perp = None
-    Sigma = analytic_sigma(problem.S, w_star, r.l_star, problem.sigma_w2, l_perp=l_perp)
-    obs = cnn2_observables(problem, Sigma)
-    return {
-        "alpha_train": float(r.alpha), "l_star": float(r.l_star), "chi2": float(r.chi2),
-        "lambda_inf": float(r.lambda_inf), "converged": bool(r.converged),
-        "alpha_test_gp_inference": obs["alpha_test"],
-        "alpha_train_gp_inference": obs["alpha_train"],
-        "options": {**options, "teacher_norms": norms},
-    }
-
-
 def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401  (float64)
     from fleos.eos.cnn2 import cnn2_gp_observables, cnn2_observables, sweep_cnn2
+    from fleos.eos.cnn2_analytic import analytic_observables
 
     t0 = time.perf_counter()
     try:
@@ -148,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         }
         if args.analytic:
             try:
-                row["analytic"] = _analytic(problem, C, teacher)
+                row["analytic"] = analytic_observables(problem, C, teacher)
             except ValueError as err:
                 print(f"fleos eos cnn2: {err}", file=sys.stderr)
                 return 2

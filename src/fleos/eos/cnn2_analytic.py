@@ -32,7 +32,9 @@ q_train = 1 overestimates α_GP by 30-100 % at the paper's n, hence also χ2.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
@@ -342,3 +344,48 @@ def analytic_sigma(
     u = w / norm
     base = sigma_w2 / S if l_perp is None else float(l_perp)
     return base * np.eye(S) + (l_star - base) * np.outer(u, u)
+
+
+RECOMMENDED_OPTIONS: dict[str, Any] = {"q_train": "renormalized", "kinv_term": True,
+                                       "finite_s": True}
+"""The derivation's recommended form of Eq. 9 (docs/derivations/cnn2_analytic.md)."""
+
+
+def analytic_observables(
+    problem: Any, C: float, teacher: Mapping[str, np.ndarray], **options: Any
+) -> dict[str, Any]:
+    """Eq. 9 at C for a `fleos.eos.cnn2.CNN2Problem`, and GP inference with Q_f(Σ_Eq.9).
+
+    As in the paper's Fig. 3 (dashed lines): Σ is obtained analytically (l* along w*), then
+    the test α comes from numerical GP inference with that Σ. `teacher` holds `teacher_w`
+    (w*) and optionally `teacher_param_a` (a*, for the teacher norms). `options` override
+    `RECOMMENDED_OPTIONS` (q_train, kinv_term, finite_s). A root that Eq. 9 does not have is
+    reported with converged = False and NaN predictions.
+    """
+    from fleos.eos.cnn2 import cnn2_observables
+
+    if "teacher_w" not in teacher:
+        raise ValueError("the analytic solution needs the teacher input weight: key "
+                         "'teacher_w' missing from the data")
+    opts = {**RECOMMENDED_OPTIONS, **options}
+    w_star = np.asarray(teacher["teacher_w"], dtype=np.float64).reshape(-1)
+    norms = None
+    if "teacher_param_a" in teacher:
+        norms = (float(np.sum(np.asarray(teacher["teacher_param_a"], np.float64) ** 2)),
+                 float(w_star @ w_star))
+    r = solve_eq9(problem.n, problem.S, problem.N, C, problem.sigma2, problem.sigma_a2,
+                  problem.sigma_w2, teacher_norms=norms, **opts)
+    out: dict[str, Any] = {
+        "alpha_train": float(r.alpha), "l_star": float(r.l_star), "chi2": float(r.chi2),
+        "lambda_inf": float(r.lambda_inf), "converged": bool(r.converged),
+        "alpha_test_ek": float(r.alpha_test),
+        "alpha_test_gp_inference": math.nan, "alpha_train_gp_inference": math.nan,
+        "options": {**opts, "teacher_norms": norms},
+    }
+    if r.converged:
+        l_perp = r.l_perp if np.isfinite(r.l_perp) else None
+        Sigma = analytic_sigma(problem.S, w_star, r.l_star, problem.sigma_w2, l_perp=l_perp)
+        obs = cnn2_observables(problem, Sigma)
+        out["alpha_test_gp_inference"] = float(obs["alpha_test"])
+        out["alpha_train_gp_inference"] = float(obs["alpha_train"])
+    return out
