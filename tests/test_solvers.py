@@ -159,3 +159,39 @@ def test_anneal_from_gp_limit_terminates_when_nothing_converges():
     res = anneal(make_basin_solver(0.5, calls), [10.0], jnp.asarray(1e300), max_inserts=5)
     assert not res[0].converged and "gave up after 5" in res[0].message
     assert len(calls) == 6  # the target and 5 inserted widths 20, 40, ..., 320
+
+
+def test_newton_krylov_arnoldi_gmres_terminates_early_and_matches():
+    # The host-side early-terminating GMRES ("arnoldi") reaches the same root as jax's batched
+    # GMRES, counts its JVPs, and on a 5-unknown problem needs at most 5 (+1 restart check)
+    # Krylov vectors per Newton step, not the restart length.
+    res = newton_krylov(cubic_residual, jnp.zeros(5), tol=1e-12, max_iter=30,
+                        linear_solver="arnoldi", gmres_restart=30)
+    assert res.converged
+    assert np.max(np.abs(res.x - X_STAR)) < 1e-11
+    assert res.residual == pytest.approx(float(jnp.linalg.norm(cubic_residual(res.x))), abs=1e-15)
+    assert 0 < res.matvecs <= 6 * res.iterations
+    with pytest.raises(ValueError, match="linear_solver"):
+        newton_krylov(cubic_residual, jnp.zeros(5), linear_solver="lu")
+
+
+def test_gmres_arnoldi_relative_tolerance_and_restarts():
+    from fleos.solvers import _gmres_arnoldi
+
+    rng = np.random.default_rng(3)
+    n = 60
+    # Identity plus a rank-3 perturbation: GMRES is exact after 4 Krylov vectors.
+    U = rng.standard_normal((n, 3))
+    A = np.eye(n) + U @ U.T / n
+    b = rng.standard_normal(n)
+    x, nmv, rel = _gmres_arnoldi(lambda v: A @ v, b, 1e-12, 30, 1)
+    assert nmv <= 4 and rel <= 1e-12
+    np.testing.assert_allclose(A @ x, b, rtol=0, atol=1e-10)
+    # A spread spectrum with a short restart: the loose tolerance is met early, the tight one
+    # needs restarts, and the returned relative residual is the true one.
+    B = np.diag(np.linspace(1.0, 50.0, n))
+    x, nmv, rel = _gmres_arnoldi(lambda v: B @ v, b, 0.5, 5, 1)
+    assert rel <= 0.5 and nmv <= 5
+    x, nmv, rel = _gmres_arnoldi(lambda v: B @ v, b, 1e-8, 10, 50)
+    assert rel <= 1e-8 and nmv > 10
+    assert np.linalg.norm(b - B @ x) / np.linalg.norm(b) <= 1e-8

@@ -14,6 +14,12 @@ API (all unknowns are float64 JAX arrays or pytrees of them; they are flattened 
   accuracy set by the Eisenstat-Walker forcing term, then backtracks on ||F|| (Armijo).
   A step to a point where the residual is not finite (e.g. outside the domain of the
   equations: a non-positive-definite covariance) is treated as a failed trial and shrunk.
+  ``linear_solver`` picks the GMRES: ``"batched"`` (default; jax's GMRES, which always builds
+  the full ``gmres_restart``-dimensional Krylov space per restart), ``"incremental"`` (jax's,
+  with per-iteration convergence checks inside a ``while_loop``), or ``"arnoldi"`` (a host-side
+  loop: one linearization per Newton step, then one jitted JVP per Krylov vector, stopping as
+  soon as the relative linear residual reaches the forcing term; the number of JVPs is in
+  ``SolveResult.matvecs``). ``"arnoldi"`` is the one to use when a JVP is expensive.
 * ``anderson(fixed_point_map, x0, *, tol, max_iter, m, damping)``: Anderson acceleration
   (type II, history ``m``) of ``x = G(x)``; the residual is ``||G(x) - x||``. A non-finite map
   value or a residual blow-up resets the history and halves the proposed step until the map
@@ -72,6 +78,7 @@ class SolveResult:
     seconds: float
     message: str = ""
     history: tuple[float, ...] = field(default_factory=tuple)
+    matvecs: int = 0  # Jacobian-vector products (counted by newton_krylov's "arnoldi" GMRES)
 
 
 def _flat_inner(fun: Callable, v: jnp.ndarray, template: Any, args: tuple) -> jnp.ndarray:
@@ -85,18 +92,80 @@ def _flat_inner(fun: Callable, v: jnp.ndarray, template: Any, args: tuple) -> jn
 _flat_eval = jax.jit(_flat_inner, static_argnums=0)
 
 
-@partial(jax.jit, static_argnums=(0, 5, 6))
+@partial(jax.jit, static_argnums=(0, 5, 6, 7))
 def _newton_direction(
     fun: Callable, v: jnp.ndarray, eta: jnp.ndarray, template: Any, args: tuple,
-    restart: int, maxiter: int,
+    restart: int, maxiter: int, solve_method: str = "batched",
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """F(v) and the inexact Newton direction d: ||J d + F|| <= eta ||F|| (GMRES)."""
     # One linearization (primal + stored tangent map) serves every GMRES matvec.
     F, jvp = jax.linearize(lambda u: _flat_inner(fun, u, template, args), v)
     d, _ = jax.scipy.sparse.linalg.gmres(
-        jvp, -F, tol=eta, atol=0.0, restart=restart, maxiter=maxiter, solve_method="batched"
+        jvp, -F, tol=eta, atol=0.0, restart=restart, maxiter=maxiter, solve_method=solve_method
     )
     return F, d
+
+
+@partial(jax.jit, static_argnums=0)
+def _linearize(fun: Callable, v: jnp.ndarray, template: Any, args: tuple) -> tuple[Any, Any]:
+    """F(v) and its linearization (a `jax.tree_util.Partial`, so it can leave the jit and be
+    applied by `_apply_linear`; residuals of the linearization are its leaves)."""
+    return jax.linearize(lambda u: _flat_inner(fun, u, template, args), v)
+
+
+@jax.jit
+def _apply_linear(jvp: Any, w: jnp.ndarray) -> jnp.ndarray:
+    return jvp(w)
+
+
+def _gmres_arnoldi(
+    matvec: Callable[[np.ndarray], np.ndarray], b: np.ndarray, rtol: float, restart: int,
+    maxiter: int,
+) -> tuple[np.ndarray, int, float]:
+    """Restarted GMRES from x = 0 for A x = b, stopping as soon as ||b - A x|| <= rtol ||b||.
+
+    Host-side Arnoldi (modified Gram-Schmidt with one re-orthogonalization pass), float64;
+    the small least-squares problem is re-solved at each step (its residual is exact in exact
+    arithmetic). Returns (x, number of matvecs, relative residual estimate).
+    """
+    bnorm = float(np.linalg.norm(b))
+    x = np.zeros_like(b)
+    if bnorm == 0.0:
+        return x, 0, 0.0
+    nmv = 0
+    r = b.copy()
+    rel = 1.0
+    for _ in range(max(1, maxiter)):
+        beta = float(np.linalg.norm(r))
+        V = [r / beta]
+        H = np.zeros((restart + 1, restart))
+        y = np.zeros(0)
+        for k in range(restart):
+            w = matvec(V[k])
+            nmv += 1
+            for _pass in range(2):
+                for j in range(k + 1):
+                    h = float(np.dot(V[j], w))
+                    H[j, k] += h
+                    w = w - h * V[j]
+            hn = float(np.linalg.norm(w))
+            H[k + 1, k] = hn
+            e1 = np.zeros(k + 2)
+            e1[0] = beta
+            y, *_ = np.linalg.lstsq(H[: k + 2, : k + 1], e1, rcond=None)
+            rel = float(np.linalg.norm(e1 - H[: k + 2, : k + 1] @ y)) / bnorm
+            if not math.isfinite(rel) or rel <= rtol or hn <= 1e-14 * beta:
+                break
+            V.append(w / hn)
+        x = x + np.stack(V[: len(y)], axis=1) @ y
+        if not math.isfinite(rel) or rel <= rtol:
+            break
+        r = b - matvec(x)
+        nmv += 1
+        rel = float(np.linalg.norm(r)) / bnorm
+        if rel <= rtol:
+            break
+    return x, nmv, rel
 
 
 def _norm(v: jnp.ndarray) -> float:
@@ -122,6 +191,8 @@ def newton_krylov(
     max_backtracks: int = 20,
     armijo: float = 1e-4,
     stall_window: int = 8,
+    linear_solver: str = "batched",
+    eta0: float | None = None,
 ) -> SolveResult:
     """Solve residual(x) = 0 by inexact Newton-Krylov with exact JAX Jacobian-vector products.
 
@@ -137,7 +208,15 @@ def newton_krylov(
     stall_window: stop (not converged, "stalled") if ||F|| has not halved over this many
         Newton steps (creeping far from a root: let the caller, e.g. `anneal`, shrink the
         continuation step instead).
+    linear_solver: "batched" | "incremental" (jax GMRES) | "arnoldi" (early-terminating
+        host-side GMRES, one jitted JVP per Krylov vector; see the module docstring).
+    eta0: forcing term of the first Newton step (default eta_max).
     """
+    if linear_solver not in ("batched", "incremental", "arnoldi"):
+        raise ValueError(
+            f"newton_krylov: linear_solver must be 'batched', 'incremental' or 'arnoldi', "
+            f"got {linear_solver!r}"
+        )
     t0 = time.perf_counter()
     v, unravel = ravel_pytree(x0)
     args = tuple(args)
@@ -153,16 +232,29 @@ def newton_krylov(
     if not math.isfinite(fn):
         return SolveResult(unravel(v), False, 0, fn, time.perf_counter() - t0,
                            "residual not finite at x0", tuple(history))
-    eta = eta_max
+    eta = eta_max if eta0 is None else float(eta0)
     message = f"max_iter={max_iter} reached"
     it = 0
+    matvecs = 0
     for it in range(1, max_iter + 1):
         if fn <= tol:
             it -= 1
             message = "converged"
             break
-        _, d = _newton_direction(residual, v, jnp.asarray(eta, dtype=v.dtype), x0, args,
-                                 gmres_restart, gmres_maxiter)
+        if linear_solver == "arnoldi":
+            _, jvp = _linearize(residual, v, x0, args)
+
+            def matvec(w: np.ndarray, jvp: Any = jvp, dt: Any = v.dtype) -> np.ndarray:
+                return np.asarray(_apply_linear(jvp, jnp.asarray(w, dtype=dt)))
+
+            d_np, nmv, _ = _gmres_arnoldi(matvec, -np.asarray(F), eta, gmres_restart,
+                                          gmres_maxiter)
+            matvecs += nmv
+            d = jnp.asarray(d_np, dtype=v.dtype)
+            del jvp, matvec
+        else:
+            _, d = _newton_direction(residual, v, jnp.asarray(eta, dtype=v.dtype), x0, args,
+                                     gmres_restart, gmres_maxiter, linear_solver)
         if not bool(jnp.all(jnp.isfinite(d))):
             message = "GMRES returned a non-finite direction"
             break
@@ -202,6 +294,7 @@ def newton_krylov(
         seconds=time.perf_counter() - t0,
         message=message,
         history=tuple(history),
+        matvecs=matvecs,
     )
 
 
@@ -393,6 +486,7 @@ def anneal(
         t0 = time.perf_counter()
         inserted: list[float] = []
         iterations = 0
+        matvecs = 0
         while True:
             w_try = target
             # Halve the step (geometrically) until a solve succeeds or the ratio is too small.
@@ -406,9 +500,11 @@ def anneal(
                     )
                     res = solve_at(w_try, x_start)
                     iterations += res.iterations
+                    matvecs += res.matvecs
                 if res is None or not res.converged:
                     res = solve_at(w_try, x_prev)
                     iterations += res.iterations
+                    matvecs += res.matvecs
                 if res.converged:
                     break
                 last_failed = res
@@ -447,8 +543,8 @@ def anneal(
         if stopped is not None:
             assert last_failed is not None
             results[k] = replace(last_failed, iterations=iterations, seconds=seconds,
-                                 message=stopped + extra)
+                                 message=stopped + extra, matvecs=matvecs)
         else:
             results[k] = replace(res, iterations=iterations, seconds=seconds,
-                                 message=res.message + extra)
+                                 message=res.message + extra, matvecs=matvecs)
     return [r for r in results if r is not None]

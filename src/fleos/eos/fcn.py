@@ -32,7 +32,6 @@ Gaussian data is well conditioned); the linear activation with n > d needs a rid
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -45,7 +44,7 @@ import numpy as np
 
 from fleos import gp as gpmod
 from fleos.kernels import activation_kernel, post_kernel, post_kernel_cross
-from fleos.solvers import SolveResult, anderson, anneal
+from fleos.solvers import SolveResult, anderson, anneal, newton_krylov
 
 Array = jnp.ndarray
 
@@ -365,84 +364,54 @@ def _scaled_residual_core(
     }
 
 
-def _tree_norm(t: Any) -> Array:
-    return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(t)))
+def _scaled_residual_erf(x: dict[str, Any], data: dict, p: dict, sc: dict) -> dict[str, Any]:
+    return _scaled_residual_core(x, data, p, sc, "erf")
 
 
-@partial(jax.jit, static_argnames=("activation",))
-def _residual_and_norm(x, data, p, sc, activation):  # noqa: ANN001, ANN202
-    R = _scaled_residual_core(x, data, p, sc, activation)
-    return R, _tree_norm(R)
+def _scaled_residual_linear(x: dict[str, Any], data: dict, p: dict, sc: dict) -> dict[str, Any]:
+    return _scaled_residual_core(x, data, p, sc, "linear")
 
 
-@partial(jax.jit, static_argnames=("activation", "restart", "maxiter"))
-def _newton_direction(x, eta, data, p, sc, activation, restart, maxiter):  # noqa: ANN001, ANN202
-    # One linearization (exact forward-mode JVPs) serves every GMRES matvec.
-    F, jvp = jax.linearize(lambda z: _scaled_residual_core(z, data, p, sc, activation), x)
-    neg_F = jax.tree_util.tree_map(lambda a: -a, F)
-    step, _ = jax.scipy.sparse.linalg.gmres(
-        jvp, neg_F, tol=eta, atol=0.0, restart=restart, maxiter=maxiter,
-        solve_method="batched",
-    )
-    return step
+def _scaled_map_core(
+    u: dict[str, Any], data: dict[str, Array], p: dict[str, Array], sc: dict[str, Any],
+    activation: str,
+) -> dict[str, Any]:
+    """T of Eq. 5 in scaled variables u = x / (GP block norms), for Anderson."""
+    Tx = _fixed_point_core(_unscale(u, sc), data, p, activation)
+    return _rescale(Tx, sc)
 
 
-def _newton_krylov_fcn(
-    x0: dict[str, Any], data: dict[str, Array], p: dict[str, Array], sc: dict[str, Any],
-    activation: str, tol: float, max_iter: int, restart: int = 30, maxiter: int = 3,
-    eta_max: float = 0.5, max_backtracks: int = 20, armijo: float = 1e-4,
-) -> SolveResult:
-    """Inexact Newton-Krylov with exact JVPs, GMRES and Armijo backtracking.
+def _scaled_map_erf(u: dict[str, Any], data: dict, p: dict, sc: dict) -> dict[str, Any]:
+    return _scaled_map_core(u, data, p, sc, "erf")
 
-    The algorithm of fleos.solvers.newton_krylov (Eisenstat-Walker forcing, backtracking on
-    ‖F‖, non-finite trial points rejected), but with the width and the data passed as traced
-    arguments to module-level jitted functions: one compilation serves a whole annealing
-    sweep, where fleos.solvers.newton_krylov recompiles its closure for every width (tens of
-    seconds per width on 2 cores).
-    """
-    t0 = time.perf_counter()
-    x = x0
-    _, fn_a = _residual_and_norm(x, data, p, sc, activation)
-    fn = float(fn_a)
-    history = [fn]
-    if not math.isfinite(fn):
-        return SolveResult(
-            x, False, 0, fn, time.perf_counter() - t0,
-            "residual not finite at x0: a right-hand side of Eq. 5 is not positive definite "
-            "there (start closer, e.g. anneal from a larger width with sweep_fcn)",
-            tuple(history))
-    eta = eta_max
-    message = f"max_iter={max_iter} reached"
-    it = 0
-    while fn > tol and it < max_iter:
-        it += 1
-        d = _newton_direction(x, jnp.asarray(eta), data, p, sc, activation, restart, maxiter)
-        if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(d)):
-            message = "GMRES returned a non-finite direction"
-            break
-        t, accepted = 1.0, False
-        for _ in range(max_backtracks + 1):
-            x_try = jax.tree_util.tree_map(lambda a, b, t=t: a + t * b, x, d)
-            _, fn_try_a = _residual_and_norm(x_try, data, p, sc, activation)
-            fn_try = float(fn_try_a)
-            if math.isfinite(fn_try) and fn_try <= (1.0 - armijo * t) * fn:
-                accepted = True
-                break
-            t *= 0.5
-        if not accepted:
-            message = f"line search failed after {max_backtracks} halvings (stalled)"
-            break
-        ratio = fn_try / fn
-        eta_new = 0.9 * ratio**2
-        if 0.9 * eta**2 > 0.1:
-            eta_new = max(eta_new, 0.9 * eta**2)
-        eta = float(min(eta_max, max(eta_new, 0.5 * tol / fn_try if fn_try > 0 else 0.0)))
-        x, fn = x_try, fn_try
-        history.append(fn)
-    if fn <= tol:
-        message = "converged"
-    return SolveResult(x, bool(fn <= tol), it, fn, time.perf_counter() - t0, message,
-                       tuple(history))
+
+def _scaled_map_linear(u: dict[str, Any], data: dict, p: dict, sc: dict) -> dict[str, Any]:
+    return _scaled_map_core(u, data, p, sc, "linear")
+
+
+# One module-level function per activation: fleos.solvers compiles once per function object
+# and passes data, width-dependent scalars and scales as traced `args`, so a whole annealing
+# sweep (any widths) reuses one compiled program.
+_RESIDUALS = {"erf": _scaled_residual_erf, "linear": _scaled_residual_linear}
+_MAPS = {"erf": _scaled_map_erf, "linear": _scaled_map_linear}
+
+
+def _unscale(u: dict[str, Any], sc: dict[str, Any]) -> dict[str, Any]:
+    return {"Sigma": u["Sigma"] * sc["Sigma"],
+            "K": [a * s for a, s in zip(u["K"], sc["K"], strict=True)]}
+
+
+def _rescale(x: dict[str, Any], sc: dict[str, Any]) -> dict[str, Any]:
+    return {"Sigma": x["Sigma"] / sc["Sigma"],
+            "K": [a / s for a, s in zip(x["K"], sc["K"], strict=True)]}
+
+
+# Newton-Krylov settings (fleos.solvers.newton_krylov): early-terminating GMRES (one exact JVP
+# per Krylov vector, stopping at the Eisenstat-Walker forcing term) instead of jax's batched
+# GMRES, which always spends `gmres_restart` JVPs per restart.
+NK_OPTIONS: dict[str, Any] = {
+    "linear_solver": "arnoldi", "gmres_restart": 40, "gmres_maxiter": 2, "eta_max": 0.1,
+}
 
 
 def solve_fcn(
@@ -472,21 +441,16 @@ def solve_fcn(
     data, p, sc = _data(problem), _params(problem, width), _scales(x_gp)
     act = problem.activation
     if method == "newton_krylov":
-        return _newton_krylov_fcn(x0, data, p, sc, act, tol, max_iter)
-
-    def unscale(u: dict[str, Any]) -> dict[str, Any]:
-        return {"Sigma": u["Sigma"] * sc["Sigma"],
-                "K": [a * s for a, s in zip(u["K"], sc["K"], strict=True)]}
-
-    def G(u: dict[str, Any]) -> dict[str, Any]:
-        Tx = _fixed_point_core(unscale(u), data, p, act)
-        return {"Sigma": Tx["Sigma"] / sc["Sigma"],
-                "K": [a / s for a, s in zip(Tx["K"], sc["K"], strict=True)]}
-
-    u0 = {"Sigma": x0["Sigma"] / sc["Sigma"],
-          "K": [a / s for a, s in zip(x0["K"], sc["K"], strict=True)]}
-    res = anderson(G, u0, tol=tol, max_iter=max_iter)
-    return replace(res, x=unscale(res.x))
+        res = newton_krylov(_RESIDUALS[act], x0, args=(data, p, sc), tol=tol,
+                            max_iter=max_iter, **NK_OPTIONS)
+        if res.iterations == 0 and not math.isfinite(res.residual):
+            res = replace(res, message=(
+                "residual not finite at x0: a right-hand side of Eq. 5 is not positive "
+                "definite there (start closer, e.g. anneal from a larger width with sweep_fcn)"))
+        return res
+    res = anderson(_MAPS[act], _rescale(x0, sc), args=(data, p, sc), tol=tol,
+                   max_iter=max_iter)
+    return replace(res, x=_unscale(res.x, sc))
 
 
 def sweep_fcn(
