@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--skip-paper", action="store_true")
     args = ap.parse_args()
 
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
           f"device {jax.devices()[0].device_kind}")
     print(f"loadavg before: {open('/proc/loadavg').read().split()[:3]}")

@@ -174,7 +174,7 @@ def write_samples(path: str | os.PathLike, datasets: Mapping, *, config: Mapping
         a["seeds"] = np.asarray(seeds, dtype=np.int64)
         a["n"] = int(n)
         a["width"] = int(width)
-        a["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        a["created"] = _dt.datetime.now(_dt.UTC).isoformat()
         for k, v in (extra_attrs or {}).items():
             a[k] = v if isinstance(v, (str, int, float, np.number)) else _json_attr(v)
         # Last: a reader trusts a file only with this flag (belt and braces with the rename).
