@@ -110,24 +110,11 @@ def unpack_fit(arr: np.ndarray) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if k in ("attrs", "config") and not prefix:
-            continue
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flat(v, key + "/"))
-        else:
-            out[key] = v
-    return out
-
-
 def load_chunks(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     """Read the seed-chunk files of one (experiment, n, width) and join them along the chain
     axis. Returns flat keys ('f_train/mean', 'snapshots/w_teacher', ...) plus 'config' (of
     the first file). Files must agree on n, width and config; seeds must not repeat."""
-    from fleos.io import read_samples
+    from fleos.io import flatten_tree, read_samples
 
     if not paths:
         raise ValueError("load_chunks: no sample files given")
@@ -138,7 +125,9 @@ def load_chunks(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
             if int(part["attrs"][key]) != int(first["attrs"][key]):
                 raise ValueError(f"sample file {p}: {key}={part['attrs'][key]} differs from "
                                  f"{paths[0]} ({first['attrs'][key]})")
-    flats = [_flat(p) for p in parts]
+    # Everything but the file's attributes and config, with nested groups as 'a/b' keys.
+    flats = [flatten_tree({k: v for k, v in p.items() if k not in ('attrs', 'config')})
+             for p in parts]
     out: dict[str, Any] = {}
     for key in flats[0]:
         vals = [f[key] for f in flats if key in f]

@@ -107,21 +107,22 @@ def git_revision() -> str | None:
     return rev if out.returncode == 0 and rev else None
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+def flatten_tree(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one flat dict with 'a/b' keys (HDF5 paths); '/' in a key is an error."""
     out: dict[str, Any] = {}
     for k, v in tree.items():
         if "/" in str(k):
             raise ValueError(f"key {k!r} under {prefix or '/'} contains '/'")
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "/"))
+            out.update(flatten_tree(v, key + "/"))
         else:
             out[key] = v
     return out
 
 
 def _write_tree(h5: h5py.File, tree: Mapping, compress: bool) -> None:
-    for key, value in _flatten(tree).items():
+    for key, value in flatten_tree(tree).items():
         arr = np.asarray(value)
         kw = {}
         if compress and arr.size >= 1024:
@@ -160,7 +161,7 @@ def write_samples(path: str | os.PathLike, datasets: Mapping, *, config: Mapping
     """
     from fleos import __version__
 
-    flat = _flatten(datasets)
+    flat = flatten_tree(datasets)
     missing = [k for k in REQUIRED_DATASETS if k not in flat]
     if missing:
         raise ValueError(f"write_samples({path}): missing required datasets {missing}")
