@@ -195,3 +195,38 @@ def test_gmres_arnoldi_relative_tolerance_and_restarts():
     x, nmv, rel = _gmres_arnoldi(lambda v: B @ v, b, 1e-8, 10, 50)
     assert rel <= 1e-8 and nmv > 10
     assert np.linalg.norm(b - B @ x) / np.linalg.norm(b) <= 1e-8
+
+
+def _log_barrier_residual(u, c):
+    # ∂F/∂u for F(u) = Σ (u − c log u), defined for u > 0 only (NaN outside): root u = c.
+    return 1.0 - c / u + 0.0 * jnp.log(u)
+
+
+def _log_barrier_merit(u, c):
+    return jnp.sum(u - c * jnp.log(u))
+
+
+def _exp_curve(u, d, t, c):
+    # u(t) = u exp(t d / u): tangent to u + t d at t = 0 and positive for every t.
+    return u * jnp.exp(t * d / u)
+
+
+def test_newton_krylov_merit_accepts_a_rise_of_the_residual_norm():
+    # From u0 = 10 c the Newton step is d = −90 c: the straight line leaves u > 0, and along
+    # the positive curve the full step lands at u = 10 c e⁻⁹, where ||R|| is huge but F is
+    # lower (F(10) = 7.70 > F(1.2e-3) = 6.72 for c = 1). With the merit the full step is taken
+    # (the residual norm rises at step 1) and the root is still found; without it the solver
+    # only accepts decreases of ||R||.
+    c = jnp.array([1.0, 1.0, 1.0])
+    u0 = 10.0 * c
+    with_merit = newton_krylov(_log_barrier_residual, u0, args=(c,), tol=1e-12, max_iter=60,
+                               merit=_log_barrier_merit, retract=_exp_curve,
+                               linear_solver="arnoldi")
+    assert with_merit.converged, with_merit.message
+    np.testing.assert_allclose(with_merit.x, c, rtol=1e-10)
+    assert with_merit.history[1] > 10 * with_merit.history[0]
+    plain = newton_krylov(_log_barrier_residual, u0, args=(c,), tol=1e-12, max_iter=60,
+                          retract=_exp_curve, linear_solver="arnoldi")
+    assert plain.converged, plain.message
+    np.testing.assert_allclose(plain.x, c, rtol=1e-10)
+    assert all(np.diff(plain.history) < 0)

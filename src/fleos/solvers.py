@@ -20,6 +20,8 @@ API (all unknowns are float64 JAX arrays or pytrees of them; they are flattened 
   loop: one linearization per Newton step, then one jitted JVP per Krylov vector, stopping as
   soon as the relative linear residual reaches the forcing term; the number of JVPs is in
   ``SolveResult.matvecs``). ``"arnoldi"`` is the one to use when a JVP is expensive.
+  Optional ``merit`` (a potential whose decrease the line search asks for, e.g. a free
+  energy) and ``retract`` (the curve the step follows, e.g. one that stays positive definite).
 * ``anderson(fixed_point_map, x0, *, tol, max_iter, m, damping)``: Anderson acceleration
   (type II, history ``m``) of ``x = G(x)``; the residual is ``||G(x) - x||``. A non-finite map
   value or a residual blow-up resets the history and halves the proposed step until the map
@@ -118,6 +120,29 @@ def _apply_linear(jvp: Any, w: jnp.ndarray) -> jnp.ndarray:
     return jvp(w)
 
 
+@partial(jax.jit, static_argnums=0)
+def _merit_and_slope(
+    merit: Callable, v: jnp.ndarray, d: jnp.ndarray, template: Any, args: tuple
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """merit(x) and its directional derivative along d (one forward-mode JVP)."""
+    unravel = ravel_pytree(template)[1]
+    return jax.jvp(lambda u: merit(unravel(u), *args), (v,), (d,))
+
+
+@partial(jax.jit, static_argnums=0)
+def _merit_eval(merit: Callable, v: jnp.ndarray, template: Any, args: tuple) -> jnp.ndarray:
+    return merit(ravel_pytree(template)[1](v), *args)
+
+
+@partial(jax.jit, static_argnums=0)
+def _retract_eval(
+    retract: Callable, v: jnp.ndarray, d: jnp.ndarray, t: jnp.ndarray, template: Any,
+    args: tuple,
+) -> jnp.ndarray:
+    unravel = ravel_pytree(template)[1]
+    return ravel_pytree(retract(unravel(v), unravel(d), t, *args))[0]
+
+
 def _gmres_arnoldi(
     matvec: Callable[[np.ndarray], np.ndarray], b: np.ndarray, rtol: float, restart: int,
     maxiter: int,
@@ -193,6 +218,8 @@ def newton_krylov(
     stall_window: int = 8,
     linear_solver: str = "batched",
     eta0: float | None = None,
+    merit: Callable[..., Any] | None = None,
+    retract: Callable[..., Any] | None = None,
 ) -> SolveResult:
     """Solve residual(x) = 0 by inexact Newton-Krylov with exact JAX Jacobian-vector products.
 
@@ -211,6 +238,17 @@ def newton_krylov(
     linear_solver: "batched" | "incremental" (jax GMRES) | "arnoldi" (early-terminating
         host-side GMRES, one jitted JVP per Krylov vector; see the module docstring).
     eta0: forcing term of the first Newton step (default eta_max).
+    merit: optional scalar function (x, *args) -> float whose stationary points are the roots
+        (e.g. a free energy whose gradient is the residual, up to a change of variables).
+        When the Newton direction d descends it (slope < 0, one JVP), the line search
+        accepts a step with Armijo decrease of the merit or of ||F||; otherwise of ||F||.
+        A norm of the residual can rise on the way to a root of a strongly nonlinear
+        problem (a soft mode with saturation) and then forces tiny steps; a potential
+        does not.
+    retract: optional curve (x, d, t, *args) -> x(t) with x(0) = x and x'(0) = d, along
+        which the line search moves (default the straight line x + t d); e.g. a curve that
+        keeps a covariance positive definite. Any curve tangent to d keeps Newton's local
+        quadratic convergence when it deviates from the line by O(t²|d|²).
     """
     if linear_solver not in ("batched", "incremental", "arnoldi"):
         raise ValueError(
@@ -258,12 +296,28 @@ def newton_krylov(
         if not bool(jnp.all(jnp.isfinite(d))):
             message = "GMRES returned a non-finite direction"
             break
+        use_merit: bool | None = None if merit is not None else False  # decided on demand
+        m0 = slope = math.nan
         t, accepted = 1.0, False
         for _ in range(max_backtracks + 1):
-            v_try = v + t * d
+            if retract is None:
+                v_try = v + t * d
+            else:
+                v_try = _retract_eval(retract, v, d, jnp.asarray(t, dtype=v.dtype), x0, args)
             F_try = f(v_try)
             fn_try = _norm(F_try)
-            if math.isfinite(fn_try) and fn_try <= (1.0 - armijo * t) * fn:
+            # Either sufficient decrease counts: of ||F|| (near the root the merit's change
+            # drops below its rounding error) or of the merit (far from it).
+            ok = math.isfinite(fn_try) and fn_try <= (1.0 - armijo * t) * fn
+            if not ok and math.isfinite(fn_try) and use_merit is None:
+                # Only now pay for the merit's value and slope along d (one JVP).
+                m0_j, slope_j = _merit_and_slope(merit, v, d, x0, args)
+                m0, slope = float(m0_j), float(slope_j)
+                use_merit = math.isfinite(m0) and slope < 0.0
+            if not ok and math.isfinite(fn_try) and use_merit:
+                m_try = float(_merit_eval(merit, v_try, x0, args))
+                ok = m_try <= m0 + armijo * t * slope
+            if ok:
                 accepted = True
                 break
             t *= 0.5

@@ -22,8 +22,9 @@ import numpy as np
 def register(arch_subparsers: argparse._SubParsersAction) -> None:
     p = arch_subparsers.add_parser(
         "fcn",
-        help="FCN equations of state (Eq. 5), annealed from the GP limit over widths",
-        description="Solve Eq. 5 for an L-layer erf FCN at each width (annealing from the GP).",
+        help="FCN equations of state (Eq. 5) over widths, solved from the GP limit down",
+        description="Solve Eq. 5 for an L-layer erf FCN at each width, from large to small, each "
+        "warm-started at the previous one (Newton on the precision form, fleos.eos.fcn).",
     )
     p.add_argument("--data", help="npz file with X, y, X_test, y_test (else a teacher draw)")
     p.add_argument("--n", type=int, default=1024, help="training-set size (teacher data)")

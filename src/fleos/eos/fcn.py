@@ -18,6 +18,10 @@ as the fixed-point map of Eq. 5:
 with ∂D_KL(K‖Q)/∂K_prev = −½ Tr[Q⁻¹ (K − Q) Q⁻¹ ∂Q/∂K_prev]. Every trace term is a vector-Jacobian
 product of the elementwise kernel map (Tr{B ∂Q/∂K} = ∇_K ⟨B, Q(K)⟩), never an n²×n² Jacobian.
 
+Solving (`solve_fcn`): Newton-Krylov on the precision form P(u⁻¹) − u, u = (Σ⁻¹, K⁻¹), with
+the free energy F as line-search merit and a positive-definite step curve; it starts from the
+GP point at any width (docs/derivations/fcn.md §5).
+
 Scalings: "standard": σ_L² = σ_a²; "mean_field": readout prior σ_a²/N_{L-1}², i.e.
 σ_L² = σ_a²/N_{L-1} in Q_f (the paper's FCN experiments). All hidden widths are equal to
 `width` unless a tuple of widths is passed.
@@ -317,17 +321,23 @@ def fixed_point_map(problem: FCNProblem, width: float | Sequence[float]) -> Any:
 _fixed_point_jit = jax.jit(_fixed_point_core, static_argnames=("activation",))
 
 
-def free_energy(problem: FCNProblem, x: dict[str, Any], width: float | Sequence[float]) -> Array:
-    """F(Σ, K) whose stationary points are the EoS (docs/derivations/fcn.md); for tests."""
-    Ns = problem.widths(width)
-    sL2 = problem.readout_var(width)
-    Qs, Qf = _post_kernels(problem, x, sL2)
-    d = problem.d
-    prior = (problem.sigma_w2 / d) * jnp.eye(d, dtype=jnp.float64)
-    F = Ns[0] * kl_gauss(x["Sigma"], prior)
+def _free_energy_core(
+    x: dict[str, Any], data: dict[str, Array], p: dict[str, Array], activation: str
+) -> Array:
+    """F(Σ, K) of the module docstring (traced width scalars, so one compile per sweep)."""
+    X, y = data["X"], data["y"]
+    d = X.shape[1]
+    Qs, Qf = _post_kernels_core(x, X, p, activation)
+    prior = (p["sigma_w2"] / d) * jnp.eye(d, dtype=jnp.float64)
+    F = p["Ns"][0] * kl_gauss(x["Sigma"], prior)
     for m, K in enumerate(x["K"]):
-        F = F + Ns[m + 1] * kl_gauss(K, Qs[m])
-    return F + gp_neg_log_evidence(Qf, problem.y, problem.sigma2)
+        F = F + p["Ns"][m + 1] * kl_gauss(K, Qs[m])
+    return F + gp_neg_log_evidence(Qf, y, p["sigma2"])
+
+
+def free_energy(problem: FCNProblem, x: dict[str, Any], width: float | Sequence[float]) -> Array:
+    """F(Σ, K) whose stationary points are the EoS (docs/derivations/fcn.md)."""
+    return _free_energy_core(x, _data(problem), _params(problem, width), problem.activation)
 
 
 def residual_blocks(problem: FCNProblem, x: dict[str, Any], width: Any) -> dict[str, float]:
@@ -347,53 +357,55 @@ def _scales(x_ref: dict[str, Any]) -> dict[str, Any]:
             "K": [jnp.linalg.norm(K) for K in x_ref["K"]]}
 
 
-def _scaled_residual_core(
-    x: dict[str, Any], data: dict[str, Array], p: dict[str, Array], sc: dict[str, Any],
-    activation: str,
-) -> dict[str, Any]:
-    """T(x) − x with each block divided by the norm of its GP value: a relative residual.
-
-    (An inverse-free form x − x P(x) x is finite everywhere but has spurious singular roots:
-    Newton found one with K^(2) rank-deficient in our tests, so we keep the paper's form and
-    reach small widths by annealing.)
-    """
-    Tx = _fixed_point_core(x, data, p, activation)
-    return {
-        "Sigma": (Tx["Sigma"] - x["Sigma"]) / sc["Sigma"],
-        "K": [(a - b) / s for a, b, s in zip(Tx["K"], x["K"], sc["K"], strict=True)],
-    }
+def _invert_blocks(x: dict[str, Any]) -> dict[str, Any]:
+    """(Σ, K^(l)) ↦ (Σ⁻¹, K^(l)⁻¹), and back: the map is its own inverse."""
+    return {"Sigma": _sym(spd_inverse(x["Sigma"])),
+            "K": [_sym(spd_inverse(K)) for K in x["K"]]}
 
 
-def _scaled_residual_erf(x: dict[str, Any], data: dict, p: dict, sc: dict) -> dict[str, Any]:
-    return _scaled_residual_core(x, data, p, sc, "erf")
-
-
-def _scaled_residual_linear(x: dict[str, Any], data: dict, p: dict, sc: dict) -> dict[str, Any]:
-    return _scaled_residual_core(x, data, p, sc, "linear")
-
-
-def _scaled_map_core(
+def _precision_residual_core(
     u: dict[str, Any], data: dict[str, Array], p: dict[str, Array], sc: dict[str, Any],
     activation: str,
 ) -> dict[str, Any]:
-    """T of Eq. 5 in scaled variables u = x / (GP block norms), for Anderson."""
-    Tx = _fixed_point_core(_unscale(u, sc), data, p, activation)
-    return _rescale(Tx, sc)
+    """Eq. 5 in precision form: P(x) − u at x = u⁻¹, u = (Σ⁻¹, K^(l)⁻¹), blockwise relative.
+
+    P are the right-hand sides of Eq. 5 before inversion (`_precisions_core`); each block is
+    divided by the norm of its GP value. Why precisions: the feature-learning term enters the
+    right-hand side linearly, P_K = Q⁻¹ − (1/N)(…); the inverted form K = P_K⁻¹ has a pole
+    where that term cancels an eigenvalue of Q⁻¹ (χ = 1, Eq. 6) and is undefined at the GP
+    point below the feature-learning width, whereas P(u⁻¹) − u is finite wherever u is
+    positive definite. The EoS are also the gradient of F: ∂F/∂K = (N/2)(P_K − K⁻¹).
+    """
+    P = _precisions_core(_invert_blocks(u), data, p, activation)
+    return {
+        "Sigma": (P["Sigma"] - u["Sigma"]) / sc["Sigma"],
+        "K": [(a - b) / s for a, b, s in zip(P["K"], u["K"], sc["K"], strict=True)],
+    }
 
 
-def _scaled_map_erf(u: dict[str, Any], data: dict, p: dict, sc: dict) -> dict[str, Any]:
-    return _scaled_map_core(u, data, p, sc, "erf")
+def _free_energy_of_precisions(
+    u: dict[str, Any], data: dict[str, Array], p: dict[str, Array], sc: dict[str, Any],
+    activation: str,
+) -> Array:
+    """F at x = u⁻¹: the line-search merit of the Newton solver (its stationary points are
+    the roots of `_precision_residual_core`)."""
+    return _free_energy_core(_invert_blocks(u), data, p, activation)
 
 
-def _scaled_map_linear(u: dict[str, Any], data: dict, p: dict, sc: dict) -> dict[str, Any]:
-    return _scaled_map_core(u, data, p, sc, "linear")
+def _retract_spd(u: dict[str, Any], du: dict[str, Any], t: Array, *_: Any) -> dict[str, Any]:
+    """The step curve u(t) = u + t du + ½ t² du u⁻¹ du, blockwise.
 
+    Tangent to the straight line at t = 0 (Newton's local convergence is kept) and positive
+    definite for every t, since u(t) = ½ u + ½ (u + t du) u⁻¹ (u + t du): a precision can at
+    most halve per step along a direction, so a covariance at most doubles, instead of a
+    straight step crossing into indefinite matrices along the soft (feature-learning) mode.
+    """
+    def curve(a: Array, b: Array) -> Array:
+        tb = t * b
+        return _sym(a + tb + 0.5 * tb @ spd_inverse(a) @ tb)
 
-# One module-level function per activation: fleos.solvers compiles once per function object
-# and passes data, width-dependent scalars and scales as traced `args`, so a whole annealing
-# sweep (any widths) reuses one compiled program.
-_RESIDUALS = {"erf": _scaled_residual_erf, "linear": _scaled_residual_linear}
-_MAPS = {"erf": _scaled_map_erf, "linear": _scaled_map_linear}
+    return {"Sigma": curve(u["Sigma"], du["Sigma"]),
+            "K": [curve(a, b) for a, b in zip(u["K"], du["K"], strict=True)]}
 
 
 def _unscale(u: dict[str, Any], sc: dict[str, Any]) -> dict[str, Any]:
@@ -406,11 +418,30 @@ def _rescale(x: dict[str, Any], sc: dict[str, Any]) -> dict[str, Any]:
             "K": [a / s for a, s in zip(x["K"], sc["K"], strict=True)]}
 
 
+def _scaled_map_core(
+    u: dict[str, Any], data: dict[str, Array], p: dict[str, Array], sc: dict[str, Any],
+    activation: str,
+) -> dict[str, Any]:
+    """T of Eq. 5 in scaled variables u = x / (GP block norms), for Anderson."""
+    return _rescale(_fixed_point_core(_unscale(u, sc), data, p, activation), sc)
+
+
+# One object per activation: fleos.solvers compiles once per function object and passes data,
+# width-dependent scalars and scales as traced `args`, so a whole sweep (any widths) reuses one
+# compiled program.
+_ACTIVATIONS = ("erf", "linear")
+_RESIDUALS = {a: partial(_precision_residual_core, activation=a) for a in _ACTIVATIONS}
+_MERITS = {a: partial(_free_energy_of_precisions, activation=a) for a in _ACTIVATIONS}
+_MAPS = {a: partial(_scaled_map_core, activation=a) for a in _ACTIVATIONS}
+
 # Newton-Krylov settings (fleos.solvers.newton_krylov): early-terminating GMRES (one exact JVP
-# per Krylov vector, stopping at the Eisenstat-Walker forcing term) instead of jax's batched
-# GMRES, which always spends `gmres_restart` JVPs per restart.
+# per Krylov vector, stopping at the Eisenstat-Walker forcing term, capped at 0.5: far from
+# the root an accurate direction is wasted), the free energy as line-search merit, and the
+# positive-definite step curve. The residual norm may rise while F falls, hence the longer
+# stall window.
 NK_OPTIONS: dict[str, Any] = {
-    "linear_solver": "arnoldi", "gmres_restart": 40, "gmres_maxiter": 2, "eta_max": 0.1,
+    "linear_solver": "arnoldi", "gmres_restart": 40, "gmres_maxiter": 2, "eta_max": 0.5,
+    "stall_window": 15,
 }
 
 
@@ -424,10 +455,16 @@ def solve_fcn(
 ) -> SolveResult:
     """Solve Eq. 5 at one width, starting from x0 (default: the GP solution).
 
-    The residual is (T(x) − x) with each block divided by the Frobenius norm of the GP block,
-    so `tol` bounds a relative Euclidean norm. method: 'newton_krylov' (exact JVPs + GMRES,
-    the paper's method) or 'anderson' (fleos.solvers.anderson on x ← T(x), in the same
-    scaled variables). The returned SolveResult's `residual` is evaluated at the returned x.
+    method 'newton_krylov' (default): Newton on the precision form of Eq. 5,
+    R(u) = P(u⁻¹) − u with u = (Σ⁻¹, K^(l)⁻¹), each block relative to its GP norm, so `tol`
+    bounds a relative Euclidean norm. Exact JVPs + GMRES (the paper's method), a line search
+    on the free energy F (whose gradient the EoS are) and a step curve that keeps every
+    covariance positive definite. This starts from the GP point at any width (no annealing
+    needed, though a warm start from a nearby width saves steps).
+    method 'anderson': fleos.solvers.anderson on x ← T(x) (Eq. 5 inverted, scaled by the GP
+    norms); converges at large widths, stalls at small mean-field widths.
+    The returned SolveResult's `x` is (Σ, K) and its `residual` the solver's residual
+    evaluated at that point; `residual_blocks` gives the paper form T(x) − x.
     """
     if method not in SOLVERS:
         raise ValueError(f"solve_fcn: method must be one of {SOLVERS}, got {method!r}")
@@ -438,16 +475,19 @@ def solve_fcn(
           "K": [jnp.asarray(K, dtype=jnp.float64) for K in x0["K"]]}
     if len(x0["K"]) != problem.depth - 2:
         raise ValueError(f"solve_fcn: x0['K'] must hold {problem.depth - 2} pre-kernels")
-    data, p, sc = _data(problem), _params(problem, width), _scales(x_gp)
+    data, p = _data(problem), _params(problem, width)
     act = problem.activation
     if method == "newton_krylov":
-        res = newton_krylov(_RESIDUALS[act], x0, args=(data, p, sc), tol=tol,
-                            max_iter=max_iter, **NK_OPTIONS)
+        u0 = _invert_blocks(x0)
+        sc = _scales(_invert_blocks(x_gp))
+        res = newton_krylov(_RESIDUALS[act], u0, args=(data, p, sc), tol=tol,
+                            max_iter=max_iter, merit=_MERITS[act], retract=_retract_spd,
+                            **NK_OPTIONS)
         if res.iterations == 0 and not math.isfinite(res.residual):
             res = replace(res, message=(
-                "residual not finite at x0: a right-hand side of Eq. 5 is not positive "
-                "definite there (start closer, e.g. anneal from a larger width with sweep_fcn)"))
-        return res
+                "residual not finite at x0: x0 must hold positive-definite Σ and K"))
+        return replace(res, x=_invert_blocks(res.x))
+    sc = _scales(x_gp)
     res = anderson(_MAPS[act], _rescale(x0, sc), args=(data, p, sc), tol=tol,
                    max_iter=max_iter)
     return replace(res, x=_unscale(res.x, sc))
@@ -461,10 +501,11 @@ def sweep_fcn(
     method: str = "newton_krylov",
     min_ratio: float = 1.05,
 ) -> list[SolveResult]:
-    """Solve Eq. 5 at each width by annealing downward from the GP limit (Methods).
+    """Solve Eq. 5 at each width, from large to small (the paper's annealing, Methods).
 
-    Uses fleos.solvers.anneal: widths are solved from large to small, each warm-started at
-    the previous solution, inserting intermediate widths where a solve stalls.
+    Uses fleos.solvers.anneal: each width is warm-started at the previous solution, and
+    intermediate widths are inserted where a solve stalls (rare with the default Newton
+    solver, which also converges from the GP point).
     """
     def solve_at(w: float, x_start: Any) -> SolveResult:
         return solve_fcn(problem, w, x_start, tol=tol, max_iter=max_iter, method=method)
