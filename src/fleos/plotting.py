@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from fleos.aggregate import load_aggregate, read_json, unpack_fit  # noqa: E402
 from fleos.observables import qq_points  # noqa: E402
@@ -420,7 +421,10 @@ def fig5(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
         ins.plot(it, q_gp[kq:kt], "^", color=GREEN, markersize=2)
         ins.set_yscale("log")
         ins.set_title(f"eigenvalues {kq + 1}-{kt}", fontsize=7)
-        ins.tick_params(labelsize=6)
+        # Label only the decades: matplotlib's minor log labels (2×10⁰, 3×10⁰, …) collide at
+        # this size.
+        ins.yaxis.set_minor_formatter(NullFormatter())
+        ins.tick_params(labelsize=6, which="both")
     rows = []
     for i in range(max(ks, kt)):
         rows.append({
