@@ -44,6 +44,10 @@ def fig3_inputs(tmp_path):
         {"C": 16, "eos_converged": False, "eos_residual": 1e-2, "alpha_test_eos": 0.3,
          "alpha_train_eos": 0.2, "analytic_converged": True, "alpha_test_analytic": 0.65,
          "alpha_train_analytic": 0.45},
+        # a theory-only point (theory.C_grid): drawn in the curves, not a table row
+        {"C": 32, "sampled": False, "eos_converged": True, "eos_residual": 1e-9,
+         "alpha_test_eos": 0.7, "alpha_train_eos": 0.6, "analytic_converged": True,
+         "alpha_test_analytic": 0.72, "alpha_train_analytic": 0.62},
         {"C": 64, "eos_converged": True, "eos_residual": 1e-9, "alpha_test_eos": 0.81,
          "alpha_train_eos": 0.69, "analytic_converged": True, "alpha_test_analytic": 0.83,
          "alpha_train_analytic": 0.7},
@@ -65,6 +69,7 @@ def test_fig3_table_and_files(tmp_path, fig3_inputs):
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[: len(FIG3_COLUMNS)] == FIG3_COLUMNS
     by_c = {int(r["C"]): r for r in rows}
+    assert sorted(by_c) == [16, 64]  # sampled widths only
     assert float(by_c[64]["alpha_test_exp"]) == pytest.approx(0.8)
     assert float(by_c[64]["alpha_test_eos"]) == pytest.approx(0.81)
     assert float(by_c[64]["alpha_test_gp"]) == pytest.approx(1.0)

@@ -448,9 +448,10 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[str, Any]:
-    """Fig. 3 theory at one n: numeric EoS (Eq. 8) annealed over the widths, the analytic
-    Eq. 9 (train α analytic; test α by GP inference with the analytic Σ, as in the paper),
-    and the GP limit. Non-converged points are kept with converged = False."""
+    """Fig. 3 theory at one n: numeric EoS (Eq. 8) annealed over the widths (the sampled
+    ones and `theory.C_grid`; rows say which were sampled), the analytic Eq. 9 (train α
+    analytic; test α by GP inference with the analytic Σ, as in the paper), and the GP limit.
+    Non-converged points are kept with converged = False."""
     from fleos.data import load_dataset
     from fleos.eos.cnn2 import CNN2Problem, cnn2_gp_observables, cnn2_observables, sweep_cnn2
     from fleos.eos.cnn2_analytic import RECOMMENDED_OPTIONS, analytic_observables
@@ -463,7 +464,10 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
         sigma_a2=float(m["sigma_a2"]), sigma_w2=float(m["sigma_w2"]),
         activation=m.get("activation", "erf"),
     )
-    widths = [int(w) for w in exp["widths"]]
+    # The EoS curves of Fig. 3 are drawn through the sampled widths and through
+    # `theory.C_grid` (theory only: cheap, and a line through 2-3 points hides its shape).
+    sampled = {int(w) for w in exp["widths"]}
+    widths = sorted(sampled | {int(c) for c in th.get("C_grid", [])}, reverse=True)
     results = sweep_cnn2(problem, widths, tol=float(th.get("tol", 1e-8)),
                          max_iter=int(th.get("max_iter", 60)),
                          method=th.get("method", "anderson"))
@@ -474,7 +478,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
         obs = cnn2_observables(problem, res.x)
         an = analytic_observables(problem, float(C), ds.teacher, q_train=q_train)
         rows.append({
-            "C": C,
+            "C": C, "sampled": C in sampled,
             "eos_converged": bool(res.converged), "eos_residual": float(res.residual),
             "eos_iterations": int(res.iterations), "eos_seconds": float(res.seconds),
             "eos_message": res.message,

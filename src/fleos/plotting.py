@@ -115,6 +115,10 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
             a.plot(Cs[conv], te[conv], "-", color=col)
             a.plot(Cs[~conv], te[~conv], **NONCONV)
             a.plot(Cs[an_ok], tr[an_ok], "--", color=col)
+        # Experiment and table: the sampled widths only (theory-only C_grid points draw the
+        # lines above).
+        trows = [r for r in trows if r.get("sampled", True)]
+        Cs = np.array([r["C"] for r in trows], float)
         e_te, e_te_se, e_tr, e_tr_se = [], [], [], []
         for r in trows:
             a = aggs.get((n, int(r["C"])))
