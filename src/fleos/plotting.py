@@ -97,8 +97,11 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
     aggs = _agg_index(inputs["aggregate"])
     theory = _theory_index(inputs["theory"])
     fig, (ax, axh) = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1.3, 1]})
-    axin = ax.inset_axes([0.6, 0.56, 0.37, 0.3])
+    # Lower right: below the rising test-α curve (upper right would hide the largest C).
+    axin = ax.inset_axes([0.6, 0.12, 0.37, 0.3])
     rows: list[dict[str, Any]] = []
+    curve_lo: list[float] = []  # lowest theory values, so that no curve is clipped
+    curve_c: list[float] = []  # every C solved (sampled and theory.C_grid): the x ticks
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, n in enumerate(sorted(theory)):
         th, col = theory[n], colors[k % len(colors)]
@@ -115,6 +118,8 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
             a.plot(Cs[conv], te[conv], "-", color=col)
             a.plot(Cs[~conv], te[~conv], **NONCONV)
             a.plot(Cs[an_ok], tr[an_ok], "--", color=col)
+        curve_lo.extend(np.concatenate([eos_te[conv], an_te[an_ok]]).tolist())
+        curve_c.extend(Cs.tolist())
         # Experiment and table: the sampled widths only (theory-only C_grid points draw the
         # lines above).
         trows = [r for r in trows if r.get("sampled", True)]
@@ -152,14 +157,15 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
     ax.plot([], [], "k--", label="analytic (Eq. 9)")
     if any(not r["eos_converged"] for r in rows):
         ax.plot([], [], label="EoS not converged", **NONCONV)
-    all_c = sorted({r["C"] for r in rows})
-    for a in (ax, axin):
+    all_c = sorted({int(c) for c in curve_c})
+    sampled_c = sorted({int(r["C"]) for r in rows} | {all_c[0], all_c[-1]})
+    for a, ticks in ((ax, all_c), (axin, sampled_c)):
         a.set_xscale("log")
         a.axhline(1.0, color="0.7", linewidth=0.8, zorder=0)
-        a.set_xticks(all_c)
-        a.set_xticklabels([str(c) for c in all_c])
+        a.set_xticks(ticks)
+        a.set_xticklabels([str(c) for c in ticks], fontsize=8 if a is ax else 6)
         a.minorticks_off()
-    lo_y = np.nanmin([r["test_ratio_exp"] for r in rows] + [r["test_ratio_eos"] for r in rows])
+    lo_y = np.nanmin([r["test_ratio_exp"] for r in rows] + curve_lo)
     ax.set_ylim(min(lo_y, 1.0) - 0.15 * (1.05 - min(lo_y, 1.0)) - 0.02, 1.12)
     ax.set_xlabel("channels C")
     ax.set_ylabel(r"test $\alpha / \alpha_{\mathrm{GP}}$")
