@@ -10,9 +10,15 @@
 # Config: config/config.yaml (laptop) unless --configfile is given (config/paper.yaml,
 # config/smoke.yaml); see docs/workflow.md.
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# Every job imports fleos: one BLAS thread beside XLA's pool, since two jobs share the cores
+# (fleos/__init__.py, bench/RESULTS.md "BLAS threads"). Inherited by local and SLURM jobs.
+os.environ.setdefault("FLEOS_BLAS_THREADS", "1")
 
 
 include: "workflow/rules/common.smk"

@@ -144,4 +144,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import fleos
+
+    fleos.limit_blas_threads()  # as the CLI and the workflow (bench/RESULTS.md "BLAS threads")
     main()

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.optimize as so
 from jax.flatten_util import ravel_pytree
 
-import fleos  # noqa: F401  (enables float64, one BLAS thread)
+import fleos  # enables float64
 from fleos.data import make_dataset
 from fleos.eos import fcn
 
@@ -123,4 +123,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    fleos.limit_blas_threads()  # as the CLI and the workflow (bench/RESULTS.md "BLAS threads")
     main()

@@ -18,6 +18,11 @@ from pathlib import Path
 
 import pytest
 
+import fleos
+
+# As the CLI and the workflow do: one BLAS thread beside XLA's pool (fleos/__init__.py).
+fleos.limit_blas_threads()
+
 REPO = Path(__file__).resolve().parents[1]
 # What a run of the workflow needs besides the installed fleos package.
 WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "profiles", "envs")

@@ -284,7 +284,29 @@ def test_cli_eos_fcn_writes_one_json_document(tmp_path):
     doc = json.loads(out.read_text())
     assert [s["width"] for s in doc["solutions"]] == [1e9, 300]
     assert all(s["converged"] for s in doc["solutions"])
+    # Eq. 5 as printed holds at every returned point (the solver iterates on another form;
+    # default tol 1e-8 on it, times the conditioning O(1-10)).
+    assert all(s["residual_paper_form"] < 1e-6 for s in doc["solutions"])
     # At N = 1e9 the EoS is the GP (ratios 1 to 1e-6); the GP rows are width-independent here.
     assert doc["solutions"][0]["train_mse_over_gp"] == pytest.approx(1.0, abs=1e-6)
     assert doc["gp"][0]["train_mse"] == pytest.approx(doc["gp"][1]["train_mse"])
     assert len(doc["solutions"][1]["sigma_eigs"]) == 4
+
+
+def test_step_curve_stays_positive_definite_and_is_tangent_to_the_step():
+    # u(t) = u + t du + ½ t² du u⁻¹ du = ½u + ½(u + t du) u⁻¹ (u + t du) ⪰ ½u for every t,
+    # and u'(0) = du (so Newton's local convergence is kept).
+    u = {"Sigma": _spd(5, 1), "K": [_spd(7, 2)]}
+    rng = np.random.default_rng(3)
+    du = {"Sigma": jnp.asarray(rng.standard_normal((5, 5))), "K": [jnp.asarray(
+        rng.standard_normal((7, 7)))]}
+    du = {"Sigma": 10 * (du["Sigma"] + du["Sigma"].T), "K": [10 * (du["K"][0] + du["K"][0].T)]}
+    for t in (-1e3, -1.0, 0.3, 1e3):
+        ut = fcn._retract_spd(u, du, jnp.asarray(t))
+        for a, b in ((ut["Sigma"], u["Sigma"]), (ut["K"][0], u["K"][0])):
+            # u(t) − ½u is positive semi-definite: eigenvalues ≥ −(rounding of |u(t)|).
+            assert np.linalg.eigvalsh(np.asarray(a - 0.5 * b)).min() > -1e-9 * np.abs(a).max()
+    h = 1e-6
+    fd = (fcn._retract_spd(u, du, jnp.asarray(h))["K"][0]
+          - fcn._retract_spd(u, du, jnp.asarray(-h))["K"][0]) / (2 * h)
+    np.testing.assert_allclose(fd, du["K"][0], rtol=1e-6, atol=1e-6)

@@ -98,6 +98,8 @@ BAD = [
      "experiments.cnn2.sampler.schedule.burn_in"),
     (_mutate("experiments.cnn2.arch", "cnn3"), "experiments.cnn2.arch"),
     (_mutate("experiments.cnn2.data.teacher_seed", None), "experiments.cnn2.data.teacher_seed"),
+    (_mutate("experiments.fcn3.theory.C_grid", [4]), "experiments.fcn3.theory.C_grid"),
+    (_mutate("experiments.cnn2.theory.C_grid", [0]), "experiments.cnn2.theory.C_grid"),
 ]
 
 

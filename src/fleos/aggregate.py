@@ -508,7 +508,7 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     GP values AT THE SAME WIDTH (in mean-field scaling the readout variance σ_a²/N makes the
     GP itself width dependent; fleos.eos.fcn.fcn_observables)."""
     from fleos.data import load_dataset
-    from fleos.eos.fcn import FCNProblem, fcn_observables, sweep_fcn
+    from fleos.eos.fcn import FCNProblem, fcn_observables, residual_blocks, sweep_fcn
 
     ds = load_dataset(data_path)
     m = exp["model"]
@@ -533,6 +533,9 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
         }
         finite = bool(np.all(np.isfinite(np.asarray(res.x["Sigma"]))))
         obs = fcn_observables(problem, res.x, N) if finite else None
+        # The solver iterates on the precision form; also report Eq. 5 as printed, T(x) − x.
+        row["eos_residual_paper_form"] = (
+            max(residual_blocks(problem, res.x, N).values()) if finite else math.nan)
         # A non-finite (failed) solve gets NaN observables; its GP values are still defined.
         gp = fcn_observables(problem, _fcn_gp_x(problem), N)
         row.update({

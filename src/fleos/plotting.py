@@ -102,6 +102,7 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
     rows: list[dict[str, Any]] = []
     curve_lo: list[float] = []  # lowest theory values, so that no curve is clipped
     curve_c: list[float] = []  # every C solved (sampled and theory.C_grid): the x ticks
+    not_converged_drawn = False
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, n in enumerate(sorted(theory)):
         th, col = theory[n], colors[k % len(colors)]
@@ -119,6 +120,7 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
             a.plot(Cs[~conv], te[~conv], **NONCONV)
             a.plot(Cs[an_ok], tr[an_ok], "--", color=col)
         curve_lo.extend(np.concatenate([eos_te[conv], an_te[an_ok]]).tolist())
+        not_converged_drawn = not_converged_drawn or not bool(conv.all())
         curve_c.extend(Cs.tolist())
         # Experiment and table: the sampled widths only (theory-only C_grid points draw the
         # lines above).
@@ -155,7 +157,7 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
                       color=col, capsize=2, markersize=3)
     ax.plot([], [], "k-", label="EoS (numeric, Eq. 8)")
     ax.plot([], [], "k--", label="analytic (Eq. 9)")
-    if any(not r["eos_converged"] for r in rows):
+    if not_converged_drawn:  # any failed EoS point, sampled or theory-only (C_grid)
         ax.plot([], [], label="EoS not converged", **NONCONV)
     all_c = sorted({int(c) for c in curve_c})
     sampled_c = sorted({int(r["C"]) for r in rows} | {all_c[0], all_c[-1]})

@@ -149,6 +149,10 @@ def check_config(
             for k in ("S0", "S1", "N"):
                 if k not in m:
                     raise ConfigError(f"{key}.model.{k} is required for the 3-layer CNN (Eq. 14)")
+        if name != "cnn2" and "C_grid" in exp.get("theory", {}):
+            raise ConfigError(
+                f"{key}.theory.C_grid: theory-only widths are drawn for Fig. 3 (cnn2) only"
+            )
         res = exp.get("resources", {})
         if res.get("threads", 1) < 1:
             raise ConfigError(f"{key}.resources.threads must be >= 1")

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from fleos import limit_blas_threads
+
+    limit_blas_threads()  # one BLAS thread beside XLA's pool (fleos/__init__.py)
     return int(args.func(args) or 0)
 
 

@@ -19,8 +19,9 @@ with ∂D_KL(K‖Q)/∂K_prev = −½ Tr[Q⁻¹ (K − Q) Q⁻¹ ∂Q/∂K_prev]
 product of the elementwise kernel map (Tr{B ∂Q/∂K} = ∇_K ⟨B, Q(K)⟩), never an n²×n² Jacobian.
 
 Solving (`solve_fcn`): Newton-Krylov on the precision form P(u⁻¹) − u, u = (Σ⁻¹, K⁻¹), with
-the free energy F as line-search merit and a positive-definite step curve; it starts from the
-GP point at any width (docs/derivations/fcn.md §5).
+the free energy F as line-search merit and a positive-definite step curve; its residual is
+finite at the GP point at every width, and it converges from there at the paper's sizes
+(docs/derivations/fcn.md §5; at extreme widths anneal with `sweep_fcn`).
 
 Scalings: "standard": σ_L² = σ_a²; "mean_field": readout prior σ_a²/N_{L-1}², i.e.
 σ_L² = σ_a²/N_{L-1} in Q_f (the paper's FCN experiments). All hidden widths are equal to
@@ -459,8 +460,10 @@ def solve_fcn(
     R(u) = P(u⁻¹) − u with u = (Σ⁻¹, K^(l)⁻¹), each block relative to its GP norm, so `tol`
     bounds a relative Euclidean norm. Exact JVPs + GMRES (the paper's method), a line search
     on the free energy F (whose gradient the EoS are) and a step curve that keeps every
-    covariance positive definite. This starts from the GP point at any width (no annealing
-    needed, though a warm start from a nearby width saves steps).
+    covariance positive definite. The residual is finite at the GP point at every width and
+    the paper-size problems converge from there without annealing (docs/derivations/fcn.md
+    §5); at extreme widths it can stall: `sweep_fcn` anneals. `tol` bounds the precision-form
+    residual; `residual_blocks` gives Eq. 5 as printed (T(x) − x), up to ~40× larger.
     method 'anderson': fleos.solvers.anderson on x ← T(x) (Eq. 5 inverted, scaled by the GP
     norms); converges at large widths, stalls at small mean-field widths.
     The returned SolveResult's `x` is (Σ, K) and its `residual` the solver's residual
@@ -612,6 +615,9 @@ def result_summary(
         bool(jnp.all(jnp.isfinite(K))) for K in res.x["K"]
     )
     if finite:
+        # The solver's residual is the precision form's; this is Eq. 5 as printed (T(x) − x),
+        # the largest relative block.
+        rec["residual_paper_form"] = max(residual_blocks(problem, res.x, width).values())
         rec.update(fcn_observables(problem, res.x, width))
     return rec
 
