@@ -24,7 +24,7 @@ process's BLAS threads alone unless ``FLEOS_BLAS_THREADS`` is set in the environ
 import os
 
 import jax
-import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS, so that the limit below reaches it)
+import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS now, so limit_blas_threads reaches it)
 import threadpoolctl
 
 jax.config.update("jax_enable_x64", True)
