@@ -305,9 +305,7 @@ def _fixed_point_core(
     NaN where a right-hand side is not positive definite (far from the solution, e.g. the GP
     point at a small mean-field width).
     """
-    P = _precisions_core(x, data, p, activation)
-    return {"Sigma": _sym(spd_inverse(P["Sigma"])),
-            "K": [_sym(spd_inverse(M)) for M in P["K"]]}
+    return _invert_blocks(_precisions_core(x, data, p, activation))
 
 
 def fixed_point_map(problem: FCNProblem, width: float | Sequence[float]) -> Any:
@@ -353,15 +351,18 @@ def residual_blocks(problem: FCNProblem, x: dict[str, Any], width: Any) -> dict[
     return out
 
 
+# Unknowns and their companions (scales, steps) are pytrees {"Sigma": M, "K": [M, ...]} of one
+# structure; blockwise operations are tree maps over them.
+_blockwise = jax.tree_util.tree_map
+
+
 def _scales(x_ref: dict[str, Any]) -> dict[str, Any]:
-    return {"Sigma": jnp.linalg.norm(x_ref["Sigma"]),
-            "K": [jnp.linalg.norm(K) for K in x_ref["K"]]}
+    return _blockwise(jnp.linalg.norm, x_ref)
 
 
 def _invert_blocks(x: dict[str, Any]) -> dict[str, Any]:
     """(Σ, K^(l)) ↦ (Σ⁻¹, K^(l)⁻¹), and back: the map is its own inverse."""
-    return {"Sigma": _sym(spd_inverse(x["Sigma"])),
-            "K": [_sym(spd_inverse(K)) for K in x["K"]]}
+    return _blockwise(lambda M: _sym(spd_inverse(M)), x)
 
 
 def _precision_residual_core(
@@ -378,10 +379,7 @@ def _precision_residual_core(
     positive definite. The EoS are also the gradient of F: ∂F/∂K = (N/2)(P_K − K⁻¹).
     """
     P = _precisions_core(_invert_blocks(u), data, p, activation)
-    return {
-        "Sigma": (P["Sigma"] - u["Sigma"]) / sc["Sigma"],
-        "K": [(a - b) / s for a, b, s in zip(P["K"], u["K"], sc["K"], strict=True)],
-    }
+    return _blockwise(lambda a, b, s: (a - b) / s, P, u, sc)
 
 
 def _free_energy_of_precisions(
@@ -405,18 +403,15 @@ def _retract_spd(u: dict[str, Any], du: dict[str, Any], t: Array, *_: Any) -> di
         tb = t * b
         return _sym(a + tb + 0.5 * tb @ spd_inverse(a) @ tb)
 
-    return {"Sigma": curve(u["Sigma"], du["Sigma"]),
-            "K": [curve(a, b) for a, b in zip(u["K"], du["K"], strict=True)]}
+    return _blockwise(curve, u, du)
 
 
 def _unscale(u: dict[str, Any], sc: dict[str, Any]) -> dict[str, Any]:
-    return {"Sigma": u["Sigma"] * sc["Sigma"],
-            "K": [a * s for a, s in zip(u["K"], sc["K"], strict=True)]}
+    return _blockwise(jnp.multiply, u, sc)
 
 
 def _rescale(x: dict[str, Any], sc: dict[str, Any]) -> dict[str, Any]:
-    return {"Sigma": x["Sigma"] / sc["Sigma"],
-            "K": [a / s for a, s in zip(x["K"], sc["K"], strict=True)]}
+    return _blockwise(jnp.divide, x, sc)
 
 
 def _scaled_map_core(
