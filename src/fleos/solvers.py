@@ -130,11 +130,6 @@ def _merit_and_slope(
 
 
 @partial(jax.jit, static_argnums=0)
-def _merit_eval(merit: Callable, v: jnp.ndarray, template: Any, args: tuple) -> jnp.ndarray:
-    return merit(ravel_pytree(template)[1](v), *args)
-
-
-@partial(jax.jit, static_argnums=0)
 def _retract_eval(
     retract: Callable, v: jnp.ndarray, d: jnp.ndarray, t: jnp.ndarray, template: Any,
     args: tuple,
@@ -315,7 +310,7 @@ def newton_krylov(
                 m0, slope = float(m0_j), float(slope_j)
                 use_merit = math.isfinite(m0) and slope < 0.0
             if not ok and math.isfinite(fn_try) and use_merit:
-                m_try = float(_merit_eval(merit, v_try, x0, args))
+                m_try = float(_flat_eval(merit, v_try, x0, args)[0])  # scalar, flattened
                 ok = m_try <= m0 + armijo * t * slope
             if ok:
                 accepted = True
