@@ -298,9 +298,11 @@ def test_step_curve_stays_positive_definite_and_is_tangent_to_the_step():
     # and u'(0) = du (so Newton's local convergence is kept).
     u = {"Sigma": _spd(5, 1), "K": [_spd(7, 2)]}
     rng = np.random.default_rng(3)
-    du = {"Sigma": jnp.asarray(rng.standard_normal((5, 5))), "K": [jnp.asarray(
-        rng.standard_normal((7, 7)))]}
-    du = {"Sigma": 10 * (du["Sigma"] + du["Sigma"].T), "K": [10 * (du["K"][0] + du["K"][0].T)]}
+    def big_symmetric(m):
+        A = rng.standard_normal((m, m))
+        return jnp.asarray(10 * (A + A.T))
+
+    du = {"Sigma": big_symmetric(5), "K": [big_symmetric(7)]}
     for t in (-1e3, -1.0, 0.3, 1e3):
         ut = fcn._retract_spd(u, du, jnp.asarray(t))
         for a, b in ((ut["Sigma"], u["Sigma"]), (ut["K"][0], u["K"][0])):
