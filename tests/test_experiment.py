@@ -163,7 +163,8 @@ def test_checkpoint_of_other_config_is_refused(data_path, tmp_path) -> None:
     from fleos.io import save_checkpoint
 
     ckpt = tmp_path / "job.ckpt"
-    st = _State(step=200, params={}, acc={}, sched=[], losses=[], snap_epochs=[],
+    st = _State(step=200, params={}, extra=None, acc={}, sched=[], losses=[],
+                snap_epochs=[],
                 snap_sampling=[], snaps=[], full=[], lr_scale=np.ones(2),
                 n_backoffs=np.zeros(2, np.int64))
     save_checkpoint(ckpt, _checkpoint_doc(st, np.zeros((2, 2), np.uint32), "f" * 64))
@@ -257,3 +258,39 @@ def test_kernels_recorded_for_cnn3(tmp_path) -> None:
     assert r["snapshots"]["h2_random"].shape == (1, 4, 3)
     assert list(r["count"]) == [20]
     os.remove(out)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("integrator", ["lm", "baoab", "mala"])
+def test_integrators_resume_bit_identically(data_path, tmp_path, integrator) -> None:
+    """Every integrator's state (BAOAB's velocity and cached gradient, MALA's cached U and
+    gradient) goes into the checkpoint: an interrupted run resumes to the same bytes."""
+    exp = _exp(integrator=integrator, friction=2.0)
+    ref = tmp_path / "ref.h5"
+    run_job(exp, JOB, data_path, ref, progress=False)
+    out, ckpt = tmp_path / "out.h5", tmp_path / "job.ckpt"
+
+    def stop_after_checkpoint(_line: str) -> None:
+        if ckpt.exists():
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_job(exp, JOB, data_path, out, checkpoint_path=ckpt, progress_every=0,
+                log=stop_after_checkpoint)
+    assert ckpt.exists() and not out.exists()
+    lines: list[str] = []
+    run_job(exp, JOB, data_path, out, checkpoint_path=ckpt, log=lines.append)
+    assert any("resumed from checkpoint" in line for line in lines)
+    _assert_identical(ref, out)
+    assert read_samples(out)["attrs"]["config"]  # the integrator is part of the stored config
+    assert f'"integrator": "{integrator}"' in str(read_samples(out)["attrs"]["config"])
+
+
+def test_unstable_lr_warns_naming_both_numbers(data_path, tmp_path) -> None:
+    with pytest.warns(UserWarning, match=r"lr 5 is beyond the stability bound 2/λ_max = "):
+        with pytest.raises(ChainDivergedError):
+            run_job(_exp(steps=200, lr=5.0, max_backoffs=0), JOB, data_path,
+                    tmp_path / "x.h5", progress=False)

@@ -20,9 +20,11 @@ import scipy.linalg
 from fleos.diagnostics import effective_sample_size
 from fleos.sampler import (
     ChainState,
+    Integrator,
     discretization_check,
     init_state,
     make_potential,
+    mala_step,
     run_ensemble,
     run_steps,
     stiffest_curvature,
@@ -82,10 +84,12 @@ def ula_stationary_cov(A, lr, pdiag):
     return scipy.linalg.solve_discrete_lyapunov(M, 2 * lr * np.diag(pdiag))
 
 
-def sample_traces(problem, lr, precond, n_chains, n_burn, n_rec, seed):
+def sample_traces(problem, lr, precond, n_chains, n_burn, n_rec, seed, integrator=None):
+    integrator = integrator or Integrator("ula")
     states = prior_states(jax.random.PRNGKey(seed), n_chains)
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), n_chains)
-    states, _, _ = run_ensemble(problem["pot"], states, keys, lr, n_burn, precond=precond)
+    states, _, _ = run_ensemble(problem["pot"], states, keys, lr, n_burn, precond=precond,
+                                integrator=integrator)
     acc = {
         "start": states.step,
         "buf": jnp.zeros((n_chains, n_rec, D_A + D_B), jnp.float32),
@@ -93,7 +97,7 @@ def sample_traces(problem, lr, precond, n_chains, n_burn, n_rec, seed):
     }
     states, acc, sse = run_ensemble(
         problem["pot"], states, keys, lr, n_rec * THIN, precond=precond, accumulate=record,
-        acc=acc,
+        acc=acc, integrator=integrator,
     )
     return np.asarray(acc["buf"], np.float64), acc, sse
 
@@ -285,3 +289,140 @@ def test_discretization_check(problem) -> None:
     large = check(1.0 / lam_max)
     print("discretization z (large step):", large.z)
     assert abs(large.z["proj_sq"][-1]) > 6, large.z
+
+
+# --------------------------------------------------------------------------------------------
+# The other integrators (docs/langevin.md §7)
+
+P_TEST = {"a": 2.0, "b": 0.5}
+
+
+@pytest.mark.parametrize(
+    "integrator",
+    [Integrator("lm"), Integrator("baoab", 1.0), Integrator("baoab", 20.0), Integrator("mala")],
+    ids=["lm", "baoab-g1", "baoab-g20", "mala"],
+)
+def test_integrators_match_exact_posterior_at_a_large_step(problem, integrator) -> None:
+    # At ηPλ_max = 0.5, ULA's stationary covariance misses the posterior by up to
+    # 1/(1 − ηλ/2) − 1 = 33 % along the stiffest direction (test_ula_bias_is_the_predicted_one
+    # shows ULA hitting its own, biased law). LM and BAOAB are exact on a Gaussian posterior at
+    # any stable step, MALA is exact for any target: each must hit the posterior itself, within
+    # Monte Carlo errors from the multi-chain ESS of every statistic.
+    A = problem["A"]
+    pdiag = np.array([P_TEST["a"]] * D_A + [P_TEST["b"]] * D_B)
+    sp = np.sqrt(pdiag)
+    lam = np.linalg.eigvalsh(sp[:, None] * A * sp[None, :])
+    lr = 0.5 / lam.max()
+    # Slowest relaxation: overdamped 1/(ηλ_min) steps; BAOAB at γ = 1 is faster, MALA slower
+    # by its rejections. Burn in generously.
+    n_burn = int(20 / (lr * lam.min()))
+    trace, _, _ = sample_traces(problem, lr, P_TEST, 128, n_burn, 1000, 11, integrator)
+    z, cov_se = z_scores_vs_posterior(trace, problem["mean"], problem["cov"])
+    assert np.all(np.abs(z) < Z_MAX), z
+    # ...and the test can tell: ULA's exact law at this step is > 5 SE off in some entry.
+    ula_bias = np.abs(ula_stationary_cov(A, lr, pdiag) - problem["cov"])
+    assert np.max(ula_bias / cov_se) > 5
+
+
+def test_mala_step_formula_and_acceptance(problem) -> None:
+    # One MALA step by hand: the ULA proposal with the same noise, accepted or rejected by the
+    # Metropolis–Hastings ratio of the Langevin proposal (float64 reference).
+    params = {"a": jnp.array([0.3, -0.2], jnp.float32), "b": jnp.array([1.0, 0.5], jnp.float32)}
+    key, lr = jax.random.PRNGKey(3), 0.05
+    state = init_state(params, step=5)
+    pot = problem["pot"]
+    new, info = jax.jit(mala_step, static_argnums=0)(pot, state, key, lr)
+    g = jax.grad(lambda p: pot(p)[0])(params)
+    ka, kb = jax.random.split(jax.random.fold_in(key, 5), 2)
+    prop = {}
+    for leaf, k in (("a", ka), ("b", kb)):
+        xi = jax.random.normal(k, params[leaf].shape, jnp.float32)
+        prop[leaf] = params[leaf] - lr * g[leaf] + np.sqrt(2 * lr) * xi
+    gp = jax.grad(lambda p: pot(p)[0])(prop)
+
+    def log_q(to, frm, gfrm):
+        return -sum(float(np.sum((np.float64(to[k]) - frm[k] + lr * gfrm[k]) ** 2))
+                    for k in to) / (4 * lr)
+
+    log_r = (float(pot(params)[0]) - float(pot(prop)[0]) + log_q(params, prop, gp)
+             - log_q(prop, params, g))
+    p_acc = min(1.0, np.exp(log_r))
+    u = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, 5), 1 << 29), (),
+                           jnp.float32)
+    expect = prop if float(u) < p_acc else params
+    np.testing.assert_allclose(info.accept_prob, p_acc, rtol=1e-3)
+    for leaf in ("a", "b"):
+        np.testing.assert_allclose(new.params[leaf], expect[leaf], rtol=1e-6, atol=1e-7)
+    # The cached U at the new point is the potential there.
+    np.testing.assert_allclose(new.extra["U"], pot(new.params)[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lm", "baoab", "mala"])
+def test_integrator_chunking_is_exact(problem, name) -> None:
+    # Resume = run on from the returned state: 2k steps equal k + k (the checkpoint holds the
+    # state, including BAOAB's velocity and the cached gradient).
+    integ = Integrator(name, 2.0)
+    state = init_state({"a": jnp.zeros(D_A, jnp.float32), "b": jnp.ones(D_B, jnp.float32)})
+    key = jax.random.PRNGKey(42)
+    run = jax.jit(run_steps, static_argnums=(0, 4), static_argnames="integrator")
+    pot = problem["pot"]
+    s_full, _, sse_full = run(pot, state, key, 1e-2, 200, integrator=integ)
+    s_half, _, sse_1 = run(pot, state, key, 1e-2, 100, integrator=integ)
+    s_half, _, sse_2 = run(pot, s_half, key, 1e-2, 100, integrator=integ)
+    for leaf in ("a", "b"):
+        np.testing.assert_allclose(s_full.params[leaf], s_half.params[leaf], rtol=1e-6,
+                                   atol=1e-6)
+    np.testing.assert_allclose(sse_full, np.concatenate([sse_1, sse_2]), rtol=1e-5)
+
+
+def test_unknown_integrator(problem) -> None:
+    state = init_state({"a": jnp.zeros(D_A), "b": jnp.zeros(D_B)})
+    with pytest.raises(ValueError, match="integrator must be one of"):
+        run_steps(problem["pot"], state, jax.random.PRNGKey(0), 1e-3, 1,
+                  integrator=Integrator("hmc"))
+
+
+def _quartic(p):
+    x = p["x"]
+    u = jnp.sum(x**4 / 4 + x**2 / 2)
+    return u, u
+
+
+def _x2_bias(integrator, lr, n_chains=4000, time_burn=20.0, time_run=600.0):
+    """Relative bias of ⟨x²⟩ under U = x⁴/4 + x²/2 and its standard error (independent chains:
+    the SE is the spread of the per-chain time averages / √chains)."""
+    from scipy.integrate import quad
+
+    w = lambda x: np.exp(-(x**4 / 4 + x**2 / 2))  # noqa: E731
+    exact = quad(lambda x: x * x * w(x), -10, 10)[0] / quad(w, -10, 10)[0]
+    st = ChainState({"x": jnp.zeros((n_chains, 1), jnp.float64)},
+                    jnp.zeros((n_chains,), jnp.int32))
+    keys = jax.random.split(jax.random.PRNGKey(1), n_chains)
+    st, _, _ = run_ensemble(_quartic, st, keys, lr, int(time_burn / lr), integrator=integrator)
+
+    def acc_fn(a, s, _info):
+        return a + s.params["x"][0] ** 2
+
+    n = int(time_run / lr)
+    _, acc, _ = run_ensemble(_quartic, st, keys, lr, n, integrator=integrator,
+                             accumulate=acc_fn, acc=jnp.zeros(n_chains))
+    per_chain = np.asarray(acc) / n
+    return (per_chain.mean() - exact) / exact, per_chain.std(ddof=1) / np.sqrt(n_chains) / exact
+
+
+@pytest.mark.slow
+def test_bias_orders_ula_first_lm_second() -> None:
+    # A non-Gaussian target (quartic), two step sizes. ULA's configurational bias is O(η): its
+    # ratio between η and η/2 is ≈ 2 (measured 2.2 at η = 0.1: the O(η²) term adds to it).
+    # LM's is O(η²): at the same η it is an order of magnitude below ULA's (measured 0.2 % vs
+    # 6.6 % of ⟨x²⟩), which is what "one order higher" means at η ≈ 0.1. What this test does
+    # NOT resolve is LM's own ratio (≈ 4 expected): its bias at η/2 (~0.05 %) is below the
+    # Monte Carlo error of a unit-test budget.
+    b1, s1 = _x2_bias(Integrator("ula"), 0.1)
+    b2, s2 = _x2_bias(Integrator("ula"), 0.05)
+    assert b1 > 10 * s1 and b2 > 10 * s2, (b1, s1, b2, s2)
+    ratio = b1 / b2
+    ratio_se = ratio * np.hypot(s1 / b1, s2 / b2)
+    assert abs(ratio - 2.0) < 0.5 + 3 * ratio_se, (ratio, ratio_se)
+    lm1, lm_s1 = _x2_bias(Integrator("lm"), 0.1)
+    assert abs(lm1) + 3 * lm_s1 < b1 / 8, (lm1, lm_s1, b1)

@@ -25,6 +25,7 @@ ARCHS = ("fcn", "cnn2", "cnn3", "myrtle5")
 DTYPES = ("float32", "float64")
 SCHEDULE_KINDS = ("constant", "spike", "fixed")
 PRECONDITIONERS = (None, "prior")
+INTEGRATORS = ("ula", "lm", "baoab", "mala")  # fleos.sampler.INTEGRATORS (docs/langevin.md §7)
 KERNEL_NAMES = ("sigma", "K2", "Q2", "probe")
 PROBE_SPATIAL = ("mean", "full")
 WORKFLOW_ONLY_KEYS = ("theory", "resources", "label")
@@ -77,6 +78,13 @@ def _pos_float(d: Mapping, key: str, path: str, *, default: Any = ..., upper: fl
     return float(v)
 
 
+def _bool(d: Mapping, key: str, path: str, *, default: bool) -> bool:
+    v = d.get(key, default)
+    if not isinstance(v, bool):
+        raise _err(f"{path}.{key}", f"must be true or false, got {v!r}")
+    return v
+
+
 def _check_keys(d: Mapping, allowed: Sequence[str], path: str) -> None:
     unknown = sorted(set(d) - set(allowed))
     if unknown:
@@ -111,6 +119,11 @@ class SamplerConfig:
     probe_size / probe_channels / probe_spatial: Myrtle-5 (Fig. 6): pre-activations of layers
         2 and 4 on the first `probe_size` training images for the first `probe_channels`
         channels, averaged over positions ("mean") or full fields ("full").
+    integrator: the Langevin integrator, one of `INTEGRATORS` ("ula": the paper's dynamics;
+        "lm", "baoab", "mala": docs/langevin.md §7). The schedule's lr is ULA's η for all.
+    friction: γ of "baoab" (1/time, time step √(2η)); ignored by the others.
+    check_stability: estimate λ_max of the preconditioned Hessian at the start (20 Hessian-
+        vector products) and warn if lr·λ_max ≥ 2, naming both numbers.
     """
 
     steps: int
@@ -132,6 +145,9 @@ class SamplerConfig:
     probe_size: int = 64
     probe_channels: int = 4
     probe_spatial: str = "mean"
+    integrator: str = "ula"
+    friction: float = 1.0
+    check_stability: bool = True
 
     @classmethod
     def from_dict(cls, d: Mapping, path: str = "sampler") -> SamplerConfig:
@@ -167,6 +183,10 @@ class SamplerConfig:
                 raise _err(f"{path}.kernels", f"has unknown kernel(s) {bad}; allowed: "
                            f"{list(KERNEL_NAMES)}")
             kernels = tuple(kernels)
+        integrator = d.get("integrator", "ula")
+        if integrator not in INTEGRATORS:
+            raise _err(f"{path}.integrator", f"must be one of {list(INTEGRATORS)}, got "
+                       f"{integrator!r}")
         spatial = d.get("probe_spatial", "mean")
         if spatial not in PROBE_SPATIAL:
             raise _err(f"{path}.probe_spatial", f"must be one of {list(PROBE_SPATIAL)}, "
@@ -191,6 +211,9 @@ class SamplerConfig:
             probe_size=_int(d, "probe_size", path, default=64),
             probe_channels=_int(d, "probe_channels", path, default=4),
             probe_spatial=spatial,
+            integrator=integrator,
+            friction=_pos_float(d, "friction", path, default=1.0),
+            check_stability=_bool(d, "check_stability", path, default=True),
         )
 
 

@@ -56,7 +56,14 @@ from fleos.io import (
     write_samples,
 )
 from fleos.recording import Recorder, finalize
-from fleos.sampler import ChainState, make_potential, run_steps
+from fleos.sampler import (
+    ChainState,
+    Integrator,
+    init_extra,
+    make_potential,
+    run_steps,
+    stiffest_curvature,
+)
 
 # Snapshot components whose IAT / R-hat are computed (per snapshot dataset): the diagnostics
 # are for spotting unequilibrated chains, a few hundred components are plenty and keep the
@@ -78,6 +85,7 @@ class _State:
 
     step: int
     params: Any  # pytree, leading chain axis
+    extra: Any  # the integrator's state (fleos.sampler.ChainState.extra), leading chain axis
     acc: dict
     sched: list[dict]
     losses: list[np.ndarray]  # chunks of (chains, k) sse
@@ -90,15 +98,16 @@ class _State:
     events: list[dict] = field(default_factory=list)
 
     def copy(self) -> _State:
-        return _State(self.step, self.params, dict(self.acc), [dict(s) for s in self.sched],
+        return _State(self.step, self.params, self.extra, dict(self.acc),
+                      [dict(s) for s in self.sched],
                       list(self.losses), list(self.snap_epochs), list(self.snap_sampling),
                       list(self.snaps), list(self.full), self.lr_scale.copy(),
                       self.n_backoffs.copy(), [dict(e) for e in self.events])
 
 
-@functools.partial(jax.jit, static_argnames=("n_steps", "recorder"))
-def _run_chunk(potential, rec_data, params, step, keys, lrs, acc, precond, *, n_steps,
-               recorder):
+@functools.partial(jax.jit, static_argnames=("n_steps", "recorder", "integrator"))
+def _run_chunk(potential, rec_data, params, extra, step, keys, lrs, acc, precond, *, n_steps,
+               recorder, integrator):
     """vmap over chains of `run_steps` with the recorder's accumulate (compiled per k).
 
     `step` is a scalar shared by all chains (they advance in lockstep) and is NOT vmapped, so
@@ -106,12 +115,13 @@ def _run_chunk(potential, rec_data, params, step, keys, lrs, acc, precond, *, n_
     """
     accumulate = recorder.accumulator(rec_data)
 
-    def one(p, k, lr, a):
-        st, a, sse = run_steps(potential, ChainState(p, step), k, lr, n_steps,
-                               precond=precond, accumulate=accumulate, acc=a)
-        return st.params, a, sse
+    def one(p, e, k, lr, a):
+        st, a, sse = run_steps(potential, ChainState(p, step, e), k, lr, n_steps,
+                               precond=precond, accumulate=accumulate, acc=a,
+                               integrator=integrator)
+        return st.params, st.extra, a, sse
 
-    return jax.vmap(one)(params, keys, lrs, acc)
+    return jax.vmap(one)(params, extra, keys, lrs, acc)
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -191,6 +201,9 @@ def run_job(
     init_keys, keys = chain_keys(job.seeds, job.n, job.width)
 
     params0 = jax.vmap(lambda k: model.init_prior(k, dtype))(init_keys)
+    integrator = Integrator(sc.integrator, sc.friction)
+    extra0 = jax.vmap(lambda p, k: init_extra(potential, p, k, 0, integrator=integrator,
+                                              precond=precond))(params0, keys)
     W0 = model.input_weights(jax.tree.map(lambda a: a[0], params0))
     d_in = W0.shape[-1]
     recorder = Recorder(
@@ -226,19 +239,21 @@ def run_job(
     if ckpt_path is not None and ckpt_path.exists():
         try:
             state = _state_from_checkpoint(load_checkpoint(ckpt_path), chash, ckpt_path,
-                                           params0, acc0, n_chains)
+                                           params0, extra0, acc0, n_chains)
             emit(f"{tag} resumed from checkpoint {ckpt_path} at epoch {state.step}")
         except CorruptFileError as e:
             bad = ckpt_path.with_name(ckpt_path.name + ".corrupt")
             ckpt_path.replace(bad)
             warnings.warn(f"{e}; moved it to {bad} and restarting from scratch", stacklevel=2)
     if state is None:
-        state = _State(step=0, params=params0, acc=acc0,
+        state = _State(step=0, params=params0, extra=extra0, acc=acc0,
                        sched=[sched.init() for _ in job.seeds], losses=[], snap_epochs=[],
                        snap_sampling=[], snaps=[], full=[],
                        lr_scale=np.ones(n_chains), n_backoffs=np.zeros(n_chains, np.int64))
         take_snapshot(state, np.array([sched.sampling(s) for s in state.sched]))
     ckpt = state.copy()  # the in-memory rollback point
+    if sc.check_stability:
+        _warn_if_unstable(potential, params0, precond, sched, state, emit, tag)
 
     total = sc.steps
     t0, last_print, step0 = time.monotonic(), -math.inf, state.step
@@ -272,9 +287,10 @@ def run_job(
         lr_now = np.array([sched.lr(s) * f for s, f in
                            zip(state.sched, state.lr_scale, strict=True)])
         acc_in = dict(state.acc, sampling=jnp.asarray(sampling))
-        params, acc, sse = _run_chunk(
-            potential, rec_data, state.params, jnp.int32(step), keys, jnp.asarray(lr_now, dtype),
-            acc_in, precond, n_steps=end - step, recorder=recorder)
+        params, extra, acc, sse = _run_chunk(
+            potential, rec_data, state.params, state.extra, jnp.int32(step), keys,
+            jnp.asarray(lr_now, dtype), acc_in, precond, n_steps=end - step, recorder=recorder,
+            integrator=integrator)
         sse = np.asarray(sse)
         ok = _finite_per_chain(params) & np.all(np.isfinite(sse), axis=1)
         if not ok.all():
@@ -283,7 +299,7 @@ def run_job(
             if ckpt_path is not None:
                 save_checkpoint(ckpt_path, _checkpoint_doc(state, keys, chash))
             continue
-        state.params, state.acc, state.step = params, acc, end
+        state.params, state.extra, state.acc, state.step = params, extra, acc, end
         state.losses.append(sse)
         hist = None
         for c, b in enumerate(bounds):
@@ -360,6 +376,7 @@ def _stack_snaps(snaps: list[dict]) -> dict:
 def _checkpoint_doc(st: _State, keys: jax.Array, chash: str) -> dict:
     arrays = {
         "params": jax.tree.map(np.asarray, st.params),
+        **({} if st.extra is None else {"extra": jax.tree.map(np.asarray, st.extra)}),
         "acc": {k: np.asarray(v) for k, v in st.acc.items()},
         "chain_keys": np.asarray(keys),
         "losses": (np.concatenate(st.losses, axis=1) if st.losses
@@ -378,8 +395,8 @@ def _checkpoint_doc(st: _State, keys: jax.Array, chash: str) -> dict:
     return {"arrays": arrays, "meta": meta}
 
 
-def _state_from_checkpoint(doc: dict, chash: str, path: Path, params0: Any, acc0: dict,
-                           n_chains: int) -> _State:
+def _state_from_checkpoint(doc: dict, chash: str, path: Path, params0: Any, extra0: Any,
+                           acc0: dict, n_chains: int) -> _State:
     meta, a = doc["meta"], doc["arrays"]
     if meta.get("config_hash") != chash:
         raise CheckpointMismatchError(
@@ -389,6 +406,8 @@ def _state_from_checkpoint(doc: dict, chash: str, path: Path, params0: Any, acc0
     try:
         params = jax.tree.map(lambda ref, v: jnp.asarray(v, ref.dtype), params0,
                               _match_tree(params0, a["params"]))
+        extra = None if extra0 is None else jax.tree.map(
+            lambda ref, v: jnp.asarray(v, ref.dtype), extra0, _match_tree(extra0, a["extra"]))
         acc = {k: jnp.asarray(a["acc"][k], v.dtype) for k, v in acc0.items()}
         losses_all = np.asarray(a["losses"])
         losses, off = [], 0
@@ -400,7 +419,8 @@ def _state_from_checkpoint(doc: dict, chash: str, path: Path, params0: Any, acc0
         snaps = [{k: v[:, t] for k, v in snaps_st.items()} for t in range(n_snap)]
         full = [(int(e), a["full_w"][i], a["full_mask"][i])
                 for i, e in enumerate(a["full_epochs"])]
-        st = _State(step=int(meta["step"]), params=params, acc=acc, sched=meta["sched"],
+        st = _State(step=int(meta["step"]), params=params, extra=extra, acc=acc,
+                    sched=meta["sched"],
                     losses=losses, snap_epochs=[int(e) for e in a["snap_epochs"]],
                     snap_sampling=[np.asarray(m, bool) for m in a["snap_sampling"]],
                     snaps=snaps, full=full, lr_scale=np.asarray(a["lr_scale"], np.float64),
@@ -412,6 +432,21 @@ def _state_from_checkpoint(doc: dict, chash: str, path: Path, params0: Any, acc0
         raise CorruptFileError(f"checkpoint {path} has {len(st.lr_scale)} chains, "
                                f"expected {n_chains}")
     return st
+
+
+def _warn_if_unstable(potential: Any, params0: Any, precond: Any, sched: Any, state: _State,
+                      emit: Callable[[str], None], tag: str) -> None:
+    """Warn when the first lr exceeds the stability bound 2/λ_max of every integrator
+    (docs/langevin.md §3), λ_max of the preconditioned Hessian at the first chain's start."""
+    lr_max = max(sched.lr(s) * f for s, f in zip(state.sched, state.lr_scale, strict=True))
+    lam = stiffest_curvature(potential, jax.tree.map(lambda a: a[0], params0), n_iter=20,
+                             precond=precond)
+    if lr_max * lam >= 2.0:
+        msg = (f"{tag} lr {lr_max:.4g} is beyond the stability bound 2/λ_max = "
+               f"{2 / lam:.4g} (λ_max = {lam:.4g} of the preconditioned Hessian at the initial "
+               f"parameters); expect back-offs or a biased chain")
+        warnings.warn(msg, stacklevel=3)
+        emit(msg)
 
 
 def _match_tree(ref: Any, loaded: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Unadjusted Langevin algorithm (ULA) on the Bayesian posterior (paper, Eq. 15 and Methods).
+"""Langevin samplers of the Bayesian posterior (paper, Eq. 15 and Methods).
 
 The posterior of a network with outputs f_θ and Gaussian weight priors is p(θ|D) ∝ exp(-U(θ)),
 
@@ -7,6 +7,11 @@ The posterior of a network with outputs f_θ and Gaussian weight priors is p(θ|
 and one full-batch ULA step (one *epoch* in the paper's language) is
 
     θ ← θ − η P ∇U(θ) + √(2 η P) ξ,   ξ ~ N(0, I),
+
+the paper's dynamics. Three more integrators target the same posterior (`Integrator`,
+docs/langevin.md §7): "lm" (Leimkuhler–Matthews: ULA's cost, configurational bias O(η²)),
+"baoab" (kinetic Langevin with friction γ and mass P⁻¹: mixes like √κ instead of κ) and "mala"
+(Metropolis-adjusted ULA: exact, the referee). Every one costs one gradient per step.
 
 with P an optional constant, positive, per-leaf scalar preconditioner (P = 1: the paper's
 plain dynamics). For any constant positive diagonal P the continuous-time limit
@@ -43,17 +48,45 @@ PotentialFn = Callable[[Params], tuple[Array, Array]]
 
 
 class ChainState(NamedTuple):
-    """State of one chain: parameters (pytree, sampler dtype) and the global epoch counter."""
+    """State of one chain: parameters (pytree, sampler dtype), the global epoch counter and
+    the integrator's own state `extra` (None for "ula" and "lm"; for "baoab" the velocity
+    u = P p and the cached gradient, U and sse at `params`; for "mala" the cached gradient,
+    U and sse). `extra=None` with an integrator that needs it is filled in by the first step
+    (`init_extra`)."""
 
     params: Params
     step: Array  # int32 scalar: number of full-batch steps (epochs) taken so far
+    extra: Any = None
 
 
 class StepInfo(NamedTuple):
-    """Quantities evaluated at the *pre-step* parameters of a ULA step (free by-products)."""
+    """Quantities evaluated at the *pre-step* parameters of a step (free by-products), and the
+    Metropolis acceptance probability of the step (1 for the unadjusted integrators)."""
 
     sse: Array  # Σ_μ (f_μ − y_μ)²
     potential: Array  # U(θ)
+    accept_prob: Array | float = 1.0
+
+
+class Integrator(NamedTuple):
+    """Which Langevin integrator a step uses (hashable: a static argument under jit).
+
+    name: "ula" | "lm" | "baoab" | "mala" (`INTEGRATORS`).
+    friction: γ of the kinetic integrator "baoab", in units of 1/time where one step of
+        lr η advances time by h = √(2η) (ignored by the others). γ ≈ 2√λ critically damps
+        a mode of preconditioned curvature λ; γ → ∞ turns BAOAB into "lm".
+
+    For every integrator `lr` keeps the meaning of ULA's η: the overdamped limit of BAOAB with
+    time step h is LM with η = h²/2, and all four are stable for η λ_max < 2 (λ_max of the
+    preconditioned Hessian, `stiffest_curvature`), so schedules and back-offs carry over.
+    """
+
+    name: str = "ula"
+    friction: float = 1.0
+
+
+INTEGRATORS = ("ula", "lm", "baoab", "mala")
+ULA = Integrator("ula")
 
 
 def init_state(params: Params, step: int = 0) -> ChainState:
@@ -188,8 +221,214 @@ def ula_step(
             step = step * jnp.asarray(pc, dtype=dt)
         xi = jax.random.normal(k, p.shape, dtype=dt)
         new_leaves.append(p - step * g.astype(dt) + jnp.sqrt(2 * step) * xi)
-    new_state = ChainState(treedef.unflatten(new_leaves), state.step + jnp.int32(1))
+    new_state = ChainState(treedef.unflatten(new_leaves), state.step + jnp.int32(1),
+                           state.extra)
     return new_state, StepInfo(sse=sse, potential=u)
+
+
+def _leaf_setup(state_params: Params, precond: Params | None):
+    leaves, treedef = jax.tree.flatten(state_params)
+    if precond is None:
+        p_leaves = [None] * len(leaves)
+    else:
+        _check_same_tree(state_params, precond, "precond")
+        p_leaves = treedef.flatten_up_to(precond)
+    return leaves, treedef, p_leaves
+
+
+def _step_size(lr: Any, pc: Any, dt: Any) -> Array:
+    """η P_leaf in the leaf's dtype (P = 1 without a preconditioner)."""
+    step = jnp.asarray(lr, dtype=dt)
+    return step if pc is None else step * jnp.asarray(pc, dtype=dt)
+
+
+def _noise(chain_key: Array, step: Array, leaves: list[Array]) -> list[Array]:
+    """ξ_t: the standard normal noise of global step t, one independent draw per leaf."""
+    keys = jax.random.split(jax.random.fold_in(chain_key, step), len(leaves))
+    return [jax.random.normal(k, p.shape, dtype=p.dtype) for k, p in zip(keys, leaves,
+                                                                          strict=True)]
+
+
+def _value_and_grad(potential: PotentialFn, params: Params) -> tuple[Array, Array, Params]:
+    (u, sse), grads = jax.value_and_grad(potential, has_aux=True)(params)
+    return u, sse, grads
+
+
+def lm_step(
+    potential: PotentialFn,
+    state: ChainState,
+    chain_key: Array,
+    lr: Any,
+    precond: Params | None = None,
+) -> tuple[ChainState, StepInfo]:
+    """One Leimkuhler–Matthews step θ ← θ − ηP∇U(θ) + √(2ηP) (ξ_t + ξ_{t+1})/2.
+
+    The overdamped limit of BAOAB (docs/langevin.md §7): the cost of a ULA step, but the noise
+    is the mean of the draws of steps t and t+1 (both regenerated from the step-keyed stream,
+    so the chain needs no extra state and resumes bit-identically). Its configurational bias is
+    O(η²) instead of ULA's O(η), and zero on a Gaussian posterior.
+    """
+    u, sse, grads = _value_and_grad(potential, state.params)
+    leaves, treedef, p_leaves = _leaf_setup(state.params, precond)
+    xi0 = _noise(chain_key, state.step, leaves)
+    xi1 = _noise(chain_key, state.step + jnp.int32(1), leaves)
+    new = []
+    for p, g, pc, a, b in zip(leaves, treedef.flatten_up_to(grads), p_leaves, xi0, xi1,
+                              strict=True):
+        step = _step_size(lr, pc, p.dtype)
+        new.append(p - step * g.astype(p.dtype) + jnp.sqrt(2 * step) * (a + b) / 2)
+    return (ChainState(treedef.unflatten(new), state.step + jnp.int32(1), state.extra),
+            StepInfo(sse=sse, potential=u))
+
+
+def init_extra(
+    potential: PotentialFn,
+    params: Params,
+    chain_key: Array,
+    step: Any = 0,
+    *,
+    integrator: Integrator = ULA,
+    precond: Params | None = None,
+) -> Any:
+    """The integrator state at `params`: None ("ula", "lm"); for "mala" the gradient, U and
+    sse at params; for "baoab" those and a velocity u ~ N(0, P) (its equilibrium law), drawn
+    from a key of its own (`fold_in(fold_in(chain_key, step), 1 << 30)`)."""
+    if integrator.name in ("ula", "lm"):
+        return None
+    u, sse, grads = _value_and_grad(potential, params)
+    extra = {"grad": grads, "U": u, "sse": sse}
+    if integrator.name == "baoab":
+        leaves, treedef, p_leaves = _leaf_setup(params, precond)
+        key = jax.random.fold_in(jax.random.fold_in(chain_key, step), 1 << 30)
+        xi = _noise(key, 0, leaves)
+        extra["u"] = treedef.unflatten(
+            [z if pc is None else jnp.sqrt(jnp.asarray(pc, z.dtype)) * z
+             for z, pc in zip(xi, p_leaves, strict=True)])
+    return extra
+
+
+def baoab_step(
+    potential: PotentialFn,
+    state: ChainState,
+    chain_key: Array,
+    lr: Any,
+    precond: Params | None = None,
+    friction: float = 1.0,
+) -> tuple[ChainState, StepInfo]:
+    """One BAOAB step of kinetic Langevin dynamics with mass P⁻¹ and friction γ.
+
+    With velocity u = P p (u ~ N(0, P) at equilibrium) and time step h = √(2η):
+    B: u −= (h/2) P∇U(θ);  A: θ += (h/2) u;  O: u ← c u + √(1−c²) P^½ ξ, c = e^{−γh};
+    A: θ += (h/2) u;  B: u −= (h/2) P∇U(θ′). The gradient at θ′ is cached in `state.extra`
+    and serves the first B of the next step: one gradient per step (Leimkuhler & Matthews
+    2013; on a Gaussian posterior its configurational law is exact at any stable h).
+    """
+    extra = state.extra
+    if extra is None:
+        extra = init_extra(potential, state.params, chain_key, state.step,
+                           integrator=Integrator("baoab", friction), precond=precond)
+    leaves, treedef, p_leaves = _leaf_setup(state.params, precond)
+    u_leaves = treedef.flatten_up_to(extra["u"])
+    g_leaves = treedef.flatten_up_to(extra["grad"])
+    xi = _noise(chain_key, state.step, leaves)
+    theta_mid, u_mid = [], []
+    for p, u, g, pc, z in zip(leaves, u_leaves, g_leaves, p_leaves, xi, strict=True):
+        dt = p.dtype
+        h = jnp.sqrt(2 * jnp.asarray(lr, dt))
+        pd = jnp.ones((), dt) if pc is None else jnp.asarray(pc, dt)
+        c = jnp.exp(-jnp.asarray(friction, dt) * h)
+        u = u - (h / 2) * pd * g.astype(dt)                      # B
+        p = p + (h / 2) * u                                       # A
+        u = c * u + jnp.sqrt(1 - c * c) * jnp.sqrt(pd) * z        # O
+        theta_mid.append(p + (h / 2) * u)                         # A
+        u_mid.append(u)
+    new_params = treedef.unflatten(theta_mid)
+    u_new, sse_new, g_new = _value_and_grad(potential, new_params)
+    u_out = []
+    for u, g, pc, p in zip(u_mid, treedef.flatten_up_to(g_new), p_leaves, theta_mid,
+                           strict=True):
+        dt = p.dtype
+        h = jnp.sqrt(2 * jnp.asarray(lr, dt))
+        pd = jnp.ones((), dt) if pc is None else jnp.asarray(pc, dt)
+        u_out.append(u - (h / 2) * pd * g.astype(dt))             # B
+    new_extra = {"grad": g_new, "U": u_new, "sse": sse_new, "u": treedef.unflatten(u_out)}
+    info = StepInfo(sse=extra["sse"], potential=extra["U"])
+    return ChainState(new_params, state.step + jnp.int32(1), new_extra), info
+
+
+def mala_step(
+    potential: PotentialFn,
+    state: ChainState,
+    chain_key: Array,
+    lr: Any,
+    precond: Params | None = None,
+) -> tuple[ChainState, StepInfo]:
+    """One Metropolis-adjusted Langevin (MALA) step: the ULA proposal
+    θ′ = θ − ηP∇U(θ) + √(2ηP) ξ, accepted with probability
+    min(1, exp(U(θ) − U(θ′) + log q(θ|θ′) − log q(θ′|θ))),
+    log q(b|a) = −‖b − a + ηP∇U(a)‖²_{P⁻¹} / (4η). Exact for any η (the referee of
+    docs/langevin.md §7); U and ∇U at the current point are cached in `state.extra`. The
+    uniform of step t comes from its own key, `fold_in(fold_in(chain_key, t), 1 << 29)`.
+    The log-ratio is summed in float32 at float32 parameters: at U ~ 10⁴ its rounding error
+    is ~10⁻³, far below the O(1) ratios that matter.
+    """
+    extra = state.extra
+    if extra is None:
+        extra = init_extra(potential, state.params, chain_key, state.step,
+                           integrator=Integrator("mala"), precond=precond)
+    leaves, treedef, p_leaves = _leaf_setup(state.params, precond)
+    g_leaves = treedef.flatten_up_to(extra["grad"])
+    xi = _noise(chain_key, state.step, leaves)
+    prop = []
+    for p, g, pc, z in zip(leaves, g_leaves, p_leaves, xi, strict=True):
+        step = _step_size(lr, pc, p.dtype)
+        prop.append(p - step * g.astype(p.dtype) + jnp.sqrt(2 * step) * z)
+    u1, sse1, g1 = _value_and_grad(potential, treedef.unflatten(prop))
+    g1_leaves = treedef.flatten_up_to(g1)
+    dtype = extra["U"].dtype
+    log_q_fwd = jnp.zeros((), dtype)  # log q(θ′|θ) + const
+    log_q_bwd = jnp.zeros((), dtype)  # log q(θ|θ′) + const
+    for p, q, g0, gq, pc in zip(leaves, prop, g_leaves, g1_leaves, p_leaves, strict=True):
+        step = _step_size(lr, pc, p.dtype)
+        fwd = q - p + step * g0.astype(p.dtype)
+        bwd = p - q + step * gq.astype(p.dtype)
+        log_q_fwd = log_q_fwd - (jnp.sum(fwd * fwd) / (4 * step)).astype(dtype)
+        log_q_bwd = log_q_bwd - (jnp.sum(bwd * bwd) / (4 * step)).astype(dtype)
+    log_ratio = extra["U"] - u1 + log_q_bwd - log_q_fwd
+    accept_prob = jnp.minimum(1.0, jnp.exp(jnp.minimum(log_ratio, 0.0))).astype(dtype)
+    key_u = jax.random.fold_in(jax.random.fold_in(chain_key, state.step), 1 << 29)
+    accept = jax.random.uniform(key_u, (), dtype) < accept_prob
+    accept = accept & jnp.isfinite(u1)
+
+    def pick(a, b):
+        return jnp.where(accept, a, b)
+
+    new_params = jax.tree.map(pick, treedef.unflatten(prop), state.params)
+    new_extra = {"grad": jax.tree.map(pick, g1, extra["grad"]), "U": pick(u1, extra["U"]),
+                 "sse": pick(sse1, extra["sse"])}
+    info = StepInfo(sse=extra["sse"], potential=extra["U"], accept_prob=accept_prob)
+    return ChainState(new_params, state.step + jnp.int32(1), new_extra), info
+
+
+def integrator_step(
+    potential: PotentialFn,
+    state: ChainState,
+    chain_key: Array,
+    lr: Any,
+    precond: Params | None = None,
+    integrator: Integrator = ULA,
+) -> tuple[ChainState, StepInfo]:
+    """One step of `integrator` (see `Integrator`); all share the signature of `ula_step`."""
+    name = integrator.name
+    if name == "ula":
+        return ula_step(potential, state, chain_key, lr, precond)
+    if name == "lm":
+        return lm_step(potential, state, chain_key, lr, precond)
+    if name == "baoab":
+        return baoab_step(potential, state, chain_key, lr, precond, integrator.friction)
+    if name == "mala":
+        return mala_step(potential, state, chain_key, lr, precond)
+    raise ValueError(f"integrator must be one of {list(INTEGRATORS)}, got {name!r}")
 
 
 def run_steps(
@@ -202,21 +441,29 @@ def run_steps(
     precond: Params | None = None,
     accumulate: Callable[[Any, ChainState, StepInfo], Any] | None = None,
     acc: Any = None,
+    integrator: Integrator = ULA,
 ) -> tuple[ChainState, Any, Array]:
-    """`n_steps` (static) ULA steps at a fixed lr in one `lax.scan`; pure and jittable.
+    """`n_steps` (static) steps of `integrator` at a fixed lr in one `lax.scan`; pure, jittable.
 
     After every step `acc = accumulate(acc, new_state, info)` (if given), where `info` holds
     sse and U at the pre-step parameters. Returns (final state, acc, sse trace of shape
     (n_steps,), entry t = sse before step t of this chunk). Because the noise is keyed by the
-    global step, one chunk of 2k steps equals two chunks of k steps exactly.
+    global step, one chunk of 2k steps equals two chunks of k steps exactly. A state without
+    the integrator's `extra` gets it from `init_extra` first.
     """
     n_steps = int(n_steps)
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    if integrator.name not in INTEGRATORS:
+        raise ValueError(f"integrator must be one of {list(INTEGRATORS)}, got "
+                         f"{integrator.name!r}")
+    if state.extra is None and integrator.name in ("baoab", "mala"):
+        state = state._replace(extra=init_extra(potential, state.params, chain_key, state.step,
+                                                integrator=integrator, precond=precond))
 
     def body(carry, _):
         st, a = carry
-        new, info = ula_step(potential, st, chain_key, lr, precond)
+        new, info = integrator_step(potential, st, chain_key, lr, precond, integrator)
         if accumulate is not None:
             a = accumulate(a, new, info)
         return (new, a), info.sse
@@ -225,18 +472,22 @@ def run_steps(
     return state, acc, sse
 
 
-def _ensemble(potential, states, chain_keys, lrs, acc, precond, n_steps, accumulate):
+def _ensemble(potential, states, chain_keys, lrs, acc, precond, n_steps, accumulate,
+              integrator):
     def one(st, k, lr, a):
         return run_steps(
-            potential, st, k, lr, n_steps, precond=precond, accumulate=accumulate, acc=a
+            potential, st, k, lr, n_steps, precond=precond, accumulate=accumulate, acc=a,
+            integrator=integrator,
         )
 
     return jax.vmap(one)(states, chain_keys, lrs, acc)
 
 
 # Potential objects are pytrees (data passed as arguments); plain callables are static.
-_ensemble_pytree = jax.jit(_ensemble, static_argnames=("n_steps", "accumulate"))
-_ensemble_static = jax.jit(_ensemble, static_argnames=("potential", "n_steps", "accumulate"))
+_ensemble_pytree = jax.jit(_ensemble, static_argnames=("n_steps", "accumulate", "integrator"))
+_ensemble_static = jax.jit(
+    _ensemble, static_argnames=("potential", "n_steps", "accumulate", "integrator")
+)
 
 
 def run_ensemble(
@@ -249,26 +500,22 @@ def run_ensemble(
     precond: Params | None = None,
     accumulate: Callable[[Any, ChainState, StepInfo], Any] | None = None,
     acc: Any = None,
+    integrator: Integrator = ULA,
 ) -> tuple[ChainState, Any, Array]:
     """`jax.jit(jax.vmap(run_steps))` over a leading chain axis.
 
     states, chain_keys and acc carry a leading chain axis; `lrs` is a per-chain array of shape
     (chains,) or a scalar (broadcast). `precond` is shared by all chains. Returns
     (states, acc, sse traces of shape (chains, n_steps)). Compiled once per (tree structure,
-    shapes, n_steps, accumulate); pass a `Potential` from `make_potential` so that the data are
-    runtime arguments (a plain callable is treated as static and recompiles per object).
+    shapes, n_steps, accumulate, integrator); pass a `Potential` from `make_potential` so that
+    the data are runtime arguments (a plain callable is treated as static and recompiles per
+    object).
     """
     n_chains = jax.tree.leaves(states.step)[0].shape[0]
     lrs = jnp.broadcast_to(jnp.asarray(lrs), (n_chains,))
-    if isinstance(potential, Potential):
-        return _ensemble_pytree(
-            potential, states, chain_keys, lrs, acc, precond, n_steps=int(n_steps),
-            accumulate=accumulate,
-        )
-    return _ensemble_static(
-        potential, states, chain_keys, lrs, acc, precond, n_steps=int(n_steps),
-        accumulate=accumulate,
-    )
+    fn = _ensemble_pytree if isinstance(potential, Potential) else _ensemble_static
+    return fn(potential, states, chain_keys, lrs, acc, precond, n_steps=int(n_steps),
+              accumulate=accumulate, integrator=integrator)
 
 
 def stiffest_curvature(
@@ -441,12 +688,19 @@ def discretization_check(
 
 
 __all__ = [
+    "INTEGRATORS",
     "ChainState",
+    "Integrator",
     "DiscretizationCheck",
     "Potential",
     "StepInfo",
     "discretization_check",
+    "baoab_step",
+    "init_extra",
     "init_state",
+    "integrator_step",
+    "lm_step",
+    "mala_step",
     "make_potential",
     "run_ensemble",
     "run_steps",
