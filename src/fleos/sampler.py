@@ -202,25 +202,13 @@ def ula_step(
     are positive scalars P_leaf (a constant diagonal preconditioner: same stationary law).
     Returns the new state (step + 1) and the StepInfo (sse, U) at the pre-step parameters.
     """
-    (u, sse), grads = jax.value_and_grad(potential, has_aux=True)(state.params)
-    leaves, treedef = jax.tree.flatten(state.params)
-    key = jax.random.fold_in(chain_key, state.step)
-    keys = list(jax.random.split(key, len(leaves)))
-    grad_leaves = treedef.flatten_up_to(grads)
-    if precond is None:
-        p_leaves = [None] * len(leaves)
-    else:
-        _check_same_tree(state.params, precond, "precond")
-        p_leaves = treedef.flatten_up_to(precond)
-
+    u, sse, grads = _value_and_grad(potential, state.params)
+    leaves, treedef, p_leaves = _leaf_setup(state.params, precond)
+    xi = _noise(chain_key, state.step, leaves)
     new_leaves = []
-    for p, g, k, pc in zip(leaves, grad_leaves, keys, p_leaves, strict=True):
-        dt = p.dtype
-        step = jnp.asarray(lr, dtype=dt)
-        if pc is not None:
-            step = step * jnp.asarray(pc, dtype=dt)
-        xi = jax.random.normal(k, p.shape, dtype=dt)
-        new_leaves.append(p - step * g.astype(dt) + jnp.sqrt(2 * step) * xi)
+    for p, g, pc, z in zip(leaves, treedef.flatten_up_to(grads), p_leaves, xi, strict=True):
+        step = _step_size(lr, pc, p.dtype)
+        new_leaves.append(p - step * g.astype(p.dtype) + jnp.sqrt(2 * step) * z)
     new_state = ChainState(treedef.unflatten(new_leaves), state.step + jnp.int32(1),
                            state.extra)
     return new_state, StepInfo(sse=sse, potential=u)
