@@ -236,3 +236,112 @@ def test_env_check_catches_a_missing_and_a_mispinned_dependency(tmp_path):
     old.write_text(re.sub(r"h5py=[\d.]+", "h5py=3.1.0", text))
     with pytest.raises(AssertionError, match="pins h5py 3.1.0, outside"):
         test_env_file_pins_every_runtime_dependency_within_pyproject(old)
+
+
+# ---- GPUs really used --------------------------------------------------------------------
+
+TINY_MODEL = {"S": 4, "N": 3, "sigma_w2": 2.0, "sigma_a2": 2.0}
+
+
+def _tiny_experiment(resources: dict | None = None):
+    from fleos.aggregate import engine_config
+    from fleos.config import ExperimentConfig
+
+    d = {"arch": "cnn2", "model": TINY_MODEL, "data": {"n": [8], "n_test": 5}, "sigma2": 0.1,
+         "widths": [4], "seeds": 1, "seeds_per_job": 1,
+         "sampler": {"steps": 40, "schedule": {"kind": "constant", "lr": 1e-3, "burn_in": 10},
+                     "record_every": 5, "snapshot_every": 20, "checkpoint_every": 20},
+         "theory": {}, "label": "x"}
+    if resources is not None:
+        d["resources"] = resources
+    # as the workflow's sampling rule builds it (workflow/scripts/sample.py)
+    return ExperimentConfig.from_dict("cnn2", engine_config(d))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    from fleos.data import make_dataset, save_dataset
+
+    p = tmp_path_factory.mktemp("data") / "n8.npz"
+    save_dataset(make_dataset("cnn2", TINY_MODEL, 8, 5, 0, 1), p)
+    return p
+
+
+def _needs_cpu_backend():
+    import jax
+
+    if jax.default_backend() == "gpu":
+        pytest.skip("this machine has a GPU: the no-GPU path cannot be shown here")
+
+
+def test_device_request_reaches_the_job_but_not_the_config_hash():
+    from fleos.config import JobSpec, config_hash
+
+    plain = _tiny_experiment({"runtime": 5, "mem_mb": 100, "threads": 1})
+    gpu = _tiny_experiment({"runtime": 9, "gpu": 1, "allow_cpu": True})
+    assert (plain.gpu, plain.allow_cpu) == (0, False)
+    assert (gpu.gpu, gpu.allow_cpu) == (1, True)
+    job = JobSpec("cnn2", 8, 4, (0,))
+    # a checkpoint written on the CPU may be resumed on a GPU and vice versa
+    assert config_hash(plain, job) == config_hash(gpu, job)
+    assert "gpu" not in plain.to_dict() and "allow_cpu" not in gpu.to_dict()
+
+
+@pytest.mark.parametrize("bad", [{"gpu": -1}, {"gpu": 1.5}, {"allow_cpu": "yes"}])
+def test_bad_device_request_names_the_key(bad):
+    with pytest.raises(ValueError, match=r"experiments\.cnn2\.resources\.(gpu|allow_cpu)"):
+        _tiny_experiment(bad)
+
+
+def test_gpu_job_without_gpu_fails_at_once_saying_what_to_install(tiny_data, tmp_path):
+    from fleos.config import JobSpec
+    from fleos.experiment import NoGPUError, run_job
+
+    _needs_cpu_backend()
+    lines: list[str] = []
+    out = tmp_path / "s.h5"
+    with pytest.raises(NoGPUError, match=r"resources\.gpu is 1 but JAX sees no GPU.*"
+                                         r"jax\[cuda12\].*allow_cpu: true"):
+        run_job(_tiny_experiment({"gpu": 1}), JobSpec("cnn2", 8, 4, (0,)), tiny_data, out,
+                checkpoint_path=tmp_path / "c.ckpt", log=lines.append)
+    assert not out.exists() and not (tmp_path / "c.ckpt").exists()
+    # the backend line came first, and nothing else ran
+    assert len(lines) == 1 and "backend cpu" in lines[0], lines
+
+
+def test_sampling_job_records_backend_devices_and_version(tiny_data, tmp_path):
+    import jax
+
+    from fleos.config import JobSpec
+    from fleos.experiment import run_job
+    from fleos.io import read_samples
+
+    lines: list[str] = []
+    exp = _tiny_experiment({"gpu": 1, "allow_cpu": True})
+    out = run_job(exp, JobSpec("cnn2", 8, 4, (0,)), tiny_data, tmp_path / "s.h5",
+                  log=lines.append)
+    attrs = read_samples(out)["attrs"]
+    assert attrs["jax_backend"] == jax.default_backend()
+    assert attrs["jax_version"] == jax.__version__
+    assert attrs["jax_devices"].startswith(f"{jax.devices()[0].platform}:0")
+    assert f"backend {jax.default_backend()}" in lines[0]
+    if jax.default_backend() != "gpu":
+        assert any("WARNING" in s and "allow_cpu: true" in s for s in lines), lines
+
+
+def test_cli_sample_without_gpu_exits_1_with_one_line(tiny_data, tmp_path, capsys):
+    from fleos.cli import main
+
+    _needs_cpu_backend()
+    cfg = tmp_path / "c.yaml"
+    exp = _tiny_experiment().to_dict()
+    del exp["name"]
+    exp["resources"] = {"gpu": 0}
+    cfg.write_text(yaml.safe_dump({"experiments": {"cnn2": exp}}))
+    rc = main(["sample", "--config", str(cfg), "--experiment", "cnn2", "--n", "8",
+               "--width", "4", "--seeds", "0", "--data", str(tiny_data), "--out",
+               str(tmp_path / "s.h5"), "--quiet",
+               "--set", "experiments.cnn2.resources.gpu=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert err[-1].startswith("fleos sample: error: experiments.cnn2.resources.gpu is 1"), err

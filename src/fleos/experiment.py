@@ -72,6 +72,35 @@ class CheckpointMismatchError(RuntimeError):
     """The checkpoint on disk belongs to a different configuration."""
 
 
+class NoGPUError(RuntimeError):
+    """The config asks for a GPU (resources.gpu > 0) but JAX sees none."""
+
+
+def check_device(exp: ExperimentConfig, emit: Callable[[str], None]) -> dict[str, str]:
+    """Log JAX's backend, devices and version; refuse a CPU run of a GPU config.
+
+    A job that asked SLURM for a GPU but runs a CPU-only jaxlib would otherwise sample on the
+    CPU, hundreds of times slower, with nobody noticing. Returns the sample-file attributes
+    ``jax_backend``, ``jax_devices``, ``jax_version``. Raises `NoGPUError` when
+    ``exp.gpu > 0``, the backend is not "gpu" and ``exp.allow_cpu`` is false.
+    """
+    backend = jax.default_backend()
+    info = {"jax_backend": backend,
+            "jax_devices": ", ".join(f"{d.platform}:{d.id} {d.device_kind}"
+                                     for d in jax.devices()),
+            "jax_version": jax.__version__}
+    emit(f"[{exp.name}] JAX {info['jax_version']} backend {backend}: {info['jax_devices']}")
+    if exp.gpu > 0 and backend != "gpu":
+        msg = (f"experiments.{exp.name}.resources.gpu is {exp.gpu} but JAX sees no GPU "
+               f"(backend {backend!r}): install a CUDA build of JAX (pip install "
+               f"'jax[cuda12]', or --sdm conda with sampling_env: gpu) on a node with a GPU, "
+               f"or set experiments.{exp.name}.resources.allow_cpu: true to sample on the CPU")
+        if not exp.allow_cpu:
+            raise NoGPUError(msg)
+        emit(f"WARNING: {msg.split(': install')[0]}; sampling on the CPU (allow_cpu: true)")
+    return info
+
+
 @dataclass
 class _State:
     """Host-side state of a job (what a checkpoint holds)."""
@@ -157,7 +186,8 @@ def run_job(
     npz of `fleos.data.save_dataset` (its n must equal job.n); checkpoint_path: where to
     checkpoint / resume (None: in-memory rollback points only). Progress lines (no carriage
     returns, for SLURM logs) go to `log` (default: stderr) every `progress_every` seconds.
-    Returns out_path. Raises ChainDivergedError, CheckpointMismatchError, ValueError.
+    Returns out_path. Raises NoGPUError (before any work: `check_device`),
+    ChainDivergedError, CheckpointMismatchError, ValueError.
     """
     from fleos.data import load_dataset
     from fleos.models import build_model
@@ -167,6 +197,7 @@ def run_job(
         raise ValueError(f"job is for experiment {job.experiment!r} but the config is "
                          f"{exp.name!r}")
     emit = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    device = check_device(exp, emit)
     sc = exp.sampler
     out_path = Path(out_path)
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -309,7 +340,7 @@ def run_job(
             emit(msg)
     datasets = _output_datasets(state, job, sc, rec_data, recorder, sched)
     extra = {"config_hash": chash, "schedule_states": state.sched,
-             "steps_done": state.step, "total_steps": total}
+             "steps_done": state.step, "total_steps": total, **device}
     write_samples(out_path, datasets, config=exp.to_dict(), seeds=job.seeds, n=job.n,
                   width=job.width, extra_attrs=extra)
     if ckpt_path is not None and ckpt_path.exists():
