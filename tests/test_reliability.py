@@ -198,6 +198,11 @@ BAD_CONFIGS = {
             dataset="cifar10", cifar_path="/nonexistent/cifar-10-batches-py"),
         [r"experiments\.myrtle5\.model\.cifar_path", r"/nonexistent/cifar-10-batches-py",
          r"digits"]),
+    "theory method typo": (_set("experiments", "cnn2", "theory", "method", "andersen"),
+                           [r"experiments.*cnn2.*theory.*method|andersen",
+                            r"anderson.*newton_krylov"]),
+    "unknown theory key": (_set("experiments", "fcn3", "theory", "max_iters", 10),
+                           [r"max_iters", r"experiments.*fcn3.*theory"]),
 }
 
 
