@@ -22,7 +22,7 @@ os.environ.setdefault("FLEOS_BLAS_THREADS", "1")
 # The conda environments (envs/*.yaml, `--sdm conda`) install this checkout as fleos with
 # `pip -e ${FLEOS_ROOT}`: conda runs pip from a copy of the env file under the conda prefix,
 # so only an absolute path names the checkout.
-os.environ["FLEOS_ROOT"] = workflow.basedir
+os.environ.update(FLEOS_ROOT=workflow.basedir)  # set, not read: no `envvars:` needed
 
 
 include: "workflow/rules/common.smk"
