@@ -19,9 +19,28 @@ min_version("9.0")
 # Every job imports fleos: one BLAS thread beside XLA's pool, since two jobs share the cores
 # (fleos/__init__.py, bench/RESULTS.md "BLAS threads"). Inherited by local and SLURM jobs.
 os.environ.setdefault("FLEOS_BLAS_THREADS", "1")
+# The conda environments (envs/*.yaml, `--sdm conda`) install this checkout as fleos with
+# `pip -e ${FLEOS_ROOT}`: conda runs pip from a copy of the env file under the conda prefix,
+# so only an absolute path names the checkout.
+os.environ.update(FLEOS_ROOT=workflow.basedir)  # set, not read: no `envvars:` needed
 
 
 include: "workflow/rules/common.smk"
+
+
+# Cheap rules run in the Snakemake process itself, not as one SLURM job each (seconds of work
+# against a queue wait and a job start-up of tens of seconds): the target, the data draws
+# and the figures. Sampling, aggregation and theory go to the cluster.
+localrules:
+    all,
+    make_data,
+    fig2a,
+    fig2b,
+    fig2c,
+    fig3,
+    fig4,
+    fig5,
+    fig6,
 
 
 rule all:

@@ -230,16 +230,17 @@ def test_cli_sample(data_path, tmp_path) -> None:
     assert args.func(args) == 0
     r = read_samples(tmp_path / "o.h5")
     assert r["attrs"]["steps_done"] == 100 and r["config"]["sampler"]["steps"] == 100
-    # a bad override: exit status 1, message names the key, no output
+    # a bad override: exit status 2 (bad input, fleos.cli.EXIT_STATUS), message names the
+    # key, no output
     args = parser.parse_args(base + ["--out", str(tmp_path / "bad.h5"),
                                      "--set", "experiments.cnn2.sigma2=-1"])
-    assert args.func(args) == 1
+    assert args.func(args) == 2
     assert not (tmp_path / "bad.h5").exists()
     # n mismatch with the data file is named
     assert base[6] == "8"
     args = parser.parse_args([*base[:6], "9", *base[7:], "--out", str(tmp_path / "b.h5"),
                               "--set", "experiments.cnn2.sampler.steps=100"])
-    assert args.func(args) == 1
+    assert args.func(args) == 2
 
 
 def test_kernels_recorded_for_cnn3(tmp_path) -> None:

@@ -198,6 +198,11 @@ BAD_CONFIGS = {
             dataset="cifar10", cifar_path="/nonexistent/cifar-10-batches-py"),
         [r"experiments\.myrtle5\.model\.cifar_path", r"/nonexistent/cifar-10-batches-py",
          r"digits"]),
+    "theory method typo": (_set("experiments", "cnn2", "theory", "method", "andersen"),
+                           [r"experiments.*cnn2.*theory.*method|andersen",
+                            r"anderson.*newton_krylov"]),
+    "unknown theory key": (_set("experiments", "fcn3", "theory", "max_iters", 10),
+                           [r"max_iters", r"experiments.*fcn3.*theory"]),
 }
 
 
@@ -370,3 +375,127 @@ def test_nonconverged_eos_is_marked_in_figure_and_table(tmp_path: Path) -> None:
     assert {f for f in flags if f[0] == bad_width} == {(bad_width, "False")}, flags
     assert all(f[1] == "True" for f in flags if f[0] != bad_width), flags
     assert f"NOT converged at widths [{bad_width}]" in summary.read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: identity includes the data, arrays carry a checksum, a full disk is one line
+# --------------------------------------------------------------------------------------------
+
+CKPT_MODEL = {"S": 4, "N": 3, "sigma_w2": 2.0, "sigma_a2": 2.0}
+
+
+def _ckpt_experiment():
+    from fleos.config import ExperimentConfig
+
+    return ExperimentConfig.from_dict("cnn2", {
+        "arch": "cnn2", "model": CKPT_MODEL, "data": {"n": [8], "n_test": 5}, "sigma2": 0.1,
+        "widths": [4], "seeds": 1, "seeds_per_job": 1,
+        "sampler": {"steps": 400, "schedule": {"kind": "constant", "lr": 1e-3, "burn_in": 50},
+                    "record_every": 5, "snapshot_every": 100, "checkpoint_every": 100}})
+
+
+def _checkpoint_after_first_save(tmp_path: Path) -> tuple[Path, Path]:
+    """(data file, checkpoint) of a job stopped right after its first checkpoint."""
+    from fleos import experiment
+    from fleos.config import JobSpec
+    from fleos.data import make_dataset, save_dataset
+    from fleos.experiment import run_job
+
+    data = tmp_path / "n8.npz"
+    save_dataset(make_dataset("cnn2", CKPT_MODEL, 8, 5, 0, 1), data)
+    ckpt = tmp_path / "job.ckpt"
+
+    class Stop(Exception):
+        pass
+
+    real = experiment.save_checkpoint
+
+    def save_then_stop(path, state):
+        real(path, state)
+        raise Stop
+
+    experiment.save_checkpoint = save_then_stop
+    try:
+        with pytest.raises(Stop):
+            run_job(_ckpt_experiment(), JobSpec("cnn2", 8, 4, (0,)), data, tmp_path / "o.h5",
+                    checkpoint_path=ckpt, progress=False)
+    finally:
+        experiment.save_checkpoint = real
+    assert ckpt.exists()
+    return data, ckpt
+
+
+def test_checkpoint_on_other_data_content_is_refused(tmp_path: Path) -> None:
+    """Same config, same n, y negated: the checkpoint must not be resumed."""
+    from fleos.config import JobSpec
+    from fleos.experiment import CheckpointMismatchError, run_job
+
+    data, ckpt = _checkpoint_after_first_save(tmp_path)
+    with np.load(data) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["y"] = -arrays["y"]
+    np.savez(data, **arrays)
+    with pytest.raises(CheckpointMismatchError, match=r"job\.ckpt was written for a different "
+                                                      r"configuration or data"):
+        run_job(_ckpt_experiment(), JobSpec("cnn2", 8, 4, (0,)), data, tmp_path / "o.h5",
+                checkpoint_path=ckpt, progress=False)
+    assert ckpt.exists() and not (tmp_path / "o.h5").exists()
+
+
+def test_hand_edited_checkpoint_is_refused_naming_it(tmp_path: Path) -> None:
+    """Values changed in place (still valid HDF5): the checksum catches it; the job warns
+    naming the file, moves it aside and recomputes, ending identical to a clean run."""
+    import h5py
+
+    from fleos.config import JobSpec
+    from fleos.experiment import run_job
+    from fleos.io import CorruptFileError, load_checkpoint
+
+    data, ckpt = _checkpoint_after_first_save(tmp_path)
+    with h5py.File(ckpt, "r+") as h5:
+        name = next(k for k in _h5_datasets(ckpt) if k.startswith("arrays/params/"))
+        h5[name][...] = np.asarray(h5[name]) + 1.0
+    with pytest.raises(CorruptFileError, match=r"job\.ckpt: its arrays do not match their "
+                                               r"stored checksum"):
+        load_checkpoint(ckpt)
+    job = JobSpec("cnn2", 8, 4, (0,))
+    with pytest.warns(UserWarning, match=r"job\.ckpt.*checksum.*moved it to .*job\.ckpt\.corrupt"):
+        run_job(_ckpt_experiment(), job, data, tmp_path / "o.h5", checkpoint_path=ckpt,
+                progress=False)
+    run_job(_ckpt_experiment(), job, data, tmp_path / "ref.h5", progress=False)
+    got, ref = _h5_datasets(tmp_path / "o.h5"), _h5_datasets(tmp_path / "ref.h5")
+    assert sorted(got) == sorted(ref)
+    for k in ref:
+        assert np.array_equal(got[k], ref[k], equal_nan=True), k
+
+
+def test_full_checkpoint_folder_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    """ENOSPC while writing a checkpoint: `fleos sample` exits 1 with one line naming the
+    checkpoint and its folder (docs/reliability.md); no temporary file is left behind."""
+    import errno
+
+    from fleos.cli import main
+    from fleos.data import make_dataset, save_dataset
+
+    data = tmp_path / "n8.npz"
+    save_dataset(make_dataset("cnn2", CKPT_MODEL, 8, 5, 0, 1), data)
+    exp = _ckpt_experiment().to_dict()
+    del exp["name"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"experiments": {"cnn2": exp}}))
+    ckdir = tmp_path / "ckpts"
+
+    def full(fd):  # the disk fills while the checkpoint is flushed
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    rc = main(["sample", "--config", str(cfg), "--experiment", "cnn2", "--n", "8", "--width",
+               "4", "--seeds", "0", "--data", str(data), "--out", str(tmp_path / "o.h5"),
+               "--checkpoint", str(ckdir / "job.ckpt"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    # the job's first line says which backend it runs on; then the reason, on one line
+    assert len(err) == 2 and "backend" in err[0] and "Traceback" not in "".join(err), err
+    assert re.match(rf"fleos sample: error: cannot write checkpoint {re.escape(str(ckdir))}"
+                    r"/job\.ckpt: no space left on device", err[1]), err
+    assert list(ckdir.iterdir()) == []

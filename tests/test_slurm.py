@@ -2,7 +2,7 @@
 
 Needs the cluster of tests/slurm/start_cluster.sh (see docs/cluster.md); skipped without one
 unless FLEOS_REQUIRE_SLURM=1 (then it fails). Both tests run a temporary copy of the workflow
-with `--profile profiles/slurm`, exactly as a user would, plus the options a cluster without an
+with `--profile slurm`, exactly as a user would, plus the options a cluster without an
 accounting daemon needs (`--slurm-status-command squeue`, docs/cluster.md).
 
 1. The smoke config runs to its figures, and every job really went through sbatch: each SLURM
@@ -15,6 +15,7 @@ accounting daemon needs (`--slurm-status-command squeue`, docs/cluster.md).
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import signal
@@ -34,7 +35,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # A cluster without slurmdbd: poll with squeue (the plugin would pick sacct, which cannot
 # answer there, and then wait forever); short first wait so that small jobs finish quickly.
 SLURM_ARGS = [
-    "--profile", "profiles/slurm",
+    "--profile", "slurm",
     "--slurm-status-command", "squeue",
     "--slurm-init-seconds-before-status-checks", "2",
     "--slurm-keep-successful-logs",
@@ -122,6 +123,16 @@ def wait_for_records(cluster, ids: list[str], timeout: float = 30) -> dict[str, 
         time.sleep(0.5)
 
 
+@pytest.fixture
+def workflow_copy(workflow_copy: Path) -> Path:
+    """conftest's copy of the workflow plus the repository root's `slurm` profile link, so
+    that `--profile slurm` resolves there as in a clone."""
+    link = workflow_copy / "slurm"
+    if not link.exists():
+        link.symlink_to(os.readlink(Path(__file__).resolve().parents[1] / "slurm"))
+    return workflow_copy
+
+
 def smoke_config(workdir: Path) -> dict:
     path = workdir / "config" / "smoke.yaml"
     if not path.exists():
@@ -130,7 +141,7 @@ def smoke_config(workdir: Path) -> dict:
 
 
 def test_smoke_config_through_slurm_profile(slurm_cluster, workflow_copy: Path) -> None:
-    """The smoke config, via `--profile profiles/slurm`, to all its figures, every job in sbatch."""
+    """The smoke config, via `--profile slurm`, to all its figures, every job in sbatch."""
     smoke_config(workflow_copy)
     rc, out = run_snakemake(workflow_copy,
                             ["all", *SLURM_ARGS, "--configfile", "config/smoke.yaml"])

@@ -34,6 +34,8 @@ from fleos.observables import GaussianFit, gaussian_fit, top_eigh
 
 # Workflow-only keys of an experiment entry (not part of fleos.config.ExperimentConfig).
 WORKFLOW_KEYS = ("theory", "resources", "label")
+# Keys of `resources` that the sampling job itself reads (fleos.config.ExperimentConfig).
+DEVICE_KEYS = ("gpu", "allow_cpu")
 # Sample-file datasets without a leading chain axis (not concatenated across chunks).
 _NON_CHAIN = ("snapshots/epoch", "loss/epoch", "snapshots/directions",
               "snapshots/teacher_direction")
@@ -44,8 +46,13 @@ FIT_FIELDS = ("mean", "var", "mean_se", "var_se", "ks", "excess_kurtosis", "coun
 
 def engine_config(exp: Mapping[str, Any]) -> dict[str, Any]:
     """The experiment entry without the workflow-only keys (theory, resources, label), i.e.
-    what `fleos.config.ExperimentConfig.from_dict` accepts."""
-    return {k: v for k, v in exp.items() if k not in WORKFLOW_KEYS}
+    what `fleos.config.ExperimentConfig.from_dict` accepts; of `resources` only the device
+    request (gpu, allow_cpu) stays, which the sampling job checks against what JAX sees."""
+    out = {k: v for k, v in exp.items() if k not in WORKFLOW_KEYS}
+    device = {k: v for k, v in (exp.get("resources") or {}).items() if k in DEVICE_KEYS}
+    if device:
+        out["resources"] = device
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -247,6 +247,11 @@ class ExperimentConfig:
     seeds: int
     seeds_per_job: int
     sampler: SamplerConfig
+    # The device request (``resources.gpu``, ``resources.allow_cpu``): checked by the sampling
+    # job against the devices JAX sees (fleos.experiment.check_device). Not part of `to_dict`,
+    # hence not of the config hash: it does not change the posterior being sampled.
+    gpu: int = 0
+    allow_cpu: bool = False
 
     @classmethod
     def from_dict(cls, name: str, d: Mapping) -> ExperimentConfig:
@@ -286,16 +291,24 @@ class ExperimentConfig:
             for i, n in enumerate(ns_list):
                 _int_value(n, f"{path}.data.n[{i}]")
         sampler = SamplerConfig.from_dict(d["sampler"], f"{path}.sampler")
+        res = d.get("resources") or {}
+        if not isinstance(res, Mapping):
+            raise _err(f"{path}.resources", f"must be a mapping, got {res!r}")
+        gpu = _int(res, "gpu", f"{path}.resources", minimum=0, default=0)
+        allow_cpu = res.get("allow_cpu", False)
+        if not isinstance(allow_cpu, bool):
+            raise _err(f"{path}.resources.allow_cpu", f"must be true or false, got {allow_cpu!r}")
         return cls(
             name=name, arch=arch, model=copy.deepcopy(dict(d["model"])),
             data=copy.deepcopy(dict(d["data"])), sigma2=sigma2,
             widths=tuple(int(w) for w in widths), seeds=seeds, seeds_per_job=spj,
-            sampler=sampler,
+            sampler=sampler, gpu=gpu, allow_cpu=allow_cpu,
         )
 
     def to_dict(self) -> dict:
         """The validated config as plain JSON-able data (the HDF5 `config` attribute)."""
         out = asdict(self)
+        del out["gpu"], out["allow_cpu"]
         out["widths"] = list(self.widths)
         k = out["sampler"]["kernels"]
         out["sampler"]["kernels"] = list(k) if k is not None else None

@@ -25,15 +25,18 @@ experiment, seed and step, and no output file is written.
 
 Checkpoints: ``checkpoint_path`` (if given) is written atomically every ``checkpoint_every``
 epochs with the whole state (params, chain keys, accumulators, schedule states, loss history,
-snapshots, back-off state). A run finding a checkpoint resumes from it if its config hash
-matches (`fleos.config.config_hash`), refuses with a clear error otherwise, and discards a
-corrupt checkpoint with a warning (restarting from scratch gives the identical result). The
-checkpoint is deleted after the output is written.
+snapshots, back-off state). A run finding a checkpoint resumes from it if its identity
+matches: the config hash (`fleos.config.config_hash`) and the SHA-256 of the data arrays
+(`fleos.io.arrays_checksum`). It refuses with a clear error otherwise, and discards a
+corrupt checkpoint (unreadable, or arrays that do not match their stored checksum) with a
+warning naming it (restarting from scratch gives the identical result). The checkpoint is
+deleted after the output is written.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import sys
 import time
@@ -50,6 +53,7 @@ import numpy as np
 from fleos.config import ExperimentConfig, JobSpec, config_hash
 from fleos.io import (
     CorruptFileError,
+    arrays_checksum,
     load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
@@ -77,6 +81,35 @@ class ChainDivergedError(RuntimeError):
 
 class CheckpointMismatchError(RuntimeError):
     """The checkpoint on disk belongs to a different configuration."""
+
+
+class NoGPUError(RuntimeError):
+    """The config asks for a GPU (resources.gpu > 0) but JAX sees none."""
+
+
+def check_device(exp: ExperimentConfig, emit: Callable[[str], None]) -> dict[str, str]:
+    """Log JAX's backend, devices and version; refuse a CPU run of a GPU config.
+
+    A job that asked SLURM for a GPU but runs a CPU-only jaxlib would otherwise sample on the
+    CPU, hundreds of times slower, with nobody noticing. Returns the sample-file attributes
+    ``jax_backend``, ``jax_devices``, ``jax_version``. Raises `NoGPUError` when
+    ``exp.gpu > 0``, the backend is not "gpu" and ``exp.allow_cpu`` is false.
+    """
+    backend = jax.default_backend()
+    info = {"jax_backend": backend,
+            "jax_devices": ", ".join(f"{d.platform}:{d.id} {d.device_kind}"
+                                     for d in jax.devices()),
+            "jax_version": jax.__version__}
+    emit(f"[{exp.name}] JAX {info['jax_version']} backend {backend}: {info['jax_devices']}")
+    if exp.gpu > 0 and backend != "gpu":
+        msg = (f"experiments.{exp.name}.resources.gpu is {exp.gpu} but JAX sees no GPU "
+               f"(backend {backend!r}): install a CUDA build of JAX (pip install "
+               f"'jax[cuda12]', or --sdm conda with sampling_env: gpu) on a node with a GPU, "
+               f"or set experiments.{exp.name}.resources.allow_cpu: true to sample on the CPU")
+        if not exp.allow_cpu:
+            raise NoGPUError(msg)
+        emit(f"WARNING: {msg.split(': install')[0]}; sampling on the CPU (allow_cpu: true)")
+    return info
 
 
 @dataclass
@@ -167,7 +200,8 @@ def run_job(
     npz of `fleos.data.save_dataset` (its n must equal job.n); checkpoint_path: where to
     checkpoint / resume (None: in-memory rollback points only). Progress lines (no carriage
     returns, for SLURM logs) go to `log` (default: stderr) every `progress_every` seconds.
-    Returns out_path. Raises ChainDivergedError, CheckpointMismatchError, ValueError.
+    Returns out_path. Raises NoGPUError (before any work: `check_device`),
+    ChainDivergedError, CheckpointMismatchError, ValueError.
     """
     from fleos.data import load_dataset
     from fleos.models import build_model
@@ -177,6 +211,7 @@ def run_job(
         raise ValueError(f"job is for experiment {job.experiment!r} but the config is "
                          f"{exp.name!r}")
     emit = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    device = check_device(exp, emit)
     sc = exp.sampler
     out_path = Path(out_path)
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -220,6 +255,11 @@ def run_job(
     acc1 = recorder.init_acc(rec_data, jax.tree.map(lambda a: a[0], params0))
     acc0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (n_chains, *a.shape)), acc1)
     chash = config_hash(exp, job)
+    # A checkpoint resumes only on the same config AND the same data content: a data file
+    # regenerated (or edited) under an unchanged config must start afresh.
+    data_sha = arrays_checksum({"X": ds.X, "y": ds.y, "X_test": ds.X_test,
+                                "y_test": ds.y_test, "teacher": dict(ds.teacher)})
+    ckpt_id = hashlib.sha256(f"{chash}:{data_sha}".encode()).hexdigest()
 
     def take_snapshot(st: _State, sampling: np.ndarray) -> None:
         snap = {k: np.asarray(v) for k, v in snap_fn(st.params, rec_data).items()}
@@ -238,7 +278,7 @@ def run_job(
     state = None
     if ckpt_path is not None and ckpt_path.exists():
         try:
-            state = _state_from_checkpoint(load_checkpoint(ckpt_path), chash, ckpt_path,
+            state = _state_from_checkpoint(load_checkpoint(ckpt_path), ckpt_id, ckpt_path,
                                            params0, extra0, acc0, n_chains)
             emit(f"{tag} resumed from checkpoint {ckpt_path} at epoch {state.step}")
         except CorruptFileError as e:
@@ -297,7 +337,7 @@ def run_job(
             state = _back_off(exp, job, ckpt, state, ok, sse, step, end, lr_now, emit, tag)
             ckpt = state.copy()
             if ckpt_path is not None:
-                save_checkpoint(ckpt_path, _checkpoint_doc(state, keys, chash))
+                save_checkpoint(ckpt_path, _checkpoint_doc(state, keys, ckpt_id))
             continue
         state.params, state.extra, state.acc, state.step = params, extra, acc, end
         state.losses.append(sse)
@@ -312,7 +352,7 @@ def run_job(
         if end % sc.checkpoint_every == 0 and end < total:
             ckpt = state.copy()
             if ckpt_path is not None:
-                save_checkpoint(ckpt_path, _checkpoint_doc(state, keys, chash))
+                save_checkpoint(ckpt_path, _checkpoint_doc(state, keys, ckpt_id))
         report(state)
     report(state, force=True)
 
@@ -324,10 +364,10 @@ def run_job(
             warnings.warn(msg, stacklevel=2)
             emit(msg)
     datasets = _output_datasets(state, job, sc, rec_data, recorder, sched)
-    extra = {"config_hash": chash, "schedule_states": state.sched,
-             "steps_done": state.step, "total_steps": total}
+    attrs = {"config_hash": chash, "data_sha256": data_sha, "schedule_states": state.sched,
+             "steps_done": state.step, "total_steps": total, **device}
     write_samples(out_path, datasets, config=exp.to_dict(), seeds=job.seeds, n=job.n,
-                  width=job.width, extra_attrs=extra)
+                  width=job.width, extra_attrs=attrs)
     if ckpt_path is not None and ckpt_path.exists():
         ckpt_path.unlink()
     emit(f"{tag} wrote {out_path} ({time.monotonic() - t0:.1f} s)")
@@ -400,7 +440,7 @@ def _state_from_checkpoint(doc: dict, chash: str, path: Path, params0: Any, extr
     meta, a = doc["meta"], doc["arrays"]
     if meta.get("config_hash") != chash:
         raise CheckpointMismatchError(
-            f"checkpoint {path} was written for a different configuration (config hash "
+            f"checkpoint {path} was written for a different configuration or data (hash "
             f"{str(meta.get('config_hash'))[:12]}… vs {chash[:12]}…); delete it to start "
             f"afresh or point --checkpoint elsewhere")
     try:

@@ -8,15 +8,20 @@
   `CorruptFileError` naming the file and the reason.
 * `save_checkpoint` / `load_checkpoint`: the whole sampler state of a job (params, chain keys,
   step, schedule states, accumulators, loss history, ...) as nested dicts of arrays plus JSON
-  metadata, written atomically. A corrupt checkpoint raises `CorruptFileError`;
-  `fleos.experiment.run_job` then warns, moves it aside (``.corrupt``) and restarts from
-  scratch, which gives the same result because runs are deterministic.
+  metadata, written atomically, with a SHA-256 of all arrays (`arrays_checksum`). A corrupt
+  checkpoint, or one whose arrays no longer match their checksum (edited by hand), raises
+  `CorruptFileError` naming the file; `fleos.experiment.run_job` then warns, moves it aside
+  (``.corrupt``) and restarts from scratch, which gives the same result because runs are
+  deterministic. A checkpoint that cannot be written for lack of space (or quota) raises
+  `CheckpointWriteError` with that one-line reason; the previous checkpoint stays intact.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import hashlib
 import json
 import os
 import subprocess
@@ -48,6 +53,21 @@ REQUIRED_DATASETS = (
 
 class CorruptFileError(ValueError):
     """A sample file or checkpoint that is unreadable, truncated or incomplete."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written: no space left (or over quota) in its folder."""
+
+
+def arrays_checksum(tree: Mapping) -> str:
+    """SHA-256 over the nested arrays of `tree`: key paths, dtypes, shapes and bytes, in
+    sorted key order (so it does not depend on the order HDF5 lists them)."""
+    h = hashlib.sha256()
+    for key, value in sorted(flatten_tree(tree).items()):
+        a = np.ascontiguousarray(np.asarray(value))
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -228,12 +248,23 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping) -> Path:
     ``state["meta"]`` (JSON-serialisable: schedule states, events, config hash, ...)."""
     if set(state) - {"arrays", "meta"}:
         raise ValueError(f"checkpoint state keys must be 'arrays' and 'meta', got {sorted(state)}")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        arrays = h5.create_group("arrays")
-        _write_tree(arrays, state.get("arrays", {}), compress=False)
-        h5.attrs["format"] = CHECKPOINT_FORMAT
-        h5.attrs["meta"] = _json_attr(state.get("meta", {}))
-        h5.attrs["complete"] = True
+    try:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+            arrays = h5.create_group("arrays")
+            _write_tree(arrays, state.get("arrays", {}), compress=False)
+            h5.attrs["format"] = CHECKPOINT_FORMAT
+            h5.attrs["meta"] = _json_attr(state.get("meta", {}))
+            h5.attrs["arrays_checksum"] = arrays_checksum(state.get("arrays", {}))
+            h5.attrs["complete"] = True
+    except OSError as e:
+        # h5py reports a full disk as a generic OSError whose text names the errno.
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e) \
+                or "quota" in str(e).lower():
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {path}: no space left on device (or over quota) in "
+                f"{Path(path).parent}; free space there or move results/checkpoints "
+                f"(the previous checkpoint, if any, is intact)") from None
+        raise
     return Path(path)
 
 
@@ -251,6 +282,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 raise CorruptFileError(f"checkpoint {p} is incomplete")
             arrays = _read_tree(h5["arrays"]) if "arrays" in h5 else {}
             meta = json.loads(_attr_value(h5.attrs["meta"]))
+            stored = _attr_value(h5.attrs.get("arrays_checksum", ""))
+            if stored != arrays_checksum(arrays):
+                raise CorruptFileError(
+                    f"checkpoint {p}: its arrays do not match their stored checksum "
+                    f"(changed after it was written)" if stored else
+                    f"checkpoint {p} has no arrays checksum (written by an older fleos)")
     except CorruptFileError:
         raise
     except (OSError, KeyError, RuntimeError, ValueError) as e:

@@ -12,6 +12,8 @@ rule sample:
         res("samples", "{experiment}", "n{n}", "w{width}", "chunk{chunk}.h5"),
     log:
         res("logs", "sample", "{experiment}", "n{n}", "w{width}", "chunk{chunk}.log"),
+    benchmark:
+        res("benchmarks", "sample", "{experiment}", "n{n}", "w{width}", "chunk{chunk}.tsv")
     params:
         exp=lambda wc: exp_cfg(wc.experiment),
         seeds=lambda wc: chunk_seeds(exp_cfg(wc.experiment), int(wc.chunk)),

@@ -11,6 +11,8 @@ rule theory_sweep:
         res("theory", "{experiment}", "n{n}.json"),
     log:
         res("logs", "theory", "{experiment}", "n{n}.log"),
+    benchmark:
+        res("benchmarks", "theory", "{experiment}", "n{n}.tsv")
     wildcard_constraints:
         experiment="cnn2|fcn3",
     params:
@@ -34,6 +36,8 @@ rule theory_cnn3:
         res("theory", "cnn3", "n{n}", "w{width}.json"),
     log:
         res("logs", "theory", "cnn3", "n{n}", "w{width}.log"),
+    benchmark:
+        res("benchmarks", "theory", "cnn3", "n{n}", "w{width}.tsv")
     params:
         exp=lambda wc: exp_cfg("cnn3"),
         width=lambda wc: int(wc.width),
@@ -52,6 +56,8 @@ rule theory_fls:
         res("theory", "fls.json"),
     log:
         res("logs", "theory", "fls.log"),
+    benchmark:
+        res("benchmarks", "theory", "fls.tsv")
     params:
         fls=config.get("fls", {}),
     resources:

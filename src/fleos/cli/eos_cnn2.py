@@ -9,18 +9,26 @@ seconds, message) and the observables of fleos.eos.cnn2.cnn2_observables (alpha_
 alpha_test, normalized train MSE, test MSE, sigma_eigs descending) with their ratios to the
 GP. With --analytic each solution also holds "analytic": Eq. 9 (fleos.eos.cnn2_analytic) and
 the test α of GP inference with Q_f(analytic Σ). Exit code 1 if any requested C did not
-converge (the JSON is still printed, with converged=false).
+converge (the JSON is still printed, with converged=false); exit code 2 for bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
 import numpy as np
+
+from fleos.cli import (
+    InputError,
+    check_training_data,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    read_npz,
+)
 
 
 def register(arch_subparsers: argparse._SubParsersAction) -> None:
@@ -32,19 +40,26 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", help="npz file with X (n × N·S), y, optional X_test, y_test "
                    "(else a teacher draw); N = width / S")
-    p.add_argument("--n", type=int, default=1600, help="training-set size (teacher data)")
-    p.add_argument("--S", type=int, default=64, help="patch size S")
-    p.add_argument("--N", type=int, default=20, help="number of patches N (teacher data)")
-    p.add_argument("--n-test", type=int, default=1000, help="test-set size (teacher data)")
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--teacher-seed", type=int, default=0)
+    p.add_argument("--n", type=positive_int, default=1600,
+                   help="training-set size (teacher data)")
+    p.add_argument("--S", type=positive_int, default=64, help="patch size S")
+    p.add_argument("--N", type=positive_int, default=None,
+                   help="number of patches N (teacher data: default 20; with --data it must "
+                        "equal the width of X / S)")
+    p.add_argument("--n-test", type=nonneg_int, default=1000,
+                   help="test-set size (teacher data)")
+    p.add_argument("--data-seed", type=nonneg_int, default=0)
+    p.add_argument("--teacher-seed", type=nonneg_int, default=0)
     p.add_argument("--activation", default="erf", choices=["erf", "linear"])
-    p.add_argument("--sigma2", type=float, default=0.1, help="likelihood noise σ²")
-    p.add_argument("--sigma-a2", type=float, default=2.0, help="readout prior variance σ_a²")
-    p.add_argument("--sigma-w2", type=float, default=2.0, help="input prior variance σ_w²")
-    p.add_argument("--C", type=float, nargs="+", required=True, help="channel counts")
-    p.add_argument("--tol", type=float, default=1e-8, help="relative residual tolerance")
-    p.add_argument("--max-iter", type=int, default=60)
+    p.add_argument("--sigma2", type=positive_float, default=0.1, help="likelihood noise σ²")
+    p.add_argument("--sigma-a2", type=positive_float, default=2.0,
+                   help="readout prior variance σ_a²")
+    p.add_argument("--sigma-w2", type=positive_float, default=2.0,
+                   help="input prior variance σ_w²")
+    p.add_argument("--C", type=positive_float, nargs="+", required=True, help="channel counts")
+    p.add_argument("--tol", type=positive_float, default=1e-8,
+                   help="relative residual tolerance")
+    p.add_argument("--max-iter", type=positive_int, default=60)
     p.add_argument("--method", default="anderson", choices=["anderson", "newton_krylov"])
     p.add_argument("--analytic", action="store_true", help="add Eq. 9 (needs the teacher w*)")
     p.add_argument("--json", action="store_true", help="print JSON (the default output)")
@@ -59,10 +74,22 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, np.ndarray], dict[st
     hyper = {"sigma2": args.sigma2, "sigma_a2": args.sigma_a2, "sigma_w2": args.sigma_w2,
              "activation": args.activation}
     if args.data:
+        arrays = read_npz(args.data, "--data", ("X", "y"))
+        X = arrays["X"]
+        source = f"--data {args.data}"
+        if X.ndim != 2:
+            raise InputError(f"{source}: X must be 2-D (n × N·S), got shape {X.shape}")
+        check_training_data(X, arrays["y"], source, arrays.get("X_test"), arrays.get("y_test"))
+        if X.shape[1] % args.S:
+            raise InputError(f"{source}: the width {X.shape[1]} of X is not a multiple of "
+                             f"--S {args.S}")
+        if args.N is not None and args.N * args.S != X.shape[1]:
+            raise InputError(f"--N {args.N}: X of {source} has {X.shape[1]} columns = "
+                             f"{X.shape[1] // args.S} patches of --S {args.S}")
         problem = CNN2Problem.from_npz(args.data, args.S, **hyper)
-        with np.load(args.data) as f:
-            teacher = {k: f[k] for k in f.files if k.startswith("teacher_")}
+        teacher = {k: v for k, v in arrays.items() if k.startswith("teacher_")}
         return problem, teacher, {"data": args.data}
+    args.N = 20 if args.N is None else args.N
     from fleos.data import make_dataset
 
     cfg = {"S": args.S, "N": args.N, "sigma_w2": args.sigma_w2, "sigma_a2": args.sigma_a2,
@@ -96,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         problem, teacher, data_settings = _load(args)
     except ValueError as err:
-        print(f"fleos eos cnn2: {err}", file=sys.stderr)
-        return 2
+        raise InputError(str(err)) from None
     gp = _public(cnn2_gp_observables(problem))
     results = sweep_cnn2(problem, args.C, tol=args.tol, max_iter=args.max_iter,
                          method=args.method)
@@ -119,8 +145,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 row["analytic"] = analytic_observables(problem, C, teacher)
             except ValueError as err:
-                print(f"fleos eos cnn2: {err}", file=sys.stderr)
-                return 2
+                raise InputError(f"--analytic: {err}") from None
         row["observables_seconds"] = time.perf_counter() - t_obs
         solutions.append(row)
     doc = {

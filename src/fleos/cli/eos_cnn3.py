@@ -65,15 +65,43 @@ def read_kernels(path: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401
+    from fleos.cli import InputError, check_training_data, read_npz
     from fleos.data import load_dataset
     from fleos.eos import cnn3
 
-    ker = read_kernels(args.samples)
-    ds = load_dataset(args.data)
+    # Input validation: one line naming the argument or file, exit 2 (fleos.cli).
+    limits = {"> 0": ("C1", "C2", "sigma2", "sigma_w2", "sigma_v2", "sigma_a2"),
+              ">= 0": ("ridge",), ">= 1": ("N", "S1", "S0", "top_sigma", "top_q2")}
+    for need, names in limits.items():
+        for name in names:
+            v = getattr(args, name)
+            ok = {"> 0": v > 0, ">= 0": v >= 0, ">= 1": v >= 1}[need] and np.isfinite(v)
+            if not ok:
+                flag = "--" + name.replace("_", "-")
+                raise InputError(f"argument {flag}: must be {need}, got {v}")
+    if Path(args.samples).suffix not in (".h5", ".hdf5"):
+        read_npz(args.samples, "--samples")
+    try:
+        ker = read_kernels(args.samples)
+    except (ValueError, OSError) as err:
+        raise InputError(f"--samples {args.samples}: {err}") from None
+    for key, value in ker.items():
+        if not np.all(np.isfinite(value)):
+            raise InputError(f"--samples {args.samples}: {key} contains NaN or infinite values")
+    read_npz(args.data, "--data")
+    try:
+        ds = load_dataset(args.data)
+    except ValueError as err:
+        raise InputError(f"--data {args.data}: {err}") from None
+    check_training_data(np.asarray(ds.X), np.asarray(ds.y), f"--data {args.data}")
     geom = {"N": args.N, "S1": args.S1, "S0": args.S0}
     X = np.asarray(ds.X).reshape(len(ds.X), -1)
+    if X.shape[1] != args.N * args.S1 * args.S0:
+        raise InputError(f"--data {args.data}: X has {X.shape[1]} columns, but --N {args.N} "
+                         f"--S1 {args.S1} --S0 {args.S0} need N·S1·S0 = "
+                         f"{args.N * args.S1 * args.S0}")
     if ker["K2"].shape != (len(X) * args.N,) * 2 or ker["Sigma"].shape != (args.S0,) * 2:
-        raise ValueError(
+        raise InputError(
             f"shapes: Sigma {ker['Sigma'].shape} must be ({args.S0}, {args.S0}) and K2 "
             f"{ker['K2'].shape} must be (n·N, n·N) = ({len(X) * args.N},)*2"
         )

@@ -7,6 +7,7 @@ Output: one JSON document {"problem": {...}, "gp": [...], "solutions": [...]}; `
 GP-limit observables per width (width-independent in standard scaling, width-dependent in
 mean-field scaling where Q_f ∝ 1/N), each solution holds the solver status and the
 observables of fleos.eos.fcn.fcn_observables (ratios to the GP of the same width).
+Exit code 1 if any width did not converge (the JSON is still printed), 2 for bad input.
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ from typing import Any
 
 import numpy as np
 
+from fleos.cli import (
+    InputError,
+    check_training_data,
+    nonneg_float,
+    nonneg_int,
+    number_type,
+    positive_float,
+    positive_int,
+    read_npz,
+)
+
+_depth = number_type(int, lambda v: v >= 2, "an integer >= 2 (an FCN has at least 2 layers)")
+
 
 def register(arch_subparsers: argparse._SubParsersAction) -> None:
     p = arch_subparsers.add_parser(
@@ -27,21 +41,25 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
         "warm-started at the previous one (Newton on the precision form, fleos.eos.fcn).",
     )
     p.add_argument("--data", help="npz file with X, y, X_test, y_test (else a teacher draw)")
-    p.add_argument("--n", type=int, default=1024, help="training-set size (teacher data)")
-    p.add_argument("--d", type=int, default=128, help="input dimension (teacher data)")
-    p.add_argument("--n-test", type=int, default=1000, help="test-set size (teacher data)")
-    p.add_argument("--data-seed", type=int, default=1)
-    p.add_argument("--teacher-seed", type=int, default=0)
-    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--n", type=positive_int, default=1024,
+                   help="training-set size (teacher data)")
+    p.add_argument("--d", type=positive_int, default=128,
+                   help="input dimension (teacher data)")
+    p.add_argument("--n-test", type=nonneg_int, default=1000,
+                   help="test-set size (teacher data)")
+    p.add_argument("--data-seed", type=nonneg_int, default=1)
+    p.add_argument("--teacher-seed", type=nonneg_int, default=0)
+    p.add_argument("--depth", type=_depth, default=3, help="layers L >= 2 (Eq. 1)")
     p.add_argument("--scaling", default="mean_field", choices=["standard", "mean_field"])
     p.add_argument("--activation", default="erf", choices=["erf", "linear"])
-    p.add_argument("--sigma2", type=float, default=0.01, help="likelihood noise σ²")
-    p.add_argument("--sigma-w2", type=float, default=2.0)
-    p.add_argument("--sigma-a2", type=float, default=2.0)
-    p.add_argument("--ridge", type=float, default=0.0, help="ridge added to Q^(l) (Eq. 5)")
-    p.add_argument("--widths", type=float, nargs="+", required=True)
-    p.add_argument("--tol", type=float, default=1e-8)
-    p.add_argument("--max-iter", type=int, default=50)
+    p.add_argument("--sigma2", type=positive_float, default=0.01, help="likelihood noise σ²")
+    p.add_argument("--sigma-w2", type=positive_float, default=2.0)
+    p.add_argument("--sigma-a2", type=positive_float, default=2.0)
+    p.add_argument("--ridge", type=nonneg_float, default=0.0,
+                   help="ridge added to Q^(l) (Eq. 5)")
+    p.add_argument("--widths", type=positive_float, nargs="+", required=True)
+    p.add_argument("--tol", type=positive_float, default=1e-8)
+    p.add_argument("--max-iter", type=positive_int, default=50)
     p.add_argument("--method", default="newton_krylov", choices=["newton_krylov", "anderson"])
     p.add_argument("--json", action="store_true", help="print JSON (the default output)")
     p.add_argument("--out", help="write the JSON to this file instead of stdout")
@@ -53,7 +71,13 @@ def load_problem_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     if args.data:
         from fleos.data import load_dataset
 
-        ds = load_dataset(args.data)
+        read_npz(args.data, "--data")  # missing file or not an npz: named as the argument
+        try:
+            ds = load_dataset(args.data)
+        except ValueError as err:
+            raise InputError(f"--data {args.data}: {err}") from None
+        check_training_data(np.asarray(ds.X), np.asarray(ds.y), f"--data {args.data}",
+                            np.asarray(ds.X_test), np.asarray(ds.y_test))
     else:
         from fleos.data import make_dataset
 

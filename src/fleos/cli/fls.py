@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from fleos.cli import nonneg_int, positive_float, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from fleos.fls import ARCHS
@@ -22,13 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluated at the GP solution, for teacher data of each size n.",
     )
     p.add_argument("--arch", nargs="+", default=list(ARCHS), choices=list(ARCHS))
-    p.add_argument("--n", type=int, nargs="+", required=True, help="training-set sizes")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="data seeds")
-    p.add_argument("--teacher-seed", type=int, default=0)
-    p.add_argument("--d", type=int, help="FCN input dimension (default 128)")
-    p.add_argument("--S", type=int, help="CNN patch size (default 64)")
-    p.add_argument("--N", type=int, help="CNN number of patches (default 20)")
-    p.add_argument("--sigma2", type=float, help="noise σ² (default: per arch, see fleos.fls)")
+    p.add_argument("--n", type=positive_int, nargs="+", required=True,
+                   help="training-set sizes")
+    p.add_argument("--seeds", type=nonneg_int, nargs="+", default=[1, 2, 3], help="data seeds")
+    p.add_argument("--teacher-seed", type=nonneg_int, default=0)
+    p.add_argument("--d", type=positive_int, help="FCN input dimension (default 128)")
+    p.add_argument("--S", type=positive_int, help="CNN patch size (default 64)")
+    p.add_argument("--N", type=positive_int, help="CNN number of patches (default 20)")
+    p.add_argument("--sigma2", type=positive_float,
+                   help="noise σ² (default: per arch, see fleos.fls)")
     p.add_argument("--json", action="store_true", help="print JSON (the default output)")
     p.add_argument("--out", help="write the JSON to this file instead of stdout")
     p.set_defaults(func=run)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fleos.cli import nonneg_int, positive_float, positive_int
+
 EPILOG = """\
 examples:
   fleos sample --config config/config.yaml --experiment cnn2 --n 256 --width 64 \\
@@ -16,9 +18,10 @@ examples:
       --out results/samples/cnn2/n256/w64/chunk0.h5 --checkpoint chunk0.ckpt
   fleos sample ... --set experiments.cnn2.sampler.steps=2000 --set experiments.cnn2.sigma2=0.05
 
-Exit status: 0 on success; 1 on a configuration or data error, a diverged chain (after the
-configured lr back-offs) or an incompatible checkpoint, with the reason on stderr. The output
-file appears only when the job completes (atomic write).
+A configuration or data error is bad input (exit 2); a diverged chain (after the configured
+lr back-offs), an incompatible checkpoint or a GPU config without a GPU is a failed run
+(exit 1); the reason goes to stderr on one line. The output file appears only when the job
+completes (atomic write).
 """
 
 
@@ -40,11 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="YAML config file holding an 'experiments' mapping")
     p.add_argument("--experiment", required=True, metavar="NAME",
                    help="name of the experiment under 'experiments' (e.g. cnn2, fcn3)")
-    p.add_argument("--n", required=True, type=int, metavar="N",
+    p.add_argument("--n", required=True, type=positive_int, metavar="N",
                    help="training-set size; must equal the number of rows of --data")
-    p.add_argument("--width", required=True, type=int, metavar="W",
+    p.add_argument("--width", required=True, type=positive_int, metavar="W",
                    help="network width: N for the FCN, channels C for the CNNs")
-    p.add_argument("--seeds", required=True, type=int, nargs="+", metavar="SEED",
+    p.add_argument("--seeds", required=True, type=nonneg_int, nargs="+", metavar="SEED",
                    help="seeds of the chains of this job (one vmapped chain per seed)")
     p.add_argument("--data", required=True, metavar="DATA.npz",
                    help="dataset written by the workflow's make_data step (X, y, X_test, "
@@ -60,14 +63,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override a config value before validation, e.g. "
                         "experiments.cnn2.sampler.steps=2000 (VALUE parsed as YAML; "
                         "repeatable)")
-    p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--progress-every", type=positive_float, default=30.0, metavar="SECONDS",
                    help="seconds between progress lines on stderr (default 30)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate the config and run the job; errors go to stderr with exit status 1."""
+    """Validate the config and run the job; errors go to stderr on one line (exit 2 for bad
+    input, 1 for a failed run)."""
     from fleos.config import JobSpec, experiment_from_file
     from fleos.experiment import run_job
 
@@ -77,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
                       seeds=tuple(args.seeds))
         run_job(exp, job, args.data, args.out, checkpoint_path=args.checkpoint,
                 progress=not args.quiet, progress_every=args.progress_every)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError) as e:
+        print(f"fleos sample: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
         print(f"fleos sample: error: {e}", file=sys.stderr)
         return 1
     return 0
