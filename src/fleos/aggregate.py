@@ -580,11 +580,17 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[str, Any]:
     """Fig. 3 theory at one n: numeric EoS (Eq. 8) annealed over the widths (the sampled
     ones and `theory.C_grid`; rows say which were sampled), the analytic Eq. 9 (train α
-    analytic; test α by GP inference with the analytic Σ, as in the paper), and the GP limit.
-    Non-converged points are kept with converged = False."""
+    analytic; test α by GP inference with the analytic Σ, as in the paper) twice: as printed
+    (``*_eq9_printed``: q_train = 1, unit teacher norms) and corrected (``*_analytic``:
+    `theory.q_train` (default renormalized), K_f⁻¹ term, finite-S leakage, actual teacher
+    norms); and the GP limit. Non-converged points are kept with converged = False."""
     from fleos.data import load_dataset
     from fleos.eos.cnn2 import CNN2Problem, cnn2_gp_observables, cnn2_observables, sweep_cnn2
-    from fleos.eos.cnn2_analytic import RECOMMENDED_OPTIONS, analytic_observables
+    from fleos.eos.cnn2_analytic import (
+        PRINTED_OPTIONS,
+        RECOMMENDED_OPTIONS,
+        analytic_observables,
+    )
 
     m = exp["model"]
     th = dict(exp.get("theory", {}))
@@ -607,6 +613,8 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     for C, res in zip(widths, results, strict=True):
         obs = cnn2_observables(problem, res.x)
         an = analytic_observables(problem, float(C), ds.teacher, q_train=q_train)
+        pr = analytic_observables(problem, float(C), ds.teacher, unit_teacher_norms=True,
+                                  **PRINTED_OPTIONS)
         rows.append({
             "C": C, "sampled": C in sampled,
             "eos_converged": bool(res.converged), "eos_residual": float(res.residual),
@@ -620,10 +628,14 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
             "alpha_test_analytic": an["alpha_test_gp_inference"],
             "alpha_test_analytic_ek": an["alpha_test_ek"], "chi2_analytic": an["chi2"],
             "l_star_analytic": an["l_star"],
+            "eq9_printed_converged": pr["converged"],
+            "alpha_train_eq9_printed": pr["alpha_train"],
+            "alpha_test_eq9_printed": pr["alpha_test_gp_inference"],
         })
     return {
         "experiment": "cnn2", "n": ds.n, "teacher_seed": exp["data"].get("teacher_seed"),
         "analytic_options": {**RECOMMENDED_OPTIONS, "q_train": q_train},
+        "eq9_printed_options": {**PRINTED_OPTIONS, "teacher_norms": "unit"},
         "gp": {"alpha_test": gp["alpha_test"], "alpha_train": gp["alpha_train"],
                "mse_train_norm": gp["train_mse_normalized"],
                "sigma_top": float(gp["sigma_eigs"][0])},

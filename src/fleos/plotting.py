@@ -40,9 +40,10 @@ from fleos.observables import qq_points  # noqa: E402
 
 Table = tuple[list[str], list[dict[str, Any]]]
 FIG3_COLUMNS = [
-    "n", "C", "alpha_test_exp", "alpha_test_exp_se", "alpha_test_eos", "alpha_test_analytic",
-    "alpha_test_gp", "alpha_train_exp", "alpha_train_exp_se", "alpha_train_eos",
-    "alpha_train_gp",
+    "n", "C", "alpha_test_exp", "alpha_test_exp_se", "alpha_test_eos",
+    "alpha_test_eq9_printed", "alpha_test_eq9_corrected", "alpha_test_gp", "alpha_train_exp",
+    "alpha_train_exp_se", "alpha_train_eos", "alpha_train_eq9_printed",
+    "alpha_train_eq9_corrected", "alpha_train_gp",
 ]
 BLUE, GREEN, RED, GREY = "tab:blue", "tab:green", "tab:red", "0.5"
 NONCONV = {"marker": "x", "color": "0.4", "linestyle": "none", "markersize": 7}
@@ -130,8 +131,9 @@ def _points(ax: Any, x: Sequence[float], y: Sequence[float], yerr: Sequence[floa
 
 def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tuple[Any, Table]:
     """Fig. 3. Left: test α/α_GP vs C (dots: experiment ± SE; solid: numeric EoS, Eq. 8;
-    dashed: analytic Eq. 9 with GP inference on the analytic Σ), inset: train α/α_GP (dashed:
-    Eq. 9's train α, fully analytic). Right: histograms of w_c·w*/|w*| and of w_c projected on
+    dotted: Eq. 9 exactly as printed, dashed: Eq. 9 corrected (fleos.eos.cnn2_analytic), each
+    with GP inference on its analytic Σ), inset: train α/α_GP (the same lines: Eq. 9's train
+    α, fully analytic). Right: histograms of w_c·w*/|w*| and of w_c projected on
     a random unit vector, with Gaussian fits, at the largest n and the width
     ``figures.fig3.hist_width`` (default: the largest width, as in the paper's C = 640).
     """
@@ -149,20 +151,27 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, n in enumerate(sorted(theory)):
         th, col = theory[n], colors[k % len(colors)]
+        q_train_label = str(th.get("analytic_options", {}).get("q_train", "renormalized"))
+        if q_train_label == "first_order":  # Supplementary Material (3) is not available
+            q_train_label += " (our reconstruction)"
         gp_te, gp_tr = _nan(th["gp"]["alpha_test"]), _nan(th["gp"]["alpha_train"])
         trows = sorted(th["rows"], key=lambda r: r["C"])
         Cs = np.array([r["C"] for r in trows], float)
         conv = np.array([r["eos_converged"] for r in trows], bool)
         an_ok = np.array([r["analytic_converged"] for r in trows], bool)
+        pr_ok = np.array([r.get("eq9_printed_converged", False) for r in trows], bool)
         eos_te = np.array([_nan(r["alpha_test_eos"]) for r in trows]) / gp_te
         eos_tr = np.array([_nan(r["alpha_train_eos"]) for r in trows]) / gp_tr
         an_te = np.array([_nan(r["alpha_test_analytic"]) for r in trows]) / gp_te
         an_tr = np.array([_nan(r["alpha_train_analytic"]) for r in trows]) / gp_tr
-        for a, te, tr in ((ax, eos_te, an_te), (axin, eos_tr, an_tr)):
-            a.plot(Cs[conv], te[conv], "-", color=col)
-            a.plot(Cs[~conv], te[~conv], **NONCONV)
-            a.plot(Cs[an_ok], tr[an_ok], "--", color=col)
-        curve_lo.extend(np.concatenate([eos_te[conv], an_te[an_ok]]).tolist())
+        pr_te = np.array([_nan(r.get("alpha_test_eq9_printed")) for r in trows]) / gp_te
+        pr_tr = np.array([_nan(r.get("alpha_train_eq9_printed")) for r in trows]) / gp_tr
+        for a, eos, an, pr in ((ax, eos_te, an_te, pr_te), (axin, eos_tr, an_tr, pr_tr)):
+            a.plot(Cs[conv], eos[conv], "-", color=col)
+            a.plot(Cs[~conv], eos[~conv], **NONCONV)
+            a.plot(Cs[an_ok], an[an_ok], "--", color=col)
+            a.plot(Cs[pr_ok], pr[pr_ok], ":", color=col)
+        curve_lo.extend(np.concatenate([eos_te[conv], an_te[an_ok], pr_te[pr_ok]]).tolist())
         not_converged_drawn = not_converged_drawn or not bool(conv.all())
         curve_c.extend(Cs.tolist())
         # Experiment and table: the sampled widths only (theory-only C_grid points draw the
@@ -183,14 +192,19 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
                 "n": n, "C": int(r["C"]),
                 "alpha_test_exp": e_te[-1], "alpha_test_exp_se": e_te_se[-1],
                 "alpha_test_eos": _nan(r["alpha_test_eos"]),
-                "alpha_test_analytic": _nan(r["alpha_test_analytic"]), "alpha_test_gp": gp_te,
+                "alpha_test_eq9_printed": _nan(r.get("alpha_test_eq9_printed")),
+                "alpha_test_eq9_corrected": _nan(r["alpha_test_analytic"]),
+                "alpha_test_gp": gp_te,
                 "alpha_train_exp": e_tr[-1], "alpha_train_exp_se": e_tr_se[-1],
                 "alpha_train_eos": _nan(r["alpha_train_eos"]),
+                "alpha_train_eq9_printed": _nan(r.get("alpha_train_eq9_printed")),
+                "alpha_train_eq9_corrected": _nan(r["alpha_train_analytic"]),
                 "alpha_train_gp": gp_tr,
                 "eos_converged": bool(r["eos_converged"]),
                 "eos_residual": _nan(r["eos_residual"]),
-                "analytic_converged": bool(r["analytic_converged"]),
-                "alpha_train_analytic": _nan(r["alpha_train_analytic"]),
+                "eq9_printed_converged": bool(r.get("eq9_printed_converged", False)),
+                "eq9_corrected_converged": bool(r["analytic_converged"]),
+                "eq9_corrected_q_train": q_train_label,
                 "test_ratio_exp": e_te[-1] / gp_te, "test_ratio_eos": _nan(r["alpha_test_eos"])
                 / gp_te, "test_dev_eos_in_se": (e_te[-1] - _nan(r["alpha_test_eos"]))
                 / e_te_se[-1] if e_te_se[-1] else math.nan,
@@ -203,7 +217,8 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
         _points(axin, Cs, np.array(e_tr) / gp_tr, np.array(e_tr_se) / gp_tr, eqs, col,
                 capsize=2, markersize=3)
     ax.plot([], [], "k-", label="EoS (numeric, Eq. 8)")
-    ax.plot([], [], "k--", label="analytic (Eq. 9)")
+    ax.plot([], [], "k:", label="Eq. 9 as printed ($q_{train}$ = 1, unit teacher norms)")
+    ax.plot([], [], "k--", label="Eq. 9 corrected (ridge, $K_f^{-1}$, finite S, teacher norms)")
     if not_converged_drawn:  # any failed EoS point, sampled or theory-only (C_grid)
         ax.plot([], [], label="EoS not converged", **NONCONV)
     if hollow:
@@ -371,7 +386,8 @@ def fig2c(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tup
     for name, col in zip(curves, (BLUE, RED, GREEN, "tab:purple"), strict=False):
         c = curves[name]
         cfg = c.get("config", {})
-        lab = f"{c.get('label', name)}: σ² = {cfg.get('sigma2')}, σ_L² = {cfg.get('sigma_a2'):.3g}"
+        lab = (f"{c.get('label', name)}: σ² = {_fmt(cfg.get('sigma2'))}, "
+               f"σ_L² = {_fmt(cfg.get('sigma_a2'))}")
         for conv, key, style in (("fleos", "width", "o-"), ("eq6_printed", "width_eq6_printed",
                                                               "s--")):
             if key not in c:  # a theory file from before both conventions were written
