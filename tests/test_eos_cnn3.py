@@ -178,3 +178,22 @@ def test_kl_gradient_with_empirical_q2_equals_finite_differences():
     # ... and it is not the analytic-Q2 gradient (the other Fig. 5 variant).
     g_an = cnn3.kl_grad_sigma(X, Sigma, K2, sigma_v2=2.0, **GEOM)
     assert float(jnp.linalg.norm(g - g_an)) > 0.1 * float(jnp.linalg.norm(g_an))
+
+
+def test_fig5_prediction_with_empirical_q2_is_positive_definite_on_smoke_data():
+    # tests/data/cnn3_smoke_kernels.npz: the seed-pooled Σ̂, K̂2, Q̂2 of the smoke run
+    # (config/smoke.yaml, cnn3: n = 16, N = 2, S1 = 3, S0 = 4, C = 8, 2 seeds × 400 steps),
+    # written from results/<smoke>/aggregate/cnn3/n16/w8.npz with the training data.
+    from pathlib import Path
+
+    z = np.load(Path(__file__).parent / "data" / "cnn3_smoke_kernels.npz")
+    out = cnn3.fig5_spectra(z["X"], z["y"], z["sigma_mean"], z["K2_mean"], z["Q2_mean"], 8.0,
+                            8.0, N=2, S1=3, S0=4, sigma2=0.05, sigma_w2=1.0, sigma_v2=1.0,
+                            sigma_a2=2.0)
+    assert out["sigma_pred_valid"] and min(out["sigma_pred_eigs"]) > 0
+    # Σ_pred's inverse is the precision of Eq. 5; positive definite means the Gaussian of
+    # the input weights exists. Its spectrum is also finite and ordered.
+    assert np.all(np.isfinite(out["sigma_pred_eigs"]))
+    assert out["sigma_pred_eigs"] == sorted(out["sigma_pred_eigs"], reverse=True)
+    np.testing.assert_allclose(out["sigma_emp_eigs"],
+                               np.linalg.eigvalsh(z["sigma_mean"])[::-1], rtol=1e-12)
