@@ -181,3 +181,80 @@ def test_theory_cnn2_solves_the_c_grid_without_sampling_it(tmp_path):
     # Feature learning grows as C shrinks along the curve (test α falls below its GP value).
     a = [r["alpha_test_eos"] for r in rows]
     assert a[0] < a[1] < a[2] < th["gp"]["alpha_test"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Equilibration evidence
+# ---------------------------------------------------------------------------------------------
+
+T_EQ = 400  # snapshots per chain (the first 40 before sampling)
+
+
+def _eq_chunk(path, seeds, rng, drift, backoffs):
+    """A chunk whose w_teacher snapshots are AR(1) (φ = 0.5) with unit variance, plus
+    `drift`·t/T (a chain still relaxing) during sampling; `backoffs` back-off events."""
+    k = len(seeds)
+    x = np.empty((k, T_EQ, C))
+    x[:, 0] = rng.normal(size=(k, C))
+    for t in range(1, T_EQ):
+        x[:, t] = 0.5 * x[:, t - 1] + math.sqrt(0.75) * rng.normal(size=(k, C))
+    x += drift * np.arange(T_EQ)[None, :, None] / T_EQ
+    mask = np.ones((k, T_EQ), bool)
+    mask[:, :40] = False
+    sse = 1.0 + 0.1 * rng.normal(size=(k, 2 * T_EQ)).astype(np.float32)
+    ev = np.arange(backoffs)
+    write_samples(path, {
+        "seeds": np.asarray(seeds), "count": np.full(k, 100),
+        "f_train": {"mean": rng.normal(size=(k, N_TRAIN)), "sq_mean": np.ones((k, N_TRAIN))},
+        "f_test": {"mean": rng.normal(size=(k, N_TEST)), "sq_mean": np.ones((k, N_TEST))},
+        "loss": {"sse": sse, "epoch": np.arange(2 * T_EQ)},
+        "lr": {"final": np.full(k, 1e-4)},
+        "backoffs": {"epoch": ev, "chain": ev % k, "seed": np.asarray(seeds)[ev % k],
+                     "old_lr": np.ones(backoffs), "new_lr": np.full(backoffs, 0.5),
+                     "rollback_to": ev},
+        "snapshots": {"epoch": 2 * np.arange(T_EQ), "sampling": mask, "w_teacher": x,
+                      "directions": rng.normal(size=(S, 2))},
+    }, config={"sampler": {}}, seeds=tuple(seeds), n=N_TRAIN, width=C)
+
+
+@pytest.mark.parametrize("drift", [0.0, 3.0])
+def test_table_flags_a_drifting_chain_and_passes_a_stationary_one(tmp_path, drift):
+    from fleos.aggregate import EQ_FIELDS, equilibration_summary
+    from fleos.plotting import summarize
+
+    rng = np.random.default_rng(11)
+    paths = [tmp_path / "c0.h5", tmp_path / "c1.h5"]
+    _eq_chunk(paths[0], (0, 1, 2), rng, drift, backoffs=2)
+    _eq_chunk(paths[1], (3, 4), rng, drift, backoffs=1)
+    s = load_chunks(paths)
+    data = SimpleNamespace(y=rng.normal(size=N_TRAIN), y_test=rng.normal(size=N_TEST))
+    out = aggregate_job("cnn2", {"sigma2": 0.1}, s, data)
+    assert int(out["n_backoffs"]) == 3  # the events of both chunks
+    rec = dict(zip(EQ_FIELDS, out["eq_w_teacher_sq"], strict=True))
+    eq = equilibration_summary(out, ("w_teacher_sq", "loss"))
+    row = {"n": N_TRAIN, "C": C, **eq}
+    text = summarize("fig3_like", [row])
+    if drift == 0.0:
+        # Stationary: 5 seeds × 360 draws; R̂ − 1 = O(1/ESS) ≈ 1e-3 and the half drift is
+        # N(0, 1): both far inside the flags (1.05, 3 SE).
+        assert rec["rhat"] < 1.02 and abs(rec["drift_se"]) < 3
+        assert eq["equilibrated"] is True and "NOT EQUILIBRATED" not in text
+        assert "every measured point has R̂ ≤ 1.05" in text
+    else:
+        # ⟨x²⟩ = 1 + 9(t/T)² grows from ≈ 2.1 (first half) to ≈ 6.4 (second), against an SE
+        # of a few 0.01: both diagnostics fire.
+        assert rec["drift_se"] > 3 and rec["rhat"] > 1.05
+        assert eq["equilibrated"] is False
+        assert f"NOT EQUILIBRATED (drawn hollow; R̂ > 1.05 or |drift| > 3 SE): n = {N_TRAIN}, " \
+               f"C = {C}" in text
+    assert eq["n_backoffs"] == 3 and eq["eq_series"] == "w_teacher_sq;loss"
+    assert np.isfinite(out["eq_loss"]).all()
+
+
+def test_equilibration_not_measurable_is_said():
+    from fleos.aggregate import equilibration_summary
+    from fleos.plotting import summarize
+
+    eq = equilibration_summary({"n_backoffs": np.array(0)}, ("loss",))
+    assert eq["equilibrated"] is None and math.isnan(eq["rhat"])
+    assert "not measurable" in summarize("x", [{"n": 8, "C": 4, **eq}])

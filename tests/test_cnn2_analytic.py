@@ -316,3 +316,24 @@ def test_renormalized_ridge_definitions():
     # q_train reproduces α in Eq. 9's form.
     for res in (f1, rn):
         assert abs(an.eq9_residual(res.alpha, n, S, N, math.inf, s2, sa2, sw2, res.q_train)) < 1e-12
+
+
+def test_printed_and_corrected_eq9_are_different_columns():
+    """`analytic_observables` with PRINTED_OPTIONS and unit teacher norms is Eq. 9 exactly as
+    printed: its train α zeroes `eq9_residual` with q_train = 1 and |a*|² = |w*|² = 1 even
+    though the actual teacher has other norms; the corrected form gives another number."""
+    cnn2 = pytest.importorskip("fleos.eos.cnn2")
+    S, N, n, C, s2, sa2, sw2 = 8, 3, 60, 40.0, 0.1, 2.0, 2.0
+    rng = np.random.default_rng(1)
+    X, y, a, w = _teacher_data(rng, n, N, S)
+    prob = cnn2.CNN2Problem.from_arrays(X, y, N, S, X[:10], y[:10], sigma2=s2, sigma_a2=sa2,
+                                        sigma_w2=sw2)
+    teacher = {"teacher_w": w, "teacher_param_a": a}
+    pr = an.analytic_observables(prob, C, teacher, unit_teacher_norms=True,
+                                 **an.PRINTED_OPTIONS)
+    assert pr["converged"] and pr["options"]["teacher_norms"] is None
+    # Residual of the printed equation, relative to its O(1) terms: solver tolerance 1e-10.
+    assert abs(an.eq9_residual(pr["alpha_train"], n, S, N, C, s2, sa2, sw2)) < 1e-10
+    co = an.analytic_observables(prob, C, teacher)
+    assert co["options"]["teacher_norms"] == pytest.approx((a @ a, w @ w))
+    assert abs(co["alpha_train"] - pr["alpha_train"]) > 1e-3 * pr["alpha_train"]

@@ -107,3 +107,59 @@ def test_cli_fls(tmp_path):
     assert args.func(args) == 0
     (curve,) = json.loads(out.read_text())["curves"]
     assert curve["arch"] == "cnn2" and curve["n"] == [8, 12] and len(curve["width_mean"]) == 2
+
+
+def _np_erf_g(K: np.ndarray) -> np.ndarray:
+    """E[erf(u) erf(v)] written out by hand: (2/π) arcsin(2k_ab/√((1+2k_aa)(1+2k_bb)))."""
+    d = np.diag(K)
+    return 2 / np.pi * np.arcsin(2 * K / np.sqrt(np.outer(1 + 2 * d, 1 + 2 * d)))
+
+
+@pytest.mark.parametrize("arch", ["fcn_standard", "fcn_mf"])
+def test_both_fls_normalizations_match_a_hand_computation_fcn(arch):
+    # n = 5 points in d = 3, depth 3, erf: K1 = σ_w² XXᵀ/d, K2 = σ_w² G(K1), Q_f = σ_L² G(K2).
+    # Ours: N·χ = σ_L² εᵀ K2 ε with ε = (Q_f + σ²I)⁻¹ y = (y − f̄)/σ².
+    # Eq. 6 as printed: N·χ = ε_pᵀ K2 ε_p with ε_p = (y − f̄)/σ = σ ε (σ_L² absorbed).
+    from fleos.data import make_dataset
+
+    kw = {"d": 3, "sigma2": 0.05}
+    cfg = {**fls.DEFAULTS[arch], **kw}
+    ds = make_dataset("fcn", {"d": 3, "depth": 3, "sigma_w2": cfg["sigma_w2"],
+                              "sigma_a2": fls.DEFAULTS["fcn_standard"]["sigma_a2"],
+                              "activation": "erf"}, 5, 0, 0, 1)
+    X, y = np.asarray(ds.X), np.asarray(ds.y)
+    K2 = cfg["sigma_w2"] * _np_erf_g(cfg["sigma_w2"] * X @ X.T / 3)
+    Qf = cfg["sigma_a2"] * _np_erf_g(K2)
+    eps = np.linalg.solve(Qf + cfg["sigma2"] * np.eye(5), y)
+    ours = cfg["sigma_a2"] * eps @ K2 @ eps
+    eps_p = (y - Qf @ np.linalg.solve(Qf + cfg["sigma2"] * np.eye(5), y)) / np.sqrt(
+        cfg["sigma2"])
+    printed = eps_p @ K2 @ eps_p
+    # float64 linear algebra on a 5 × 5 problem: agreement to ~1e-12 relative.
+    assert fls.width_at_chi_one(arch, 5, **kw) == pytest.approx(ours, rel=1e-9)
+    assert fls.width_at_chi_one(arch, 5, convention="eq6_printed", **kw) == pytest.approx(
+        printed, rel=1e-9)
+
+
+def test_both_fls_normalizations_match_a_hand_computation_cnn():
+    # Linear activation, n = 4, N = 2 patches of S = 3: Q_f = (σ_a²/N) Σ_i P_i Σ P_iᵀ, so
+    # M = ∂(εᵀ Q_f ε)/∂Σ = (σ_a²/N) Σ_i P_iᵀ ε εᵀ P_i, and C·χ = λ_max(Σ_GP M) (Σ_GP ∝ I).
+    # Printed: ε → σ ε and σ_a² absorbed, i.e. × σ²/σ_a².
+    from fleos.data import make_dataset
+
+    kw = {"S": 3, "N": 2, "sigma2": 0.1, "activation": "linear"}
+    cfg = {**fls.DEFAULTS["cnn2"], **kw}
+    ds = make_dataset("cnn2", {"S": 3, "N": 2, "sigma_w2": cfg["sigma_w2"],
+                               "sigma_a2": cfg["sigma_a2"]}, 4, 0, 0, 1)
+    X, y = np.asarray(ds.X), np.asarray(ds.y)
+    P = [X[:, i * 3:(i + 1) * 3] for i in range(2)]
+    sig = cfg["sigma_w2"] / 3
+    Qf = cfg["sigma_a2"] / 2 * sum(p @ p.T * sig for p in P)
+    eps = np.linalg.solve(Qf + 0.1 * np.eye(4), y)
+    M = cfg["sigma_a2"] / 2 * sum(p.T @ np.outer(eps, eps) @ p for p in P)
+    ours = np.linalg.eigvalsh(sig * M)[-1]
+    assert fls.width_at_chi_one("cnn2", 4, **kw) == pytest.approx(ours, rel=1e-9)
+    assert fls.width_at_chi_one("cnn2", 4, convention="eq6_printed", **kw) == pytest.approx(
+        ours * 0.1 / cfg["sigma_a2"], rel=1e-9)
+    with pytest.raises(ValueError, match="convention"):
+        fls.width_at_chi_one("cnn2", 4, convention="paper", **kw)

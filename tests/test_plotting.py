@@ -90,17 +90,29 @@ def test_fig3_rejects_unsampled_hist_width(tmp_path, fig3_inputs):
 
 def test_fig2c_table(tmp_path):
     th = tmp_path / "fls.json"
+
+    def curve(label, w, factor):
+        return {"label": label, "width": w, "width_eq6_printed": [v * factor for v in w],
+                "config": {"sigma2": 0.01, "sigma_a2": 0.01 / factor}, "y_var": 0.7}
+
     write_json(th, {"n": [64, 256], "curves": {
-        "fcn_standard": {"label": "FCN standard", "width": [1.5, 2.0]},
-        "fcn_mf": {"label": "FCN MF", "width": [30.0, 100.0]},
-        "cnn": {"label": "CNN", "width": [50.0, math.nan]}}})
+        "fcn_standard": curve("FCN standard", [20.0, 60.0], 0.005),
+        "fcn_mf": curve("FCN MF", [30.0, 100.0], 1.28),
+        "cnn2": curve("CNN", [50.0, math.nan], 0.05)}})
     render_figure("fig2c", {"theory": [str(th)]}, {}, tmp_path / "c.png", tmp_path / "c.pdf",
-                  tmp_path / "c.csv")
+                  tmp_path / "c.csv", tmp_path / "c.rst")
     with open(tmp_path / "c.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["n"] for r in rows] == ["64", "256"]
+    assert [(r["n"], r["convention"]) for r in rows] == [
+        ("64", "fleos"), ("256", "fleos"), ("64", "eq6_printed"), ("256", "eq6_printed")]
     assert float(rows[1]["width_fcn_mf"]) == pytest.approx(100.0)
-    assert rows[1]["width_cnn"] == "nan"  # no crossing: stated, not invented
+    assert float(rows[2]["width_fcn_standard"]) == pytest.approx(0.1)
+    assert rows[1]["width_cnn2"] == "nan"  # no crossing: stated, not invented
+    text = (tmp_path / "c.rst").read_text()
+    assert "teacher output variance ⟨y²⟩ = 0.7" in text
+    # CNN above the standard FCN: only at n = 64 in ours (NaN at 256), at n = 64 printed too
+    assert "fleos: the paper's ordering (CNN channels at χ = 1 above the standard-FCN " \
+           "width) holds at n = [64] of [64, 256]" in text
 
 
 def test_unknown_figure(tmp_path):

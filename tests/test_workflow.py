@@ -25,9 +25,10 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 FIGURES = ("fig2a", "fig2b", "fig2c", "fig3", "fig4", "fig5", "fig6")
 FIG3_COLUMNS = [
-    "n", "C", "alpha_test_exp", "alpha_test_exp_se", "alpha_test_eos", "alpha_test_analytic",
-    "alpha_test_gp", "alpha_train_exp", "alpha_train_exp_se", "alpha_train_eos",
-    "alpha_train_gp",
+    "n", "C", "alpha_test_exp", "alpha_test_exp_se", "alpha_test_eos",
+    "alpha_test_eq9_printed", "alpha_test_eq9_corrected", "alpha_test_gp", "alpha_train_exp",
+    "alpha_train_exp_se", "alpha_train_eos", "alpha_train_eq9_printed",
+    "alpha_train_eq9_corrected", "alpha_train_gp",
 ]
 
 

@@ -15,6 +15,13 @@ bars are computed ACROSS SEEDS only:
 * Gaussian fits of snapshot projections use `fleos.observables.gaussian_fit` with the seed as
   group, so their SEs are also across seeds.
 
+Equilibration. The same files hold per-seed time series (thinned snapshots of weight and
+pre-activation projections, the training loss). For each headline observable a scalar series
+per seed (`equilibration_series`) gets the rank-normalized split-R̂ across seeds, the bulk ESS
+and the drift between the first and second half of the sampling window in SE
+(fleos.diagnostics); a point with R̂ > EQ_RHAT_MAX or |drift| > EQ_DRIFT_MAX SE is "not
+equilibrated" (`equilibrated`). The lr back-offs of all chunks are counted (`n_backoffs`).
+
 Outputs: one ``.npz`` per (experiment, n, width) (flat keys, documented in `aggregate_job`),
 one JSON per theory configuration.
 """
@@ -42,6 +49,13 @@ _NON_CHAIN = ("snapshots/epoch", "loss/epoch", "snapshots/directions",
 # Values kept per histogram in the aggregate file (a uniform subsample beyond that).
 MAX_HIST_VALUES = 200_000
 FIT_FIELDS = ("mean", "var", "mean_se", "var_se", "ks", "excess_kurtosis", "count", "groups")
+# Equilibration record of one series, stored as ``eq_<series>`` = [rhat, ess, drift, drift_se].
+EQ_FIELDS = ("rhat", "ess", "drift", "drift_se")
+# Flags (issue #10): R̂ above 1.05 means the seeds disagree (Vehtari et al. 2021 ask 1.01 for
+# final inference; 1.05 flags only clear failures at 2-8 seeds); a half-window drift beyond
+# 3 SE has probability 0.3 % for a stationary chain.
+EQ_RHAT_MAX = 1.05
+EQ_DRIFT_MAX = 3.0
 
 
 def engine_config(exp: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,6 +156,10 @@ def load_chunks(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
                  and not key.endswith("/rhat"))
         if chain and len(vals) == len(flats):
             out[key] = np.concatenate([np.atleast_1d(v) for v in vals], axis=0)
+        elif key.startswith("backoffs/"):
+            # Event lists (one row per back-off): every chunk's events count. Their `chain`
+            # column stays the index within its own file; `seed` identifies the chain.
+            out[key] = np.concatenate([np.atleast_1d(v) for v in vals], axis=0)
         else:
             out[key] = vals[0]
     seeds = out["seeds"]
@@ -172,6 +190,107 @@ def _subsample(x: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# Equilibration evidence from the per-seed time series
+# ---------------------------------------------------------------------------------------------
+
+
+def _common_tail(x: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """(chains, T, ...) -> (chains, t, ...): each chain's last t sampling points, t the
+    smallest number any chain has (R̂ and ESS need equal lengths; the tail is the most
+    equilibrated part). None if t < 8 (too short for a half drift)."""
+    lens = mask.sum(axis=1)
+    t = int(lens.min()) if len(lens) else 0
+    if t < 8:
+        return None
+    return np.stack([np.asarray(x[c], np.float64)[mask[c]][-t:] for c in range(x.shape[0])])
+
+
+def _loss_mask(samples: Mapping[str, Any]) -> np.ndarray | None:
+    """(chains, T_loss) mask of the loss epochs inside each chain's sampling window, from the
+    sampling snapshots: from the first to the last epoch of a sampling snapshot."""
+    if "snapshots/sampling" not in samples or "loss/epoch" not in samples:
+        return None
+    smask = np.asarray(samples["snapshots/sampling"], bool)
+    sep = np.asarray(samples["snapshots/epoch"])
+    lep = np.asarray(samples["loss/epoch"])
+    out = np.zeros((smask.shape[0], lep.size), bool)
+    for c in range(smask.shape[0]):
+        if smask[c].any():
+            e = sep[smask[c]]
+            out[c] = (lep >= e.min()) & (lep <= e.max())
+    return out
+
+
+def equilibration_series(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Scalar series (chains, t) per headline observable, from the stored time series:
+
+    * ``loss``: the training SSE Σ_μ (f(x_μ) − y_μ)² (train MSE and α, Figs. 2b, 3);
+    * ``<p>_sq`` for the snapshot projections p = w_teacher, w_random, h2_teacher, h2_random:
+      the channel (and direction) mean of the squared overlap, i.e. the second moment that
+      the figures' variances and Σ / K^(2) along the teacher measure (Figs. 3, 4, 5);
+    * ``mode1_sq``: the same of the top-Σ-mode projections of the kept full snapshots
+      (Fig. 2a); few points, often too few (then absent).
+    Only sampling-stage points; each chain's last t points, t common to all chains."""
+    out: dict[str, np.ndarray] = {}
+    mask = (np.asarray(samples["snapshots/sampling"], bool)
+            if "snapshots/sampling" in samples else None)
+    lmask = _loss_mask(samples)
+    if lmask is not None:
+        x = _common_tail(np.asarray(samples["loss/sse"], np.float64), lmask)
+        if x is not None:
+            out["loss"] = x
+    for key in ("w_teacher", "w_random", "h2_teacher", "h2_random"):
+        if f"snapshots/{key}" in samples and mask is not None:
+            v = np.asarray(samples[f"snapshots/{key}"], np.float64)
+            sq = (v ** 2).reshape(v.shape[0], v.shape[1], -1).mean(axis=2)
+            x = _common_tail(sq, mask)
+            if x is not None:
+                out[f"{key}_sq"] = x
+    if "top_modes/proj" in samples:
+        proj = np.asarray(samples["top_modes/proj"], np.float64)[..., 0]  # (chains, K, C)
+        sq = (proj ** 2).mean(axis=2)
+        x = _common_tail(sq, np.isfinite(sq))
+        if x is not None:
+            out["mode1_sq"] = x
+    return out
+
+
+def equilibration_record(x: np.ndarray) -> np.ndarray:
+    """[rhat, ess, drift, drift_se] (EQ_FIELDS) of a (chains, draws) series:
+    `fleos.diagnostics.rhat_rank`, `ess_bulk` and `half_drift`; NaN where undefined."""
+    from fleos.diagnostics import ess_bulk, half_drift, rhat_rank
+
+    try:
+        drift, drift_se = half_drift(x)
+        return np.array([rhat_rank(x), ess_bulk(x), drift, drift_se], np.float64)
+    except ValueError:  # too short or non-finite (a diverged chain's NaN)
+        return np.full(len(EQ_FIELDS), np.nan)
+
+
+def equilibration_summary(agg: Mapping[str, np.ndarray],
+                          series: Sequence[str]) -> dict[str, Any]:
+    """Worst case over the named series of an aggregate: the largest R̂, the smallest bulk
+    ESS, the drift (in SE) of largest magnitude, the back-off count, which series had a
+    record (``eq_series``) and ``equilibrated``: False if R̂ > EQ_RHAT_MAX or |drift| >
+    EQ_DRIFT_MAX SE for any of them. With no record at all the diagnostics are NaN and
+    ``equilibrated`` is None (not measurable, e.g. too few sampling snapshots)."""
+    recs = {s: np.asarray(agg[f"eq_{s}"], np.float64) for s in series if f"eq_{s}" in agg}
+    recs = {s: r for s, r in recs.items() if np.all(np.isfinite(r[[0, 3]]))}
+    nb = agg.get("n_backoffs")
+    out: dict[str, Any] = {"rhat": math.nan, "ess": math.nan, "drift_se": math.nan,
+                           "n_backoffs": float(nb) if nb is not None else math.nan,
+                           "eq_series": ";".join(recs), "equilibrated": None}
+    if recs:
+        r = np.stack(list(recs.values()))
+        out["rhat"] = float(r[:, 0].max())
+        out["ess"] = float(r[:, 1].min())
+        out["drift_se"] = float(r[np.argmax(np.abs(r[:, 3])), 3])
+        out["equilibrated"] = bool(out["rhat"] <= EQ_RHAT_MAX
+                                   and abs(out["drift_se"]) <= EQ_DRIFT_MAX)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Aggregation of one (experiment, n, width)
 # ---------------------------------------------------------------------------------------------
 
@@ -191,7 +310,9 @@ def aggregate_job(
       mode1_values, mode1_fit, mode1_eigval (Fig. 2a, most strongly fluctuating mode);
       K2_mean, Q2_mean, K2_eigs(_se), Q2_eigs(_se) (3-layer CNN);
       probe_<layer>_mean and <layer>_proj<i>_values/_fit (Myrtle-5);
-      iat_max, rhat_max (worst chain diagnostics of the snapshot series).
+      iat_max, rhat_max (worst chain diagnostics of the snapshot series, as stored);
+      eq_<series> = [rhat, ess, drift, drift_se] per `equilibration_series` (and the
+      Myrtle-5 ``<layer>_proj<i>_sq``); n_backoffs (lr back-offs, all chunks).
     """
     sigma2 = float(exp["sigma2"])
     y, y_test = np.asarray(data.y, np.float64), np.asarray(data.y_test, np.float64)
@@ -267,6 +388,7 @@ def aggregate_job(
             out[f"{kname}_eigs"], out[f"{kname}_eigs_se"] = jackknife(
                 lambda k: top_eigh(k, min(100, k.shape[0]))[0], K)
 
+    series: dict[str, np.ndarray] = {}  # Myrtle-5 projection series (equilibration below)
     probes = sorted({k.split("/")[1] for k in samples if k.startswith("probe/")})
     for layer in probes:
         Kp = np.asarray(samples[f"probe/{layer}/mean"], np.float64)
@@ -282,6 +404,9 @@ def aggregate_job(
                 v, g = _sampling_values(p, mask)
                 out[f"{layer}_proj{i + 1}_values"] = _subsample(v)
                 out.update(fit_record(f"{layer}_proj{i + 1}", gaussian_fit(v, g)))
+                x = _common_tail((p ** 2).mean(axis=2), mask)  # channel mean of p²
+                if x is not None:
+                    series[f"{layer}_proj{i + 1}_sq"] = x
 
     iat = [np.nanmax(v) for k, v in samples.items()
            if k.startswith("diagnostics/") and k.endswith("/iat") and np.size(v)
@@ -291,6 +416,11 @@ def aggregate_job(
             and np.any(np.isfinite(v))]
     out["iat_max"] = np.array(max(iat) if iat else np.nan)
     out["rhat_max"] = np.array(max(rhat) if rhat else np.nan)
+    series.update(equilibration_series(samples))
+    for sname, x in series.items():
+        out[f"eq_{sname}"] = equilibration_record(x)
+    out["n_backoffs"] = (np.array(np.size(samples["backoffs/epoch"]))
+                         if "backoffs/epoch" in samples else np.array(np.nan))
     if "lr/final" in samples:
         out["lr_final"] = np.asarray(samples["lr/final"], np.float64)
     return out
@@ -457,11 +587,17 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[str, Any]:
     """Fig. 3 theory at one n: numeric EoS (Eq. 8) annealed over the widths (the sampled
     ones and `theory.C_grid`; rows say which were sampled), the analytic Eq. 9 (train α
-    analytic; test α by GP inference with the analytic Σ, as in the paper), and the GP limit.
-    Non-converged points are kept with converged = False."""
+    analytic; test α by GP inference with the analytic Σ, as in the paper) twice: as printed
+    (``*_eq9_printed``: q_train = 1, unit teacher norms) and corrected (``*_analytic``:
+    `theory.q_train` (default renormalized), K_f⁻¹ term, finite-S leakage, actual teacher
+    norms); and the GP limit. Non-converged points are kept with converged = False."""
     from fleos.data import load_dataset
     from fleos.eos.cnn2 import CNN2Problem, cnn2_gp_observables, cnn2_observables, sweep_cnn2
-    from fleos.eos.cnn2_analytic import RECOMMENDED_OPTIONS, analytic_observables
+    from fleos.eos.cnn2_analytic import (
+        PRINTED_OPTIONS,
+        RECOMMENDED_OPTIONS,
+        analytic_observables,
+    )
 
     m = exp["model"]
     th = dict(exp.get("theory", {}))
@@ -484,6 +620,8 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     for C, res in zip(widths, results, strict=True):
         obs = cnn2_observables(problem, res.x)
         an = analytic_observables(problem, float(C), ds.teacher, q_train=q_train)
+        pr = analytic_observables(problem, float(C), ds.teacher, unit_teacher_norms=True,
+                                  **PRINTED_OPTIONS)
         rows.append({
             "C": C, "sampled": C in sampled,
             "eos_converged": bool(res.converged), "eos_residual": float(res.residual),
@@ -497,10 +635,14 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
             "alpha_test_analytic": an["alpha_test_gp_inference"],
             "alpha_test_analytic_ek": an["alpha_test_ek"], "chi2_analytic": an["chi2"],
             "l_star_analytic": an["l_star"],
+            "eq9_printed_converged": pr["converged"],
+            "alpha_train_eq9_printed": pr["alpha_train"],
+            "alpha_test_eq9_printed": pr["alpha_test_gp_inference"],
         })
     return {
         "experiment": "cnn2", "n": ds.n, "teacher_seed": exp["data"].get("teacher_seed"),
         "analytic_options": {**RECOMMENDED_OPTIONS, "q_train": q_train},
+        "eq9_printed_options": {**PRINTED_OPTIONS, "teacher_norms": "unit"},
         "gp": {"alpha_test": gp["alpha_test"], "alpha_train": gp["alpha_train"],
                "mse_train_norm": gp["train_mse_normalized"],
                "sigma_top": float(gp["sigma_eigs"][0])},
@@ -583,10 +725,11 @@ def theory_cnn3(
     exp: Mapping[str, Any], width: int, data_path: str | os.PathLike,
     aggregate_path: str | os.PathLike, out_path: str | os.PathLike,
 ) -> dict[str, Any]:
-    """Fig. 5 theory (fleos.eos.cnn3): Σ predicted by the last line of Eq. 5 at the empirical
-    Σ and K^(2); Q^(2) predicted from the empirical K^(2) (Eq. 5, line 2); the GP (C → ∞)
-    kernels Σ_GP = σ_w²/S0 I and Q2_GP = Q2(Σ_GP). Spectra (descending) go to the JSON;
-    `sigma_pred_valid` is False if the predicted Σ is not positive definite."""
+    """Fig. 5 theory (`fleos.eos.cnn3.fig5_spectra`): Σ predicted by the last line of Eq. 5
+    at the empirical Σ and K^(2), with the empirical Q^(2) in the KL term (the paper's
+    estimate) and, for comparison, the analytic Q2(Σ_emp); Q^(2) predicted from the empirical
+    K^(2) (Eq. 5, line 2); the GP (C → ∞) kernels. Spectra (descending) go to the JSON;
+    ``*_valid`` is False where the predicted Σ is not positive definite."""
     from fleos.data import load_dataset
     from fleos.eos import cnn3
 
@@ -594,30 +737,22 @@ def theory_cnn3(
     agg = load_aggregate(aggregate_path)
     m = exp["model"]
     th = dict(exp.get("theory", {}))
-    act = m.get("activation", "erf")
-    geo = {"N": int(m["N"]), "S1": int(m["S1"]), "S0": int(m["S0"])}
-    ridge = float(th.get("ridge", 0.0))
-    s_pred = cnn3.predict_sigma(ds.X, agg["sigma_mean"], agg["K2_mean"], float(width),
-                                float(width), **geo, sigma_w2=float(m["sigma_w2"]),
-                                sigma_v2=float(m["sigma_v2"]), ridge=ridge, activation=act)
-    q_pred = cnn3.predict_q2(agg["K2_mean"], ds.y, float(exp["sigma2"]), float(width),
-                             N=geo["N"], sigma_a2=float(m["sigma_a2"]), ridge=ridge,
-                             activation=act)
-    s_gp, q_gp = cnn3.gp_kernels(ds.X, geo["N"], geo["S1"], geo["S0"], float(m["sigma_w2"]),
-                                 float(m["sigma_v2"]), act)
-    s_eigs = cnn3.top_eigs(s_pred, 50)
+    spectra = cnn3.fig5_spectra(
+        ds.X, ds.y, agg["sigma_mean"], agg["K2_mean"], agg.get("Q2_mean"), float(width),
+        float(width), N=int(m["N"]), S1=int(m["S1"]), S0=int(m["S0"]),
+        sigma2=float(exp["sigma2"]), sigma_w2=float(m["sigma_w2"]),
+        sigma_v2=float(m["sigma_v2"]), sigma_a2=float(m["sigma_a2"]),
+        ridge=float(th.get("ridge", 0.0)), activation=m.get("activation", "erf"))
     doc = {"experiment": "cnn3", "n": ds.n, "width": width,
-           "teacher_seed": exp["data"].get("teacher_seed"),
-           "sigma_pred_eigs": s_eigs, "sigma_pred_valid": bool(min(s_eigs) > 0),
-           "sigma_gp_eigs": cnn3.top_eigs(s_gp, 50),
-           "q2_pred_eigs": cnn3.top_eigs(q_pred, 100), "q2_gp_eigs": cnn3.top_eigs(q_gp, 100)}
+           "teacher_seed": exp["data"].get("teacher_seed"), **spectra}
     write_json(out_path, doc)
     return doc
 
 
 def theory_fls(fls_cfg: Mapping[str, Any], out_path: str | os.PathLike) -> dict[str, Any]:
     """Fig. 2c (fleos.fls.fls_curve): width (channels) at which χ = 1 (Eq. 6) vs n, for the
-    FCN in standard and mean-field scaling and the 2-layer CNN; mean over `data_seeds`.
+    FCN in standard and mean-field scaling and the 2-layer CNN; mean over `data_seeds`; in
+    our normalization (``width``) and in Eq. 6's printed one (``width_eq6_printed``).
     Per-architecture overrides (``fls.fcn_standard: {d: 64}``, ...) go to fleos.fls."""
     from fleos.fls import fls_curve
 
@@ -630,7 +765,9 @@ def theory_fls(fls_cfg: Mapping[str, Any], out_path: str | os.PathLike) -> dict[
                       teacher_seed=int(fls_cfg.get("teacher_seed", 0)),
                       **dict(fls_cfg.get(arch, {})))
         curves[arch] = {"label": labels.get(arch, arch), "width": c["width_mean"],
-                        "width_std": c["width_std"], "config": c["config"]}
+                        "width_std": c["width_std"], "config": c["config"],
+                        "width_eq6_printed": c["width_mean_eq6_printed"],
+                        "printed_factor": c["printed_factor"], "y_var": c["y_var"]}
     doc = {"n": ns, "teacher_seed": int(fls_cfg.get("teacher_seed", 0)), "curves": curves}
     write_json(out_path, doc)
     return doc

@@ -7,7 +7,13 @@ functions quantify both:
 * `integrated_autocorr_time(x)`: τ = 1 + 2 Σ_{t≥1} ρ(t), estimated with Sokal's automatic
   window (smallest M with M ≥ c·τ(M), c = 5) or Geyer's initial monotone positive sequence;
 * `effective_sample_size(x)`: n/τ (chains × time: total draws / τ of the chain-averaged ACF);
-* `split_rhat(x)`: Gelman et al. split-R̂ over chains × time.
+* `split_rhat(x)`: Gelman et al. split-R̂ over chains × time;
+* `rhat_rank`, `ess_bulk`, `ess_mean`: the rank-normalized split-R̂ and the multi-chain
+  effective sample sizes of Vehtari, Gelman, Simpson, Carpenter & Bürkner, "Rank-normalization,
+  folding, and localization: an improved R̂ for assessing convergence of MCMC", Bayesian
+  Analysis 16, 667 (2021) (the conventions of Stan and ArviZ, to which the tests compare);
+* `half_drift`: the change of the mean between the first and second half of the window, in
+  units of its Monte Carlo standard error.
 
 Conventions: a 1-D array is one chain; a 2-D array is (chains, time). Computations in float64.
 """
@@ -15,6 +21,7 @@ Conventions: a 1-D array is one chain; a 2-D array is (chains, time). Computatio
 from __future__ import annotations
 
 import numpy as np
+from scipy import special, stats
 
 _METHODS = ("sokal", "geyer")
 
@@ -32,16 +39,23 @@ def _as_chains(x: np.ndarray, name: str = "x") -> np.ndarray:
     return a
 
 
+def _autocov(a: np.ndarray) -> np.ndarray:
+    """Biased autocovariances (1/T) Σ_s (a_s − ā)(a_{s+t} − ā), t = 0..T−1, of each row, by
+    FFT (zero-padded to ≥ 2T − 1, so no wrap-around)."""
+    t = a.shape[1]
+    a = a - a.mean(axis=1, keepdims=True)
+    nfft = 1 << (2 * t - 1).bit_length()
+    f = np.fft.rfft(a, n=nfft, axis=1)
+    return np.fft.irfft(f * np.conj(f), n=nfft, axis=1)[:, :t] / t
+
+
 def autocorrelation(x: np.ndarray) -> np.ndarray:
     """Normalised autocorrelation function ρ(t), t = 0..T-1, by FFT (zero-padded, so no
     wrap-around). For (chains, time) input, the chains' autocovariances (each centred on its
     own mean) are averaged before normalising."""
     a = _as_chains(x)
     t = a.shape[1]
-    a = a - a.mean(axis=1, keepdims=True)
-    nfft = 1 << (2 * t - 1).bit_length()
-    f = np.fft.rfft(a, n=nfft, axis=1)
-    acov = np.fft.irfft(f * np.conj(f), n=nfft, axis=1)[:, :t].mean(axis=0) / t
+    acov = _autocov(a).mean(axis=0)
     if acov[0] <= 0:
         # A constant series has no defined correlation; report ρ = δ_t0 (τ = 1) explicitly.
         out = np.zeros(t)
@@ -94,20 +108,126 @@ def split_rhat(x: np.ndarray) -> float:
     means, var⁺ = (n−1)/n W + B/n, R̂ = √(var⁺/W). R̂ → 1 at equilibrium; values above ~1.01
     to 1.1 signal chains that have not mixed or are still drifting.
     """
-    a = _as_chains(x)
-    n = a.shape[1] // 2
-    seqs = np.concatenate([a[:, :n], a[:, -n:]], axis=0)
+    return _rhat_of(_split(_as_chains(x)))
+
+
+# ---- Vehtari et al. (2021): rank-normalized split-R̂ and multi-chain ESS ---------------------
+
+
+def _split(a: np.ndarray) -> np.ndarray:
+    """(chains, n) -> (2·chains, n // 2): each chain's first and last halves (the middle draw
+    of an odd-length chain is dropped), so that a drift within a chain shows up as a
+    difference between sequences."""
+    h = a.shape[1] // 2
+    return np.concatenate([a[:, :h], a[:, -h:]], axis=0)
+
+
+def _rank_normal(a: np.ndarray) -> np.ndarray:
+    """Rank normalization: z = Φ⁻¹((r − 3/8)/(S + 1/4)) with r the average rank among all S
+    draws (Blom's offset; Vehtari et al. 2021, Eq. 14)."""
+    r = stats.rankdata(a, method="average").reshape(a.shape)
+    return special.ndtri((r - 0.375) / (a.size + 0.25))
+
+
+def _rhat_of(seqs: np.ndarray) -> float:
+    """Plain R̂ of equal-length sequences (rows): √(var⁺/W), var⁺ = (n−1)/n W + B/n."""
+    n = seqs.shape[1]
     w = seqs.var(axis=1, ddof=1).mean()
     b_over_n = seqs.mean(axis=1).var(ddof=1)
     if w <= 0:
         return float("inf") if b_over_n > 0 else 1.0
-    var_plus = (n - 1) / n * w + b_over_n
-    return float(np.sqrt(var_plus / w))
+    return float(np.sqrt(((n - 1) / n * w + b_over_n) / w))
+
+
+def rhat_rank(x: np.ndarray) -> float:
+    """Rank-normalized split-R̂ (Vehtari et al. 2021, §4.1): the larger of the bulk R̂ (split
+    chains, rank-normalized) and the tail R̂ (the same of the folded draws |θ − median θ|).
+
+    x: (chains, draws) (or one chain). Above ~1.01 the chains disagree in location (bulk) or
+    scale (tail); the workflow flags R̂ > 1.05. One chain still gives a value (its two halves
+    are compared); ArviZ returns NaN there.
+    """
+    seqs = _split(_as_chains(x))
+    bulk = _rhat_of(_rank_normal(seqs))
+    tail = _rhat_of(_rank_normal(np.abs(seqs - np.median(seqs))))
+    return max(bulk, tail)
+
+
+def _ess_multichain(seqs: np.ndarray) -> float:
+    """Multi-chain ESS of (sequences, n) (Vehtari et al. 2021, §3.2, as in Stan):
+
+    ρ̂_t = 1 − (W − mean_m γ̂_{m,t}) / var⁺, with γ̂_{m,t} the biased autocovariance of
+    sequence m, W = the within-sequence variance and var⁺ = (n−1)/n W + B/n, so that a
+    between-sequence spread lowers the ESS. τ̂ sums Geyer's initial positive sequence of pair
+    sums P_k = ρ̂_{2k} + ρ̂_{2k+1}, made monotone, plus the first even lag past it when positive;
+    τ̂ ≥ 1/log10(S) caps the ESS for antithetic chains; ESS = S/τ̂, S = all draws.
+    """
+    m, n = seqs.shape
+    if np.ptp(seqs) < np.finfo(np.float64).resolution:
+        return float(seqs.size)  # a constant series: every draw counts (ArviZ's convention)
+    acov = _autocov(seqs).mean(axis=0)
+    w = acov[0] * n / (n - 1)
+    var_plus = acov[0] + (seqs.mean(axis=1).var(ddof=1) if m > 1 else 0.0)
+    rho = 1.0 - (w - acov) / var_plus
+    rho[0] = 1.0
+    # Geyer's initial positive sequence: pair k is formed while pair k−1 was positive and
+    # 2k ≤ n − 3 (Stan's truncation); j = the last pair formed.
+    k_max = max((n - 3) // 2, 0)
+    pairs = rho[0 : 2 * k_max + 1 : 2] + rho[1 : 2 * k_max + 2 : 2]
+    nonpos = np.nonzero(pairs <= 0)[0]
+    j = min(int(nonpos[0]), k_max) if len(nonpos) else k_max
+    mono = np.minimum.accumulate(pairs[:j])  # initial monotone sequence of pairs 0..j−1
+    # The even lag of pair j still counts when positive (or when its pair sum was ≥ 0).
+    last = rho[2 * j] if (rho[2 * j] > 0 or pairs[j] >= 0) else 0.0
+    tau = -1.0 + 2.0 * mono.sum() + last
+    tau = max(tau, 1.0 / np.log10(seqs.size))
+    return float(seqs.size / tau)
+
+
+def ess_bulk(x: np.ndarray) -> float:
+    """Bulk ESS (Vehtari et al. 2021, §4.2): the multi-chain ESS of the rank-normalized split
+    chains; x: (chains, draws). Robust to heavy tails; the ESS to quote beside `rhat_rank`."""
+    return _ess_multichain(_rank_normal(_split(_as_chains(x))))
+
+
+def ess_mean(x: np.ndarray) -> float:
+    """ESS for the mean (Vehtari et al. 2021, §3.2): the multi-chain ESS of the split chains
+    without rank normalization; the Monte Carlo SE of the mean is sd/√ess_mean."""
+    return _ess_multichain(_split(_as_chains(x)))
+
+
+def mcse_mean(x: np.ndarray) -> float:
+    """Monte Carlo standard error of the mean of all draws: sd(ddof=1)/√ess_mean."""
+    a = _as_chains(x)
+    return float(np.sqrt(a.var(ddof=1) / ess_mean(a)))
+
+
+def half_drift(x: np.ndarray) -> tuple[float, float]:
+    """(second-half mean − first-half mean, that difference in units of its SE) of
+    (chains, draws): the halves are the first and last ⌊draws/2⌋ draws of every chain, each
+    half's SE is `mcse_mean` of that half alone (its own ESS), and the two are added in
+    quadrature (the halves are treated as independent, fair once draws ≫ the IAT). A
+    stationary chain gives |z| < 3 with probability ≈ 0.997. A trend inside a half also
+    shrinks that half's ESS, so a strongly relaxing chain saturates at a few SE: the split
+    R̂ (`rhat_rank`) is the sharper test there, and the workflow flags either."""
+    a = _as_chains(x)
+    h = a.shape[1] // 2
+    if h < 4:
+        raise ValueError(f"x needs at least 8 draws for a half drift, got {a.shape[1]}")
+    first, second = a[:, :h], a[:, -h:]
+    diff = float(second.mean() - first.mean())
+    se = float(np.hypot(mcse_mean(first), mcse_mean(second)))
+    return diff, (diff / se if se > 0 else (0.0 if diff == 0 else float("inf")))
 
 
 __all__ = [
     "autocorrelation",
     "effective_sample_size",
+    "ess_bulk",
+    "ess_mean",
+    "half_drift",
     "integrated_autocorr_time",
+    "mcse_mean",
+    "rhat_rank",
     "split_rhat",
 ]

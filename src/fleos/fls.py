@@ -12,6 +12,13 @@ inconsistent with its own K_f⁻¹ term; see docs/derivations/fcn.md).
 M = ∂(εᵀ Q_f(Σ) ε)/∂Σ; relative to Σ_GP⁻¹ its size is χ = λ_max(Σ_GP^{1/2} M Σ_GP^{1/2})/C.
 Along w* this is the χ_2 = α² n² λ_∞/C of Eq. 9 (l* = [1 − χ_2]⁻¹/S).
 
+Two normalizations (docs/derivations/fls_normalization.md). Ours (``convention="fleos"``,
+above) is the one of Eqs. 5/8 and of Eq. 9's χ_2 = α²n²λ_∞/C: it reproduces the paper's CNN
+number (α_GP² n² λ_∞ = 634 vs the printed 633.2). Eq. 6 as printed
+(``convention="eq6_printed"``: ε = (y − f̄)/σ, σ_L² absorbed) is smaller by the factor
+σ²/σ_L² (`printed_factor`): ≈ 1/200 for the standard FCN (σ² = 0.01, σ_L² = 2), which is what
+the paper's statement "FCNs with standard scaling require N = O(1)" needs.
+
 χ ∝ 1/width at fixed ε, and we evaluate ε (and Q) at the GP solution (width → ∞), so the
 width at which χ = 1 is the width-free number χ·width at the GP point (for the FCN in MF
 scaling σ_L² is held fixed, as in the paper's Fig. 2c).
@@ -34,6 +41,7 @@ from fleos.kernels import cnn2_output_kernel, fcn_gp_kernels, patches
 Array = jnp.ndarray
 
 ARCHS = ("fcn_standard", "fcn_mf", "cnn2")
+CONVENTIONS = ("fleos", "eq6_printed")
 
 # Defaults: Fig. 2b geometry for the FCNs, Fig. 3 geometry for the CNN.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -118,40 +126,68 @@ def _config(arch: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def width_at_chi_one(
-    arch: str, n: int, data_seed: int = 1, teacher_seed: int = 0, **overrides: Any
-) -> float:
-    """Width N_{L-1} (FCN) or channels C (CNN) at which χ = 1, for n teacher samples.
+def printed_factor(cfg: dict[str, Any]) -> float:
+    """χ of Eq. 6 as printed over ours: σ²/σ_L² (ε/σ instead of ε/σ² squares to a factor σ²;
+    σ_L² absorbed drops the readout variance), σ_L² = the readout variance in Q_f
+    (`sigma_a2`: σ_a² standard, the fixed 2/256 mean-field, σ_a² for the CNN)."""
+    return float(cfg["sigma2"] / cfg["sigma_a2"])
 
-    Data: fleos.data.make_dataset with the arch's teacher (iid Gaussian inputs). χ is
-    evaluated at the GP solution (see module docstring).
-    """
+
+def _teacher_data(arch: str, cfg: dict[str, Any], n: int, data_seed: int,
+                  teacher_seed: int) -> Any:
     from fleos.data import make_dataset
 
-    cfg = _config(arch, overrides)
     if arch.startswith("fcn"):
         # The teacher has the standard readout (width 1); MF only changes the student's σ_L².
         tcfg = {"d": cfg["d"], "depth": cfg["depth"], "sigma_w2": cfg["sigma_w2"],
                 "sigma_a2": DEFAULTS["fcn_standard"]["sigma_a2"], "activation": cfg["activation"]}
-        ds = make_dataset("fcn", tcfg, n, 0, teacher_seed, data_seed)
-        return fcn_chi_times_width(ds.X, ds.y, cfg["sigma_w2"], cfg["sigma_a2"], cfg["sigma2"],
-                                   cfg["depth"], cfg["activation"])
+        return make_dataset("fcn", tcfg, n, 0, teacher_seed, data_seed)
     tcfg = {"S": cfg["S"], "N": cfg["N"], "sigma_w2": cfg["sigma_w2"], "sigma_a2": cfg["sigma_a2"]}
-    ds = make_dataset("cnn2", tcfg, n, 0, teacher_seed, data_seed)
-    return cnn2_chi_times_width(ds.X, ds.y, cfg["S"], cfg["N"], cfg["sigma_w2"], cfg["sigma_a2"],
-                                cfg["sigma2"], cfg["activation"])
+    return make_dataset("cnn2", tcfg, n, 0, teacher_seed, data_seed)
+
+
+def width_at_chi_one(
+    arch: str, n: int, data_seed: int = 1, teacher_seed: int = 0, convention: str = "fleos",
+    **overrides: Any,
+) -> float:
+    """Width N_{L-1} (FCN) or channels C (CNN) at which χ = 1, for n teacher samples.
+
+    Data: fleos.data.make_dataset with the arch's teacher (iid Gaussian inputs). χ is
+    evaluated at the GP solution, in `convention` "fleos" (ε/σ², σ_L² kept) or "eq6_printed"
+    (ε/σ, σ_L² absorbed); see the module docstring.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    cfg = _config(arch, overrides)
+    ds = _teacher_data(arch, cfg, n, data_seed, teacher_seed)
+    if arch.startswith("fcn"):
+        w = fcn_chi_times_width(ds.X, ds.y, cfg["sigma_w2"], cfg["sigma_a2"], cfg["sigma2"],
+                                cfg["depth"], cfg["activation"])
+    else:
+        w = cnn2_chi_times_width(ds.X, ds.y, cfg["S"], cfg["N"], cfg["sigma_w2"],
+                                 cfg["sigma_a2"], cfg["sigma2"], cfg["activation"])
+    return w * (printed_factor(cfg) if convention == "eq6_printed" else 1.0)
 
 
 def fls_curve(
     arch: str, ns: Sequence[int], data_seeds: Sequence[int] = (1, 2, 3), teacher_seed: int = 0,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Fig. 2c curve: width at χ = 1 vs n, mean/std/min/max over data seeds (fixed teacher)."""
+    """Fig. 2c curve: width at χ = 1 vs n, mean/std/min/max over data seeds (fixed teacher),
+    in our convention; ``width_mean_eq6_printed`` in Eq. 6's printed one (× `printed_factor`);
+    ``y_var``: the teacher's output variance ⟨y²⟩ over all the data sets used."""
+    cfg = _config(arch, overrides)
     per_seed = np.array([[width_at_chi_one(arch, int(n), s, teacher_seed, **overrides)
                           for s in data_seeds] for n in ns])
+    y_var = float(np.mean([np.mean(np.asarray(_teacher_data(arch, cfg, int(n), s,
+                                                            teacher_seed).y) ** 2)
+                           for n in ns for s in data_seeds]))
     return {
         "arch": arch,
-        "config": _config(arch, overrides),
+        "config": cfg,
+        "printed_factor": printed_factor(cfg),
+        "y_var": y_var,
+        "width_mean_eq6_printed": (per_seed.mean(axis=1) * printed_factor(cfg)).tolist(),
         "teacher_seed": teacher_seed,
         "data_seeds": list(data_seeds),
         "n": [int(n) for n in ns],

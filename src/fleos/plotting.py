@@ -3,7 +3,10 @@
 Figures follow the layout of Seroussi, Naveh & Ringel, Nat. Commun. 14, 908 (2023); the
 tables state in numbers what the figure draws (experiment ± SE across seeds, theory, GP) and
 mark every EoS point that did not converge: such points are drawn as open grey crosses and
-never joined to the converged curve. `render_figure` writes PNG, PDF and CSV.
+never joined to the converged curve. Every experimental point carries its equilibration
+evidence (`fleos.aggregate.equilibration_summary`: columns rhat, ess, drift_se, n_backoffs,
+equilibrated, eq_series); a point that is not equilibrated is drawn hollow (a histogram:
+dotted) and named in the summary. `render_figure` writes PNG, PDF and CSV.
 
 Inputs are the workflow's files: aggregate ``.npz`` (fleos.aggregate.aggregate_experiment),
 theory JSON (fleos.aggregate.theory_*), data ``.npz`` (fleos.data.save_dataset).
@@ -25,17 +28,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from fleos.aggregate import load_aggregate, read_json, unpack_fit  # noqa: E402
+from fleos.aggregate import (  # noqa: E402
+    EQ_DRIFT_MAX,
+    EQ_RHAT_MAX,
+    equilibration_summary,
+    load_aggregate,
+    read_json,
+    unpack_fit,
+)
 from fleos.observables import qq_points  # noqa: E402
 
 Table = tuple[list[str], list[dict[str, Any]]]
 FIG3_COLUMNS = [
-    "n", "C", "alpha_test_exp", "alpha_test_exp_se", "alpha_test_eos", "alpha_test_analytic",
-    "alpha_test_gp", "alpha_train_exp", "alpha_train_exp_se", "alpha_train_eos",
-    "alpha_train_gp",
+    "n", "C", "alpha_test_exp", "alpha_test_exp_se", "alpha_test_eos",
+    "alpha_test_eq9_printed", "alpha_test_eq9_corrected", "alpha_test_gp", "alpha_train_exp",
+    "alpha_train_exp_se", "alpha_train_eos", "alpha_train_eq9_printed",
+    "alpha_train_eq9_corrected", "alpha_train_gp",
 ]
 BLUE, GREEN, RED, GREY = "tab:blue", "tab:green", "tab:red", "0.5"
 NONCONV = {"marker": "x", "color": "0.4", "linestyle": "none", "markersize": 7}
+EQ_COLUMNS = ["rhat", "ess", "drift_se", "n_backoffs", "equilibrated", "eq_series"]
+HOLLOW_LABEL = f"hollow: not equilibrated (R̂ > {EQ_RHAT_MAX} or |drift| > {EQ_DRIFT_MAX:g} SE)"
+# The series (fleos.aggregate.equilibration_series) behind each headline observable.
+SERIES_SIGMA = ("w_teacher_sq", "w_random_sq")  # Σ along the teacher and random directions
+SERIES_CNN3 = ("w_teacher_sq", "w_random_sq", "h2_teacher_sq", "h2_random_sq", "loss")
 
 
 def _nan(v: Any) -> float:
@@ -56,8 +72,14 @@ def _theory_index(paths: Sequence[str]) -> dict[int, dict[str, Any]]:
 
 
 def _hist_with_fit(ax: Any, values: np.ndarray, fit: Mapping[str, float], color: str,
-                   label: str, bins: int = 60, style: str = "step") -> None:
-    """Histogram (density) of values and the dashed Gaussian moment fit (Figs. 3, 4, 6)."""
+                   label: str, bins: int = 60, style: str = "step",
+                   eq: Mapping[str, Any] | None = None) -> None:
+    """Histogram (density) of values and the dashed Gaussian moment fit (Figs. 3, 4, 6).
+    A flagged `eq` (equilibration_summary) draws hollow dots / a dotted outline and says
+    "not equilibrated" in the label."""
+    bad = eq is not None and _not_eq(eq)
+    if bad:
+        label = f"{label} (not equilibrated)"
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -66,11 +88,12 @@ def _hist_with_fit(ax: Any, values: np.ndarray, fit: Mapping[str, float], color:
     edges = np.linspace(lo, hi, bins + 1)
     h, e = np.histogram(values, bins=edges, density=True)
     centers = 0.5 * (e[1:] + e[:-1])
+    lab = f"{label}: var {fit['var']:.3g}±{fit['var_se']:.2g}"
     if style == "dots":
-        ax.plot(centers, h, "o", color=color, markersize=3,
-                label=f"{label}: var {fit['var']:.3g}±{fit['var_se']:.2g}")
+        ax.plot(centers, h, "o", color=color, markersize=3, label=lab,
+                markerfacecolor="white" if bad else color)
     else:
-        ax.stairs(h, e, color=color, label=f"{label}: var {fit['var']:.3g}±{fit['var_se']:.2g}")
+        ax.stairs(h, e, color=color, label=lab, linestyle=":" if bad else "-")
     xs = np.linspace(lo, hi, 300)
     sd = math.sqrt(max(fit["var"], 1e-300))
     ax.plot(xs, np.exp(-0.5 * ((xs - fit["mean"]) / sd) ** 2) / (sd * math.sqrt(2 * math.pi)),
@@ -81,6 +104,26 @@ def _fit_row(prefix: str, agg: Mapping[str, np.ndarray]) -> dict[str, float]:
     return unpack_fit(agg[f"{prefix}_fit"])
 
 
+def _not_eq(eq: Mapping[str, Any]) -> bool:
+    """True only for a point measured and flagged (None = not measurable is not flagged)."""
+    return eq.get("equilibrated") is False
+
+
+def _points(ax: Any, x: Sequence[float], y: Sequence[float], yerr: Sequence[float] | None,
+            eqs: Sequence[Mapping[str, Any]], color: str, label: str | None = None,
+            **kw: Any) -> bool:
+    """Error-bar points, filled when equilibrated and hollow when flagged. Returns whether
+    any point was hollow (the caller then adds HOLLOW_LABEL to the legend)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    bad = np.array([_not_eq(e) for e in eqs], bool)
+    kw = {"capsize": 3, **kw}
+    ax.errorbar(x, y, yerr=yerr, fmt="o", color=color, label=label, **kw)
+    if bad.any():  # white faces over the flagged points
+        ax.plot(x[bad], y[bad], "o", color=color, markerfacecolor="white",
+                markersize=kw.get("markersize", 6), zorder=5)
+    return bool(bad.any())
+
+
 # ---------------------------------------------------------------------------------------------
 # Fig. 3: 2-layer CNN
 # ---------------------------------------------------------------------------------------------
@@ -88,8 +131,9 @@ def _fit_row(prefix: str, agg: Mapping[str, np.ndarray]) -> dict[str, float]:
 
 def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tuple[Any, Table]:
     """Fig. 3. Left: test α/α_GP vs C (dots: experiment ± SE; solid: numeric EoS, Eq. 8;
-    dashed: analytic Eq. 9 with GP inference on the analytic Σ), inset: train α/α_GP (dashed:
-    Eq. 9's train α, fully analytic). Right: histograms of w_c·w*/|w*| and of w_c projected on
+    dotted: Eq. 9 exactly as printed, dashed: Eq. 9 corrected (fleos.eos.cnn2_analytic), each
+    with GP inference on its analytic Σ), inset: train α/α_GP (the same lines: Eq. 9's train
+    α, fully analytic). Right: histograms of w_c·w*/|w*| and of w_c projected on
     a random unit vector, with Gaussian fits, at the largest n and the width
     ``figures.fig3.hist_width`` (default: the largest width, as in the paper's C = 640).
     """
@@ -103,32 +147,43 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
     curve_lo: list[float] = []  # lowest theory values, so that no curve is clipped
     curve_c: list[float] = []  # every C solved (sampled and theory.C_grid): the x ticks
     not_converged_drawn = False
+    hollow = False
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, n in enumerate(sorted(theory)):
         th, col = theory[n], colors[k % len(colors)]
+        q_train_label = str(th.get("analytic_options", {}).get("q_train", "renormalized"))
+        if q_train_label == "first_order":  # Supplementary Material (3) is not available
+            q_train_label += " (our reconstruction)"
         gp_te, gp_tr = _nan(th["gp"]["alpha_test"]), _nan(th["gp"]["alpha_train"])
         trows = sorted(th["rows"], key=lambda r: r["C"])
         Cs = np.array([r["C"] for r in trows], float)
         conv = np.array([r["eos_converged"] for r in trows], bool)
         an_ok = np.array([r["analytic_converged"] for r in trows], bool)
+        pr_ok = np.array([r.get("eq9_printed_converged", False) for r in trows], bool)
         eos_te = np.array([_nan(r["alpha_test_eos"]) for r in trows]) / gp_te
         eos_tr = np.array([_nan(r["alpha_train_eos"]) for r in trows]) / gp_tr
         an_te = np.array([_nan(r["alpha_test_analytic"]) for r in trows]) / gp_te
         an_tr = np.array([_nan(r["alpha_train_analytic"]) for r in trows]) / gp_tr
-        for a, te, tr in ((ax, eos_te, an_te), (axin, eos_tr, an_tr)):
-            a.plot(Cs[conv], te[conv], "-", color=col)
-            a.plot(Cs[~conv], te[~conv], **NONCONV)
-            a.plot(Cs[an_ok], tr[an_ok], "--", color=col)
-        curve_lo.extend(np.concatenate([eos_te[conv], an_te[an_ok]]).tolist())
+        pr_te = np.array([_nan(r.get("alpha_test_eq9_printed")) for r in trows]) / gp_te
+        pr_tr = np.array([_nan(r.get("alpha_train_eq9_printed")) for r in trows]) / gp_tr
+        for a, eos, an, pr in ((ax, eos_te, an_te, pr_te), (axin, eos_tr, an_tr, pr_tr)):
+            a.plot(Cs[conv], eos[conv], "-", color=col)
+            a.plot(Cs[~conv], eos[~conv], **NONCONV)
+            a.plot(Cs[an_ok], an[an_ok], "--", color=col)
+            a.plot(Cs[pr_ok], pr[pr_ok], ":", color=col)
+        curve_lo.extend(np.concatenate([eos_te[conv], an_te[an_ok], pr_te[pr_ok]]).tolist())
         not_converged_drawn = not_converged_drawn or not bool(conv.all())
         curve_c.extend(Cs.tolist())
         # Experiment and table: the sampled widths only (theory-only C_grid points draw the
         # lines above).
         trows = [r for r in trows if r.get("sampled", True)]
         Cs = np.array([r["C"] for r in trows], float)
-        e_te, e_te_se, e_tr, e_tr_se = [], [], [], []
+        e_te, e_te_se, e_tr, e_tr_se, eqs = [], [], [], [], []
         for r in trows:
             a = aggs.get((n, int(r["C"])))
+            # Train loss for α; Σ along w* and a random direction for what sets test α.
+            eqs.append(equilibration_summary(a, ("loss", *SERIES_SIGMA)) if a is not None
+                       else {})
             e_te.append(float(a["alpha_test"]) if a is not None else math.nan)
             e_te_se.append(float(a["alpha_test_se"]) if a is not None else math.nan)
             e_tr.append(float(a["alpha_train"]) if a is not None else math.nan)
@@ -137,28 +192,37 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
                 "n": n, "C": int(r["C"]),
                 "alpha_test_exp": e_te[-1], "alpha_test_exp_se": e_te_se[-1],
                 "alpha_test_eos": _nan(r["alpha_test_eos"]),
-                "alpha_test_analytic": _nan(r["alpha_test_analytic"]), "alpha_test_gp": gp_te,
+                "alpha_test_eq9_printed": _nan(r.get("alpha_test_eq9_printed")),
+                "alpha_test_eq9_corrected": _nan(r["alpha_test_analytic"]),
+                "alpha_test_gp": gp_te,
                 "alpha_train_exp": e_tr[-1], "alpha_train_exp_se": e_tr_se[-1],
                 "alpha_train_eos": _nan(r["alpha_train_eos"]),
+                "alpha_train_eq9_printed": _nan(r.get("alpha_train_eq9_printed")),
+                "alpha_train_eq9_corrected": _nan(r["alpha_train_analytic"]),
                 "alpha_train_gp": gp_tr,
                 "eos_converged": bool(r["eos_converged"]),
                 "eos_residual": _nan(r["eos_residual"]),
-                "analytic_converged": bool(r["analytic_converged"]),
-                "alpha_train_analytic": _nan(r["alpha_train_analytic"]),
+                "eq9_printed_converged": bool(r.get("eq9_printed_converged", False)),
+                "eq9_corrected_converged": bool(r["analytic_converged"]),
+                "eq9_corrected_q_train": q_train_label,
                 "test_ratio_exp": e_te[-1] / gp_te, "test_ratio_eos": _nan(r["alpha_test_eos"])
                 / gp_te, "test_dev_eos_in_se": (e_te[-1] - _nan(r["alpha_test_eos"]))
                 / e_te_se[-1] if e_te_se[-1] else math.nan,
                 "teacher_seed": th.get("teacher_seed"),
                 "n_seeds": int(len(a["seeds"])) if a is not None else 0,
+                **eqs[-1],
             })
-        ax.errorbar(Cs, np.array(e_te) / gp_te, yerr=np.array(e_te_se) / gp_te, fmt="o",
-                    color=col, capsize=3, label=f"n = {n}")
-        axin.errorbar(Cs, np.array(e_tr) / gp_tr, yerr=np.array(e_tr_se) / gp_tr, fmt="o",
-                      color=col, capsize=2, markersize=3)
+        hollow = _points(ax, Cs, np.array(e_te) / gp_te, np.array(e_te_se) / gp_te, eqs, col,
+                         label=f"n = {n}") or hollow
+        _points(axin, Cs, np.array(e_tr) / gp_tr, np.array(e_tr_se) / gp_tr, eqs, col,
+                capsize=2, markersize=3)
     ax.plot([], [], "k-", label="EoS (numeric, Eq. 8)")
-    ax.plot([], [], "k--", label="analytic (Eq. 9)")
+    ax.plot([], [], "k:", label="Eq. 9 as printed ($q_{train}$ = 1, unit teacher norms)")
+    ax.plot([], [], "k--", label="Eq. 9 corrected (ridge, $K_f^{-1}$, finite S, teacher norms)")
     if not_converged_drawn:  # any failed EoS point, sampled or theory-only (C_grid)
         ax.plot([], [], label="EoS not converged", **NONCONV)
+    if hollow:
+        ax.plot([], [], "o", color="k", markerfacecolor="white", label=HOLLOW_LABEL)
     all_c = sorted({int(c) for c in curve_c})
     sampled_c = sorted({int(r["C"]) for r in rows} | {all_c[0], all_c[-1]})
     for a, ticks in ((ax, all_c), (axin, sampled_c)):
@@ -182,10 +246,10 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
     if (n_max, hw) not in aggs:
         raise ValueError(f"figures.fig3.hist_width = {hw} is not a sampled width {widths}")
     a = aggs[(n_max, hw)]
-    _hist_with_fit(axh, a["w_teacher_values"], _fit_row("w_teacher", a), BLUE,
-                   r"$w\cdot w^*/|w^*|$")
-    _hist_with_fit(axh, a["w_random_values"], _fit_row("w_random", a), GREEN,
-                   r"$w\cdot w_r/|w_r|$")
+    for k, col, lab in (("w_teacher", BLUE, r"$w\cdot w^*/|w^*|$"),
+                        ("w_random", GREEN, r"$w\cdot w_r/|w_r|$")):
+        _hist_with_fit(axh, a[f"{k}_values"], _fit_row(k, a), col, lab,
+                       eq=equilibration_summary(a, (f"{k}_sq",)))
     axh.set_title(f"n = {n_max}, C = {hw} (dashed: Gaussian fits)", fontsize=9)
     axh.set_xlabel("overlap")
     axh.set_ylabel("density")
@@ -220,12 +284,16 @@ def fig2a(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tup
                              "(sampler.full_snapshots must be > 0)")
         t, e = qq_points(a["mode1_values"])
         col = cmap(0.15 + 0.7 * i / max(1, len(keys) - 1))
-        ax.plot(t, e, ".", color=col, markersize=3, label=f"n={key[0]}, N={key[1]}")
+        eq = equilibration_summary(a, ("mode1_sq", *SERIES_SIGMA))
+        ax.plot(t, e, "o", color=col, markersize=2.5, label=f"n={key[0]}, N={key[1]}"
+                + (" (not equilibrated)" if _not_eq(eq) else ""),
+                markerfacecolor="white" if _not_eq(eq) else col)
         f = _fit_row("mode1", a)
         rows.append({"n": key[0], "width": key[1], "mode_eigval": float(np.mean(a["mode1_eigval"])),
                      "var": f["var"], "var_se": f["var_se"], "ks": f["ks"],
                      "excess_kurtosis": f["excess_kurtosis"], "values": int(f["count"]),
-                     "n_seeds": int(len(a["seeds"])), "teacher_seed": int(a["teacher_seed"])})
+                     "n_seeds": int(len(a["seeds"])), "teacher_seed": int(a["teacher_seed"]),
+                     **eq})
     lim = 3.2
     ax.plot([-lim, lim], [-lim, lim], "k-", linewidth=0.8)
     ax.set_xlim(-lim, lim)
@@ -258,33 +326,38 @@ def fig2b(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tup
     trows = sorted(th["rows"], key=lambda r: r["width"])
     Ns = np.array([r["width"] for r in trows], float)
     conv = np.array([r["eos_converged"] for r in trows], bool)
+    hollow = False
     for (key, label, _, _), col in zip(qty, (BLUE, RED, GREEN), strict=True):
         # GP value per width: in MF scaling the GP itself depends on N (fleos.eos.fcn).
         g = np.array([_nan(r[f"{key}_gp"]) for r in trows])
         eos = np.array([_nan(r[f"{key}_eos"]) for r in trows]) / g
         ax.plot(Ns[conv], eos[conv], "-", color=col)
         ax.plot(Ns[~conv], eos[~conv], **NONCONV)
-        ex, se = [], []
+        ex, se, eqs = [], [], []
         for r in trows:
             a = aggs[(n, int(r["width"]))]
+            eqs.append(equilibration_summary(a, SERIES_SIGMA if key == "sigma_top"
+                                             else ("loss",)))
             if key == "sigma_top":
                 ex.append(float(a["sigma_eigs"][0]))
                 se.append(float(a["sigma_eigs_se"][0]))
             else:
                 ex.append(float(a[key]))
                 se.append(float(a[f"{key}_se"]))
-        ax.errorbar(Ns, np.array(ex) / g, yerr=np.array(se) / g, fmt="o", color=col,
-                    capsize=3, label=label)
-        for r, e_, s_, g_ in zip(trows, ex, se, g, strict=True):
+        hollow = _points(ax, Ns, np.array(ex) / g, np.array(se) / g, eqs, col,
+                         label=label) or hollow
+        for r, e_, s_, g_, eq in zip(trows, ex, se, g, eqs, strict=True):
             rows.append({"n": n, "width": int(r["width"]), "quantity": key, "exp": e_,
                          "exp_se": s_, "eos": _nan(r[f"{key}_eos"]), "gp": g_,
                          "exp_over_gp": e_ / g_, "exp_over_gp_se": s_ / g_,
                          "eos_over_gp": _nan(r[f"{key}_eos"]) / g_,
                          "eos_converged": bool(r["eos_converged"]),
-                         "teacher_seed": th.get("teacher_seed")})
+                         "teacher_seed": th.get("teacher_seed"), **eq})
     ax.plot([], [], "k-", label="EoS (Eq. 5)")
     if not conv.all():
         ax.plot([], [], label="EoS not converged", **NONCONV)
+    if hollow:
+        ax.plot([], [], "o", color="k", markerfacecolor="white", label=HOLLOW_LABEL)
     ax.axhline(1.0, color="0.7", linewidth=0.8, zorder=0)
     ax.set_xscale("log")
     ax.set_xticks(Ns)
@@ -300,29 +373,47 @@ def fig2b(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tup
 
 def fig2c(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tuple[Any, Table]:
     """Fig. 2c: the width N (or channels C) at which the feature-learning scale χ = 1, vs n,
-    log-log, for the FCN in standard and mean-field scaling and the 2-layer CNN."""
+    log-log, for the FCN in standard and mean-field scaling and the 2-layer CNN; solid: our
+    normalization (ε/σ², σ_L² kept: Eqs. 5, 8, 9), dashed: Eq. 6 as printed (ε/σ, σ_L²
+    absorbed), the one behind the paper's "standard FCNs need N = O(1)" (fleos.fls). One
+    table row per (n, convention)."""
     doc = read_json(inputs["theory"][0])
     ns = [int(v) for v in doc["n"]]
     curves = doc["curves"]
-    fig, ax = plt.subplots(figsize=(5.5, 4.3))
-    rows = [{"n": n} for n in ns]
+    fig, ax = plt.subplots(figsize=(6, 4.6))
+    rows = [{"n": n, "convention": conv} for conv in ("fleos", "eq6_printed") for n in ns]
+    hi, lo = 10.0, 0.3
     for name, col in zip(curves, (BLUE, RED, GREEN, "tab:purple"), strict=False):
-        w = np.array([_nan(v) for v in curves[name]["width"]])
-        ax.plot(ns, w, "o-", color=col, label=curves[name].get("label", name))
-        for r, v in zip(rows, w, strict=True):
-            r[f"width_{name}"] = v
+        c = curves[name]
+        cfg = c.get("config", {})
+        lab = (f"{c.get('label', name)}: σ² = {_fmt(cfg.get('sigma2'))}, "
+               f"σ_L² = {_fmt(cfg.get('sigma_a2'))}")
+        for conv, key, style in (("fleos", "width", "o-"), ("eq6_printed", "width_eq6_printed",
+                                                              "s--")):
+            if key not in c:  # a theory file from before both conventions were written
+                continue
+            w = np.array([_nan(v) for v in c[key]])
+            ax.plot(ns, w, style, color=col, markersize=4,
+                    label=lab if conv == "fleos" else None)
+            hi, lo = max(hi, float(np.nanmax(w)) * 2), min(lo, float(np.nanmin(w)) / 2)
+            for r in (r for r in rows if r["convention"] == conv):
+                r[f"width_{name}"] = w[ns.index(r["n"])]
+                r[f"sigma2_{name}"] = cfg.get("sigma2", math.nan)
+                r[f"sigma_L2_{name}"] = cfg.get("sigma_a2", math.nan)
+                r[f"y_var_{name}"] = c.get("y_var", math.nan)
+    rows = [r for r in rows if len(r) > 2]
+    ax.plot([], [], "k-", label="ours: ε = (y − f̄)/σ², σ_L² kept (Eqs. 5, 8, 9)")
+    ax.plot([], [], "k--", label="Eq. 6 as printed: ε = (y − f̄)/σ, σ_L² absorbed")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.axhspan(1e-3, 10, color="0.9", zorder=0)
-    ax.set_ylim(top=max(10.0, np.nanmax([_nan(v) for c in curves.values()
-                                         for v in c["width"]]) * 2))
-    ax.set_ylim(bottom=0.3)
+    ax.axhspan(lo / 10, 10, color="0.9", zorder=0)
+    ax.set_ylim(lo, hi)
     ax.set_xticks(ns)
     ax.set_xticklabels([str(n) for n in ns])
     ax.minorticks_off()
     ax.set_xlabel("training set size n")
     ax.set_ylabel(r"width / channels at $\chi = 1$")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6.5)
     ax.set_title("Fig. 2c - onset of feature learning (shaded: width < 10)", fontsize=9)
     fig.tight_layout()
     return fig, (list(rows[0]), rows)
@@ -340,6 +431,11 @@ def _hist2d_inset(ax: Any, x: np.ndarray, y: np.ndarray, title: str, rect: list[
         ins.hist2d(x[:m], y[:m], bins=30, cmap="Blues")
     ins.set_title(title, fontsize=7)
     ins.tick_params(labelsize=5)
+
+
+# Prior draws are independent exact draws: nothing to equilibrate.
+_PRIOR_EQ = {"rhat": math.nan, "ess": math.nan, "drift_se": math.nan, "n_backoffs": math.nan,
+             "equilibrated": True, "eq_series": "independent prior draws"}
 
 
 def fig4(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tuple[Any, Table]:
@@ -360,7 +456,8 @@ def fig4(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
         for k, col, lab in ((kt, BLUE, lt), (kr, GREEN, lr)):
             if f"{k}_values" not in a:
                 raise ValueError(f"aggregate for n={key[0]} C={key[1]} lacks {k} overlaps")
-            _hist_with_fit(ax, a[f"{k}_values"], _fit_row(k, a), col, lab, style="dots")
+            eq = equilibration_summary(a, (f"{k}_sq",))
+            _hist_with_fit(ax, a[f"{k}_values"], _fit_row(k, a), col, lab, style="dots", eq=eq)
             for state, pre in (("trained", ""), ("prior", "prior_")):
                 if f"{pre}{k}_fit" in a:
                     f = _fit_row(f"{pre}{k}", a)
@@ -368,12 +465,15 @@ def fig4(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
                                  "mean": f["mean"], "mean_se": f["mean_se"], "var": f["var"],
                                  "var_se": f["var_se"], "ks": f["ks"],
                                  "excess_kurtosis": f["excess_kurtosis"],
-                                 "teacher_seed": int(a["teacher_seed"])})
+                                 "teacher_seed": int(a["teacher_seed"]),
+                                 **(eq if state == "trained" else _PRIOR_EQ)})
         if f"prior_{kt}_values" in a:
+            # Inset at 0.1 of the width, not at the edge: its y tick labels then stay inside
+            # the main axes instead of printing over the main axis's tick labels.
             _hist2d_inset(ax, a[f"prior_{kt}_values"], a[f"prior_{kr}_values"], "before",
-                          [0.02, 0.62, 0.25, 0.33])
+                          [0.1, 0.62, 0.24, 0.33])
         _hist2d_inset(ax, a[f"{kt}_values"], a[f"{kr}_values"], "after",
-                      [0.73, 0.62, 0.25, 0.33])
+                      [0.74, 0.62, 0.24, 0.33])
         ax.set_xlabel("overlap")
         ax.set_ylabel("density")
         ax.legend(fontsize=7, loc="lower center")
@@ -389,10 +489,11 @@ def fig4(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
 
 def fig5(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tuple[Any, Table]:
     """Fig. 5: left, top-50 eigenvalues of Σ: empirical (± jackknife SE over seeds),
-    predicted by the EoS (last line of Eq. 5) from the empirical K^(2), and the GP value;
-    right, top-10 eigenvalues of Q^(2): empirical, predicted from the empirical K^(2) (Eq. 5,
-    line 2), GP; inset:
-    the next 90 (trailing) eigenvalues."""
+    predicted by the EoS (last line of Eq. 5) from the empirical K^(2) and Q^(2) (the paper's
+    estimate; the table also holds the variant with the analytic Q2(Σ_emp) in the KL term,
+    ``sigma_eos_analytic_q2``), and the GP value; right, top-10 eigenvalues of Q^(2):
+    empirical, predicted from the empirical K^(2) (Eq. 5, line 2), GP; inset: the next 90
+    (trailing) eigenvalues."""
     aggs = _agg_index(inputs["aggregate"])
     key = max(aggs)
     a = aggs[key]
@@ -401,24 +502,33 @@ def fig5(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
     fig, (axl, axr) = plt.subplots(1, 2, figsize=(11, 4.3))
     ks = min(50, len(a["sigma_eigs"]))
     idx = np.arange(1, ks + 1)
-    s_pred = np.array([_nan(v) for v in th["sigma_pred_eigs"]])[:ks]
-    s_gp = np.array([_nan(v) for v in th["sigma_gp_eigs"]])[:ks]
-    axl.errorbar(idx, a["sigma_eigs"][:ks], yerr=a["sigma_eigs_se"][:ks], fmt="o", color=BLUE,
-                 markersize=3, label="empirical")
+
+    def eigs(k: str, m: int) -> np.ndarray:  # a spectrum of the theory file, NaN-padded to m
+        v = np.array([_nan(x) for x in (th.get(k) or [])], float)[:m]
+        return np.concatenate([v, np.full(m - v.size, np.nan)])
+
+    s_pred, s_pred_an = eigs("sigma_pred_eigs", ks), eigs("sigma_pred_analytic_q2_eigs", ks)
+    s_gp = eigs("sigma_gp_eigs", ks)
+    eq = equilibration_summary(a, SERIES_CNN3)
+    hollow = _points(axl, idx, a["sigma_eigs"][:ks], a["sigma_eigs_se"][:ks], [eq] * ks, BLUE,
+                     label="empirical", markersize=3)
     pred_ok = bool(th.get("sigma_pred_valid", True))
     axl.plot(idx, s_pred, "s" if pred_ok else "x", color=RED if pred_ok else "0.4",
-             markersize=3, label="EoS prediction" + ("" if pred_ok else " (invalid)"))
+             markersize=3, label=r"EoS (Eq. 5) from $\hat K^{(2)}, \hat Q^{(2)}$"
+             + ("" if pred_ok else " (not positive definite)"))
     axl.plot(idx, s_gp, "-", color=GREEN, label="GP")
     axl.set_yscale("log")
     axl.set_xlabel("index")
     axl.set_ylabel(r"eigenvalue of $\Sigma$")
-    axl.legend(fontsize=8)
+    if hollow:
+        axl.plot([], [], "o", color="k", markerfacecolor="white", label=HOLLOW_LABEL)
+    axl.legend(fontsize=7)
     q_emp, q_se = a["Q2_eigs"], a["Q2_eigs_se"]
-    q_pred = np.array([_nan(v) for v in th["q2_pred_eigs"]])
-    q_gp = np.array([_nan(v) for v in th["q2_gp_eigs"]])
+    q_pred = eigs("q2_pred_eigs", len(q_emp))
+    q_gp = eigs("q2_gp_eigs", len(q_emp))
     kq = min(10, len(q_emp))
     i10 = np.arange(1, kq + 1)
-    axr.errorbar(i10, q_emp[:kq], yerr=q_se[:kq], fmt="o", color=BLUE, label="empirical")
+    _points(axr, i10, q_emp[:kq], q_se[:kq], [eq] * kq, BLUE, label="empirical")
     axr.plot(i10, q_pred[:kq], "s", color=RED, label=r"predicted from $K^{(2)}$")
     axr.plot(i10, q_gp[:kq], "^", color=GREEN, label="GP")
     axr.set_xlabel("index")
@@ -444,13 +554,15 @@ def fig5(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
             "sigma_exp": float(a["sigma_eigs"][i]) if i < ks else math.nan,
             "sigma_exp_se": float(a["sigma_eigs_se"][i]) if i < ks else math.nan,
             "sigma_eos": float(s_pred[i]) if i < ks else math.nan,
+            "sigma_eos_analytic_q2": float(s_pred_an[i]) if i < ks else math.nan,
             "sigma_gp": float(s_gp[i]) if i < ks else math.nan,
             "q2_exp": float(q_emp[i]) if i < kt else math.nan,
             "q2_exp_se": float(q_se[i]) if i < kt else math.nan,
             "q2_pred": float(q_pred[i]) if i < len(q_pred) else math.nan,
             "q2_gp": float(q_gp[i]) if i < len(q_gp) else math.nan,
-            "sigma_pred_valid": pred_ok, "n": key[0], "C": key[1],
-            "teacher_seed": int(a["teacher_seed"]),
+            "sigma_pred_valid": pred_ok,
+            "sigma_pred_analytic_q2_valid": bool(th.get("sigma_pred_analytic_q2_valid", False)),
+            "n": key[0], "C": key[1], "teacher_seed": int(a["teacher_seed"]), **eq,
         })
     fig.suptitle(f"Fig. 5 - 3-layer CNN spectra, n = {key[0]}, C = {key[1]}", fontsize=10)
     fig.tight_layout()
@@ -484,12 +596,13 @@ def fig6(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
             for pre, col, lab in (("prior_", GREY, "untrained"), ("", BLUE, "trained")):
                 if f"{pre}{k}_values" in a:
                     f = _fit_row(f"{pre}{k}", a)
-                    _hist_with_fit(ax, a[f"{pre}{k}_values"], f, col, lab, bins=40)
+                    eq = equilibration_summary(a, (f"{k}_sq",)) if not pre else _PRIOR_EQ
+                    _hist_with_fit(ax, a[f"{pre}{k}_values"], f, col, lab, bins=40, eq=eq)
                     rows.append({"layer": layer, "eigenvector": ev, "state": lab,
                                  "mean": f["mean"], "mean_se": f["mean_se"], "var": f["var"],
                                  "var_se": f["var_se"], "ks": f["ks"],
                                  "excess_kurtosis": f["excess_kurtosis"],
-                                 "n": key[0], "C": key[1]})
+                                 "n": key[0], "C": key[1], **eq})
             ax.set_title(f"{'abcd'[2 * i + j]}) {layer}, eigenvector {ev}", fontsize=9)
             ax.set_xlabel(f"pre-activation projected on eigenvector {ev}")
             ax.set_ylabel("density")
@@ -556,17 +669,35 @@ def summarize(fig_name: str, rows: Sequence[Mapping[str, Any]]) -> str:
                          f"excess kurtosis {_fmt(r['excess_kurtosis'])} "
                          f"({r['values']} values).")
     elif fig_name == "fig2c":
-        cols = [k for k in rows[0] if k.startswith("width_")]
-        for c in cols:
-            lines.append(f"{c[6:]}: " + ", ".join(f"n={r['n']}: {_fmt(r[c])}" for r in rows))
+        archs = [k[6:] for k in rows[0] if k.startswith("width_")]
+        r0 = rows[0]
+        lines.append("Settings: " + "; ".join(
+            f"{a}: σ² = {_fmt(r0[f'sigma2_{a}'])}, σ_L² = {_fmt(r0[f'sigma_L2_{a}'])}, teacher "
+            f"output variance ⟨y²⟩ = {_fmt(r0[f'y_var_{a}'])}" for a in archs)
+            + " (the paper does not give σ² for the FCN).")
+        for conv in ("fleos", "eq6_printed"):
+            rs = [r for r in rows if r["convention"] == conv]
+            for a in archs:
+                lines.append(f"{conv}, {a}: " + ", ".join(f"n={r['n']}: {_fmt(r[f'width_{a}'])}"
+                                                          for r in rs))
+            if "cnn2" in archs and "fcn_standard" in archs:
+                ok = [r["n"] for r in rs if r["width_cnn2"] > r["width_fcn_standard"]]
+                lines.append(f"{conv}: the paper's ordering (CNN channels at χ = 1 above the "
+                             f"standard-FCN width) holds at n = {ok if ok else 'none'} of "
+                             f"{[r['n'] for r in rs]}.")
     elif fig_name == "fig4":
         for r in rows:
             lines.append(f"{r['quantity']} ({r['state']}): variance {_fmt(r['var'])} ± "
                          f"{_fmt(r['var_se'])}, KS {_fmt(r['ks'])}.")
     elif fig_name == "fig5":
         r0 = rows[0]
+        valid = {True: "positive definite", False: "NOT positive definite"}
         lines.append(f"Top Σ eigenvalue: empirical {_fmt(r0['sigma_exp'])} ± "
-                     f"{_fmt(r0['sigma_exp_se'])}, EoS {_fmt(r0['sigma_eos'])}, GP "
+                     f"{_fmt(r0['sigma_exp_se'])}, EoS with the empirical Q2 in the KL term "
+                     f"(the paper's, drawn) {_fmt(r0['sigma_eos'])} "
+                     f"({valid[bool(r0['sigma_pred_valid'])]}), with the analytic Q2(Σ_emp) "
+                     f"{_fmt(r0['sigma_eos_analytic_q2'])} "
+                     f"({valid[bool(r0['sigma_pred_analytic_q2_valid'])]}), GP "
                      f"{_fmt(r0['sigma_gp'])}. Top Q2 eigenvalue: empirical "
                      f"{_fmt(r0['q2_exp'])}, predicted {_fmt(r0['q2_pred'])}, GP "
                      f"{_fmt(r0['q2_gp'])}.")
@@ -574,7 +705,45 @@ def summarize(fig_name: str, rows: Sequence[Mapping[str, Any]]) -> str:
         for r in rows:
             lines.append(f"{r['layer']}, eigenvector {r['eigenvector']}, {r['state']}: mean "
                          f"{_fmt(r['mean'])}, variance {_fmt(r['var'])}, KS {_fmt(r['ks'])}.")
+    lines.extend(_eq_lines(rows))
     return "\n".join(f"* {line}" for line in lines) + "\n"
+
+
+# What identifies a point in a table (rows sharing these share their equilibration record).
+_ID_KEYS = ("n", "C", "width", "quantity", "layer", "eigenvector", "state")
+
+
+def _eq_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Summary sentences on equilibration: the flagged points, by name and numbers, or the
+    worst diagnostics when none is flagged; points without a measurement are named too."""
+    points: dict[str, Mapping[str, Any]] = {}
+    for r in rows:
+        if "equilibrated" in r and r.get("eq_series") != _PRIOR_EQ["eq_series"]:
+            points.setdefault(", ".join(f"{k} = {r[k]}" for k in _ID_KEYS if k in r), r)
+    if not points:
+        return []
+
+    def nums(r: Mapping[str, Any]) -> str:
+        return (f"R̂ {_fmt(r['rhat'])}, drift {_fmt(r['drift_se'])} SE, bulk ESS "
+                f"{_fmt(r['ess'])}, back-offs {_fmt(r['n_backoffs'])}; series {r['eq_series']}")
+
+    bad = {i: r for i, r in points.items() if r["equilibrated"] is False}
+    unknown = [i for i, r in points.items() if r["equilibrated"] is None]
+    measured = [r for r in points.values() if r["equilibrated"] is not None]
+    lines = []
+    if bad:
+        lines.append(f"NOT EQUILIBRATED (drawn hollow; R̂ > {EQ_RHAT_MAX} or |drift| > "
+                     f"{EQ_DRIFT_MAX:g} SE): " + "; ".join(f"{i} ({nums(r)})"
+                                                     for i, r in bad.items()) + ".")
+    elif measured:
+        worst = max(measured, key=lambda r: r["rhat"])
+        lines.append(f"Equilibration: every measured point has R̂ ≤ {EQ_RHAT_MAX} and |drift| ≤ "
+                     f"{EQ_DRIFT_MAX:g} SE; the largest R̂ is at "
+                     f"{next(i for i, r in points.items() if r is worst)} ({nums(worst)}).")
+    if unknown:
+        lines.append("Equilibration not measurable (fewer than 8 sampling points common to "
+                     "all seeds) at: " + "; ".join(unknown) + ".")
+    return lines
 
 
 def write_table(path: str | os.PathLike, columns: Sequence[str],

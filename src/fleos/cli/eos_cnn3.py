@@ -1,10 +1,12 @@
 """`fleos eos cnn3`: Fig. 5 predictions of the 3-layer CNN EoS from empirical kernels.
 
-Reads the empirical input-weight covariance Σ (S0 × S0) and hidden pre-kernel K2 (nN × nN,
-rows μ·N + j), optionally the empirical post-kernel Q2, from an .npz or .h5 file (`--samples`,
-datasets named Sigma, K2 [, Q2]), the training data from `--data` (npz: X, y), and prints the
-top spectra of Σ (empirical, predicted by Eq. 5's last line, GP) and of Q2 (empirical,
-predicted from K2 by Eq. 5's second line, GP) as JSON.
+Reads the empirical input-weight covariance Σ (S0 × S0), hidden pre-kernel K2 and post-kernel
+Q2 (nN × nN, rows μ·N + j) from the files the workflow itself writes: an aggregate
+``results/aggregate/cnn3/n{n}/w{C}.npz`` (keys sigma_mean, K2_mean, Q2_mean) or the sample
+files ``results/samples/cnn3/n{n}/w{C}/chunk*.h5`` of one configuration (sigma/mean,
+K2/mean, Q2/mean, averaged over all chains); an npz with keys Sigma, K2 [, Q2] also works.
+With the training data from `--data` (npz: X, y) it prints, as JSON, the same spectra as the
+workflow's Fig. 5 theory file (`fleos.eos.cnn3.fig5_spectra`).
 """
 
 from __future__ import annotations
@@ -17,15 +19,20 @@ from typing import Any
 
 import numpy as np
 
+# Accepted names of each kernel, in lookup order: aggregate npz, sample file, plain npz.
+_NAMES = {"Sigma": ("sigma_mean", "sigma/mean", "Sigma"), "K2": ("K2_mean", "K2/mean", "K2"),
+          "Q2": ("Q2_mean", "Q2/mean", "Q2")}
+
 
 def register(arch_subparsers: argparse._SubParsersAction) -> None:
     p = arch_subparsers.add_parser(
         "cnn3",
         help="3-layer CNN: Σ and Q2 predicted from empirical kernels (Fig. 5)",
-        description="Evaluate Eq. 5 for the 3-layer CNN (Eq. 14) at empirical Σ and K2.",
+        description="Evaluate Eq. 5 for the 3-layer CNN (Eq. 14) at empirical Σ, K2 and Q2.",
     )
-    p.add_argument("--samples", required=True,
-                   help="npz or h5 file with datasets Sigma, K2 (and optionally Q2)")
+    p.add_argument("--samples", required=True, nargs="+",
+                   help="the workflow's aggregate .npz of one (n, C), or its sample chunk "
+                        ".h5 files (all chains averaged), or an npz with Sigma, K2[, Q2]")
     p.add_argument("--data", required=True, help="npz with X, y (fleos.data format)")
     p.add_argument("--N", type=int, required=True)
     p.add_argument("--S1", type=int, required=True)
@@ -44,22 +51,30 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def read_kernels(path: str) -> dict[str, Any]:
-    """Sigma, K2 and optional Q2 arrays from an npz or HDF5 file; errors name file and key."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"kernel file {p} not found")
-    if p.suffix in (".h5", ".hdf5"):
-        import h5py
+def read_kernels(paths: list[str]) -> dict[str, Any]:
+    """Sigma, K2 and (if present) Q2 from an aggregate/plain npz or from sample .h5 files
+    (averaged over chains); errors name the file and the missing key."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"kernel file {path} not found")
+    if all(Path(p).suffix in (".h5", ".hdf5") for p in paths):
+        from fleos.aggregate import load_chunks
 
-        with h5py.File(p, "r") as f:
-            out = {k: np.asarray(f[k]) for k in ("Sigma", "K2", "Q2") if k in f}
+        raw = {k: np.asarray(v, np.float64).mean(axis=0) for k, v in load_chunks(paths).items()
+               if k in ("sigma/mean", "K2/mean", "Q2/mean")}
+    elif len(paths) == 1:
+        with np.load(paths[0], allow_pickle=False) as z:
+            raw = {k: z[k] for k in z.files}
     else:
-        with np.load(p, allow_pickle=False) as z:
-            out = {k: z[k] for k in ("Sigma", "K2", "Q2") if k in z.files}
-    for key in ("Sigma", "K2"):
-        if key not in out:
-            raise ValueError(f"kernel file {p} lacks dataset {key!r} (needs Sigma, K2)")
+        raise ValueError(f"--samples: give one .npz or only .h5 sample files, got {paths}")
+    out = {}
+    for key, names in _NAMES.items():
+        found = next((raw[n] for n in names if n in raw), None)
+        if found is not None:
+            out[key] = np.asarray(found, np.float64)
+        elif key != "Q2":
+            raise ValueError(f"kernel file {paths[0]} lacks {key!r} (looked for "
+                             f"{', '.join(names)})")
     return out
 
 
@@ -79,22 +94,23 @@ def run(args: argparse.Namespace) -> int:
             if not ok:
                 flag = "--" + name.replace("_", "-")
                 raise InputError(f"argument {flag}: must be {need}, got {v}")
-    if Path(args.samples).suffix not in (".h5", ".hdf5"):
-        read_npz(args.samples, "--samples")
+    shown = " ".join(args.samples)
+    for path in args.samples:
+        if Path(path).suffix not in (".h5", ".hdf5"):
+            read_npz(path, "--samples")
     try:
         ker = read_kernels(args.samples)
     except (ValueError, OSError) as err:
-        raise InputError(f"--samples {args.samples}: {err}") from None
+        raise InputError(f"--samples {shown}: {err}") from None
     for key, value in ker.items():
         if not np.all(np.isfinite(value)):
-            raise InputError(f"--samples {args.samples}: {key} contains NaN or infinite values")
+            raise InputError(f"--samples {shown}: {key} contains NaN or infinite values")
     read_npz(args.data, "--data")
     try:
         ds = load_dataset(args.data)
     except ValueError as err:
         raise InputError(f"--data {args.data}: {err}") from None
     check_training_data(np.asarray(ds.X), np.asarray(ds.y), f"--data {args.data}")
-    geom = {"N": args.N, "S1": args.S1, "S0": args.S0}
     X = np.asarray(ds.X).reshape(len(ds.X), -1)
     if X.shape[1] != args.N * args.S1 * args.S0:
         raise InputError(f"--data {args.data}: X has {X.shape[1]} columns, but --N {args.N} "
@@ -105,21 +121,13 @@ def run(args: argparse.Namespace) -> int:
             f"shapes: Sigma {ker['Sigma'].shape} must be ({args.S0}, {args.S0}) and K2 "
             f"{ker['K2'].shape} must be (n·N, n·N) = ({len(X) * args.N},)*2"
         )
-    Sig_gp, Q2_gp = cnn3.gp_kernels(X, sigma_w2=args.sigma_w2, sigma_v2=args.sigma_v2, **geom)
-    Sp = cnn3.predict_sigma(X, ker["Sigma"], ker["K2"], args.C1, args.C2,
-                            sigma_w2=args.sigma_w2, sigma_v2=args.sigma_v2, ridge=args.ridge,
-                            **geom)
-    Qp = cnn3.predict_q2(ker["K2"], ds.y, args.sigma2, args.C2, N=args.N,
-                         sigma_a2=args.sigma_a2, ridge=args.ridge)
-    ks, kq = args.top_sigma, args.top_q2
-    doc = {
-        "geometry": geom, "C1": args.C1, "C2": args.C2, "sigma2": args.sigma2,
-        "ridge": args.ridge,
-        "sigma": {"empirical": cnn3.top_eigs(ker["Sigma"], ks), "predicted": cnn3.top_eigs(Sp, ks),
-                  "gp": cnn3.top_eigs(Sig_gp, ks)},
-        "q2": {"empirical": cnn3.top_eigs(ker["Q2"], kq) if "Q2" in ker else None,
-               "predicted": cnn3.top_eigs(Qp, kq), "gp": cnn3.top_eigs(Q2_gp, kq)},
-    }
+    doc = {"N": args.N, "S1": args.S1, "S0": args.S0, "C1": args.C1, "C2": args.C2,
+           "sigma2": args.sigma2, "ridge": args.ridge}
+    doc.update(cnn3.fig5_spectra(
+        X, ds.y, ker["Sigma"], ker["K2"], ker.get("Q2"), args.C1, args.C2, N=args.N,
+        S1=args.S1, S0=args.S0, sigma2=args.sigma2, sigma_w2=args.sigma_w2,
+        sigma_v2=args.sigma_v2, sigma_a2=args.sigma_a2, ridge=args.ridge,
+        top_sigma=args.top_sigma, top_q2=args.top_q2))
     text = json.dumps(doc, indent=1)
     if args.out:
         with open(args.out, "w") as f:

@@ -18,11 +18,15 @@ target sits in one kernel mode is α = 1/(nλ* + κ) with the renormalized ridge
 κ = σ² + κ Σ_k λ_k/(nλ_k + κ) over all kernel modes k (linear modes: N at λ*, N(S−1) at λ∞;
 the non-linear arcsin modes all have nλ_k ≪ κ and contribute their total trace r). Its first
 order in 1/n ("first_order") is κ₁ = σ² + r + σ² Σ_lin λ_k/(nλ_k + σ²); the full solution is
-"renormalized". q_train is then the value that puts α in the form of Eq. 9.
+"renormalized". q_train is then the value that puts α in the form of Eq. 9. Both are OUR
+RECONSTRUCTION: the paper defers q_train's "perturbative correction (in 1/n)" to its
+Supplementary Material (3), which is not available, so "first_order" is what that correction
+would be by the derivation's argument, not the paper's own expression.
 
-Two optional corrections beyond the paper (off by default, so the default is Eq. 9 as
-printed): `kinv_term` keeps the O(N/C) K_f⁻¹ part of Eq. 8's trace, and `finite_s` the O(1/S)
-leakage of the target out of the kernel's linear modes, which is amplified by nλ*/κ.
+Two optional corrections beyond the paper (off by default, so the default of `solve_eq9` is
+Eq. 9 as printed; `PRINTED_OPTIONS` spells it out): `kinv_term` keeps the O(N/C) K_f⁻¹
+part of Eq. 8's trace, and `finite_s` the O(1/S) leakage of the target out of the kernel's
+linear modes, which is amplified by nλ*/κ.
 Recommended for comparisons with the numeric EoS or experiments:
 `q_train="renormalized", kinv_term=True, finite_s=True` with the actual teacher norms
 (agreement with the numeric Eq. 8 at the paper's scale: see the derivation, §5). The EK value
@@ -348,19 +352,26 @@ def analytic_sigma(
 
 RECOMMENDED_OPTIONS: dict[str, Any] = {"q_train": "renormalized", "kinv_term": True,
                                        "finite_s": True}
-"""The derivation's recommended form of Eq. 9 (docs/derivations/cnn2_analytic.md)."""
+"""The derivation's recommended (corrected) form of Eq. 9 (docs/derivations/cnn2_analytic.md);
+used with the actual teacher norms."""
+PRINTED_OPTIONS: dict[str, Any] = {"q_train": 1.0, "kinv_term": False, "finite_s": False}
+"""Eq. 9 exactly as printed: the equivalent-kernel q_train = 1, no K_f⁻¹ term, no finite-S
+leakage; used with |a*|² = |w*|² = 1 (`unit_teacher_norms=True`), as the paper assumes."""
 
 
 def analytic_observables(
-    problem: Any, C: float, teacher: Mapping[str, np.ndarray], **options: Any
+    problem: Any, C: float, teacher: Mapping[str, np.ndarray], *,
+    unit_teacher_norms: bool = False, **options: Any,
 ) -> dict[str, Any]:
     """Eq. 9 at C for a `fleos.eos.cnn2.CNN2Problem`, and GP inference with Q_f(Σ_Eq.9).
 
     As in the paper's Fig. 3 (dashed lines): Σ is obtained analytically (l* along w*), then
     the test α comes from numerical GP inference with that Σ. `teacher` holds `teacher_w`
     (w*) and optionally `teacher_param_a` (a*, for the teacher norms). `options` override
-    `RECOMMENDED_OPTIONS` (q_train, kinv_term, finite_s). A root that Eq. 9 does not have is
-    reported with converged = False and NaN predictions.
+    `RECOMMENDED_OPTIONS` (q_train, kinv_term, finite_s); Eq. 9 as printed is
+    ``**PRINTED_OPTIONS, unit_teacher_norms=True`` (|a*|² = |w*|² = 1 instead of the actual
+    teacher's norms). A root that Eq. 9 does not have is reported with converged = False and
+    NaN predictions.
     """
     from fleos.eos.cnn2 import cnn2_observables
 
@@ -370,7 +381,7 @@ def analytic_observables(
     opts = {**RECOMMENDED_OPTIONS, **options}
     w_star = np.asarray(teacher["teacher_w"], dtype=np.float64).reshape(-1)
     norms = None
-    if "teacher_param_a" in teacher:
+    if "teacher_param_a" in teacher and not unit_teacher_norms:
         norms = (float(np.sum(np.asarray(teacher["teacher_param_a"], np.float64) ** 2)),
                  float(w_star @ w_star))
     r = solve_eq9(problem.n, problem.S, problem.N, C, problem.sigma2, problem.sigma_a2,

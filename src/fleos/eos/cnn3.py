@@ -15,6 +15,11 @@ at a time, never holding the (n N S1)² matrix K1.
 
 Equations (Eq. 5 with C1, C2 in place of N1, N2; derivation in docs/derivations/cnn3.md):
     Σ_pred⁻¹ = (S0/σ_w²) I + (2 C2/C1) ∂D_KL(K2 ‖ Q2(Σ))/∂Σ                (Eq. 5, line 4)
+where ∂D_KL/∂Σ = Tr{½ Q2⁻¹(Q2 − K2)Q2⁻¹ ∂Q2/∂Σ}. Fig. 5 evaluates it as the paper did, with
+both kernels of the KL term estimated empirically (K̂2 and Q̂2, the recorded `Q2/mean`) and
+the analytic ∂Q2/∂Σ at Σ_emp (`post_kernel="empirical"`). With the analytic Q2(Σ_emp) in the
+KL term instead (`post_kernel="analytic"`), K̂2 − Q2 in Q2's small-eigenvalue directions
+(Q2 is ill-conditioned) dominates and Σ_pred⁻¹ can turn indefinite (docs/figures.md, Fig. 5).
     Q2_pred  = [K2⁻¹ + (1/C2) Tr{A ∂Q_f/∂K2}]⁻¹,  A = εεᵀ − K_f⁻¹, f̄ from Q_f(K2)  (line 2)
 with ∂D_KL(K‖Q)/∂Q = −½ Q⁻¹(K − Q)Q⁻¹ (see fleos.eos.fcn). float64 throughout (inverses of
 2000 × 2000 kernels); `ridge`·I regularizes empirical kernels of limited rank.
@@ -102,12 +107,18 @@ def gp_kernels(
 
 def kl_grad_sigma(
     X: Array, Sigma: Array, K2: Array, N: int, S1: int, S0: int, sigma_v2: float,
-    ridge: float = 0.0, activation: str = "erf",
+    ridge: float = 0.0, activation: str = "erf", Q2: Array | None = None,
 ) -> Array:
-    """∂D_KL(K2 ‖ Q2(Σ))/∂Σ = Tr{½ Q2⁻¹(Q2 − K2)Q2⁻¹ ∂Q2/∂Σ} (ridge added to Q2)."""
+    """∂D_KL(K2 ‖ Q2)/∂Σ = Tr{½ Q2⁻¹(Q2 − K2)Q2⁻¹ ∂Q2/∂Σ} (Eq. 5, line 4; ridge added to Q2).
+
+    ∂Q2/∂Σ is always the analytic one at `Sigma`. The Q2 inside the KL term is `Q2` when
+    given (the empirical post-kernel Q̂2, as in the paper's Fig. 5), else the analytic
+    Q2(Sigma). With Q̂2 this is the gradient at Σ of D_KL(K2 ‖ Q̂2 + Q2(Σ') − Q2(Σ)).
+    """
     P = cnn3_patches(X, N, S1, S0)
     Sigma = jnp.asarray(Sigma, dtype=jnp.float64)
-    Q2 = q2_from_sigma(P, Sigma, sigma_v2, activation)
+    Q2 = (q2_from_sigma(P, Sigma, sigma_v2, activation) if Q2 is None
+          else jnp.asarray(Q2, dtype=jnp.float64))
     Q2 = Q2 + ridge * jnp.eye(Q2.shape[0], dtype=jnp.float64)
     B = kl_grad_wrt_q(jnp.asarray(K2, dtype=jnp.float64), spd_inverse(Q2))
     g = q2_vjp_sigma(P, Sigma, B, sigma_v2, activation)
@@ -117,13 +128,17 @@ def kl_grad_sigma(
 def predict_sigma(
     X: Array, Sigma_emp: Array, K2_emp: Array, C1: float, C2: float, *, N: int, S1: int,
     S0: int, sigma_w2: float, sigma_v2: float, ridge: float = 0.0, activation: str = "erf",
+    Q2_emp: Array | None = None,
 ) -> Array:
     """Σ predicted by the last line of Eq. 5 at the empirical Σ and K2 (Fig. 5, left).
 
-    Σ_pred⁻¹ = (S0/σ_w²) I + (2 C2/C1) ∂D_KL(K2 ‖ Q2(Σ))/∂Σ |_{Σ = Σ_emp}. Returns the inverse
-    of that matrix (NaN-free even if it is indefinite; check its eigenvalues).
+    Σ_pred⁻¹ = (S0/σ_w²) I + (2 C2/C1) ∂D_KL(K2 ‖ Q2)/∂Σ |_{Σ = Σ_emp}, with Q2 = `Q2_emp`
+    (the empirical post-kernel: the paper's choice) when given, else the analytic
+    Q2(Σ_emp) (`kl_grad_sigma`). Returns the inverse of that matrix (NaN-free even if it is
+    indefinite; check its eigenvalues).
     """
-    g = kl_grad_sigma(X, Sigma_emp, K2_emp, N, S1, S0, sigma_v2, ridge, activation)
+    g = kl_grad_sigma(X, Sigma_emp, K2_emp, N, S1, S0, sigma_v2, ridge, activation,
+                      Q2=Q2_emp)
     prec = (S0 / sigma_w2) * jnp.eye(S0, dtype=jnp.float64) + (2.0 * C2 / C1) * g
     Sp = jnp.linalg.inv(prec)
     return 0.5 * (Sp + Sp.T)
@@ -149,6 +164,42 @@ def predict_q2(
     M = K2_inv + (1.0 / C2) * 0.5 * (tr + tr.T)
     Qp = jnp.linalg.inv(M)
     return 0.5 * (Qp + Qp.T)
+
+
+def fig5_spectra(
+    X: Array, y: Array, Sigma_emp: Array, K2_emp: Array, Q2_emp: Array | None, C1: float,
+    C2: float, *, N: int, S1: int, S0: int, sigma2: float, sigma_w2: float, sigma_v2: float,
+    sigma_a2: float, ridge: float = 0.0, activation: str = "erf", top_sigma: int = 50,
+    top_q2: int = 100,
+) -> dict[str, Any]:
+    """Everything Fig. 5 draws, as descending spectra (the workflow's theory rule and
+    `fleos eos cnn3` both call this):
+
+    * ``sigma_pred_eigs``: Σ_pred (Eq. 5, line 4) with the empirical Q̂2 in the KL term (the
+      paper's; None without Q̂2), ``sigma_pred_analytic_q2_eigs`` with the analytic Q2(Σ_emp);
+      ``*_valid``: whether that Σ_pred is positive definite;
+    * ``q2_pred_eigs``: Q2 predicted from K̂2 (Eq. 5, line 2);
+    * ``sigma_emp_eigs``, ``q2_emp_eigs``; ``sigma_gp_eigs``, ``q2_gp_eigs`` (C → ∞).
+    """
+    geo = {"N": N, "S1": S1, "S0": S0}
+    kw = {**geo, "sigma_w2": sigma_w2, "sigma_v2": sigma_v2, "ridge": ridge,
+          "activation": activation}
+    s_an = top_eigs(predict_sigma(X, Sigma_emp, K2_emp, C1, C2, **kw), top_sigma)
+    s_emp = (top_eigs(predict_sigma(X, Sigma_emp, K2_emp, C1, C2, Q2_emp=Q2_emp, **kw),
+                      top_sigma) if Q2_emp is not None else None)
+    q_pred = predict_q2(K2_emp, y, sigma2, C2, N=N, sigma_a2=sigma_a2, ridge=ridge,
+                        activation=activation)
+    s_gp, q_gp = gp_kernels(X, N, S1, S0, sigma_w2, sigma_v2, activation)
+    return {
+        "sigma_pred_eigs": s_emp,
+        "sigma_pred_valid": bool(s_emp is not None and min(s_emp) > 0),
+        "sigma_pred_analytic_q2_eigs": s_an,
+        "sigma_pred_analytic_q2_valid": bool(min(s_an) > 0),
+        "q2_pred_eigs": top_eigs(q_pred, top_q2),
+        "sigma_emp_eigs": top_eigs(Sigma_emp, top_sigma),
+        "q2_emp_eigs": top_eigs(Q2_emp, top_q2) if Q2_emp is not None else None,
+        "sigma_gp_eigs": top_eigs(s_gp, top_sigma), "q2_gp_eigs": top_eigs(q_gp, top_q2),
+    }
 
 
 def top_eigs(M: Array, k: int) -> list[float]:
