@@ -129,7 +129,7 @@ def test_cnn3_data_of_another_geometry_is_named(capsys, tmp_path):
 def test_cnn3_valid_input_still_runs(capsys, tmp_path):
     rc, out, err = _run(capsys, *_cnn3_args(tmp_path))
     assert rc == 0, err
-    assert json.loads(out)["sigma"]["predicted"]
+    assert json.loads(out)["sigma_pred_analytic_q2_eigs"]
 
 
 # ---- silent or misleading failures, before ---------------------------------------------------
