@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from fleos.config import theory_options
 from fleos.observables import GaussianFit, gaussian_fit, top_eigh
 
 # Workflow-only keys of an experiment entry (not part of fleos.config.ExperimentConfig).
@@ -457,7 +458,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     from fleos.eos.cnn2_analytic import RECOMMENDED_OPTIONS, analytic_observables
 
     m = exp["model"]
-    th = dict(exp.get("theory", {}))
+    th = theory_options("cnn2", exp.get("theory"))
     ds = load_dataset(data_path)
     problem = CNN2Problem.from_arrays(
         ds.X, ds.y, int(m["N"]), int(m["S"]), ds.X_test, ds.y_test, sigma2=float(exp["sigma2"]),
@@ -467,12 +468,11 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     # The EoS curves of Fig. 3 are drawn through the sampled widths and through
     # `theory.C_grid` (theory only: cheap, and a line through 2-3 points hides its shape).
     sampled = {int(w) for w in exp["widths"]}
-    widths = sorted(sampled | {int(c) for c in th.get("C_grid", [])}, reverse=True)
-    results = sweep_cnn2(problem, widths, tol=float(th.get("tol", 1e-8)),
-                         max_iter=int(th.get("max_iter", 60)),
-                         method=th.get("method", "anderson"))
+    widths = sorted(sampled | set(th["C_grid"]), reverse=True)
+    results = sweep_cnn2(problem, widths, tol=th["tol"], max_iter=th["max_iter"],
+                         method=th["method"])
     gp = cnn2_gp_observables(problem)
-    q_train = th.get("q_train", "renormalized")
+    q_train = th["q_train"]
     rows = []
     for C, res in zip(widths, results, strict=True):
         obs = cnn2_observables(problem, res.x)
@@ -512,17 +512,16 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
 
     ds = load_dataset(data_path)
     m = exp["model"]
-    th = dict(exp.get("theory", {}))
+    th = theory_options("fcn", exp.get("theory"))
     problem = FCNProblem(
         ds.X, ds.y, ds.X_test, ds.y_test, sigma_w2=float(m["sigma_w2"]),
         sigma_a2=float(m["sigma_a2"]), sigma2=float(exp["sigma2"]),
         depth=int(m.get("depth", 3)), scaling=m.get("scaling", "standard"),
-        activation=m.get("activation", "erf"), ridge=float(th.get("ridge", 0.0)),
+        activation=m.get("activation", "erf"), ridge=th["ridge"],
     )
     widths = [int(w) for w in exp["widths"]]
-    results = sweep_fcn(problem, widths, tol=float(th.get("tol", 1e-8)),
-                        max_iter=int(th.get("max_iter", 50)),
-                        method=th.get("method", "newton_krylov"))
+    results = sweep_fcn(problem, widths, tol=th["tol"], max_iter=th["max_iter"],
+                        method=th["method"])
     rows = []
     for N, res in zip(widths, results, strict=True):
         row: dict[str, Any] = {
@@ -586,10 +585,9 @@ def theory_cnn3(
     ds = load_dataset(data_path)
     agg = load_aggregate(aggregate_path)
     m = exp["model"]
-    th = dict(exp.get("theory", {}))
     act = m.get("activation", "erf")
     geo = {"N": int(m["N"]), "S1": int(m["S1"]), "S0": int(m["S0"])}
-    ridge = float(th.get("ridge", 0.0))
+    ridge = theory_options("cnn3", exp.get("theory"))["ridge"]
     s_pred = cnn3.predict_sigma(ds.X, agg["sigma_mean"], agg["K2_mean"], float(width),
                                 float(width), **geo, sigma_w2=float(m["sigma_w2"]),
                                 sigma_v2=float(m["sigma_v2"]), ridge=ridge, activation=act)
