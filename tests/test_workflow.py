@@ -51,12 +51,13 @@ def _snakemake(args: list[str], cwd: Path = ROOT, timeout: int = 300):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "config").glob("*.yaml")))
 def test_shipped_configs_are_valid(name):
     cfg = _load(name)
     # Paths (CIFAR-10 of the paper config) are checked lazily by the workflow, not here.
     wf.validate_config(cfg, SCHEMA, root=ROOT, check_paths=False)
-    assert wf.configured_figures(cfg) == list(FIGURES), "every config must draw every figure"
+    if name in ("config.yaml", "paper.yaml", "smoke.yaml"):
+        assert wf.configured_figures(cfg) == list(FIGURES), "this config draws every figure"
 
 
 def _mutate(path: str, value):
