@@ -1,11 +1,17 @@
 # fleos: from seeds to every figure of Seroussi, Naveh & Ringel, Nat. Commun. 14, 908 (2023).
 #
-# Data flow (one folder per stage under results/):
+# Data flow, rule by rule (= `snakemake --rulegraph`, rendered in docs/rulegraph.svg):
 #
-#   config ─► make_data ─► sample (Langevin, one HDF5 per seed chunk) ─► aggregate ─┐
-#                  │                                                                  ├─► figure + table
-#                  └────────────► theory (EoS per configuration, JSON) ───────────────┘
+#   make_data ─┬─► sample ─► aggregate ─┬───────────► figure ─► all
+#              ├──────────────►┘        ▼              ▲ ▲
+#              ├──────────────────────► theory ────────┘ │
+#              └─────────────────────────────────────────┘
 #
+# One folder per stage under results/. theory: the cnn2 and fcn3 EoS sweeps read the data,
+# the cnn3 predictions (Fig. 5) the data and the aggregate, fls.json (Fig. 2c) neither (it
+# draws its own inputs).
+# figure writes figures/{fig}.{png,pdf} and tables/{fig}.csv; the registry that says which
+# experiment, theory and figure belong together is fleos.pipeline (docs/architecture.md).
 # Targets: all (default), fig2a, fig2b, fig2c, fig3, fig4, fig5, fig6.
 # Config: config/config.yaml (laptop) unless --configfile is given (config/paper.yaml,
 # config/smoke.yaml); see docs/workflow.md.
@@ -34,6 +40,7 @@ include: "workflow/rules/common.smk"
 localrules:
     all,
     make_data,
+    figure,
     fig2a,
     fig2b,
     fig2c,

@@ -91,6 +91,15 @@ def test_valid_config_roundtrip() -> None:
                                    "['record_evry']"),
         ("sigma", 0.1, "experiments.cnn2 has unknown key(s) ['sigma']"),
         ("sigma2", _DELETE, "experiments.cnn2.sigma2 is required"),
+        ("sigma2", float("inf"), "experiments.cnn2.sigma2 must be finite, got inf"),
+        ("sigma2", float("nan"), "experiments.cnn2.sigma2 must be > 0, got nan"),
+        ("theory", {"method": "bogus"}, "experiments.cnn2.theory.method must be one of "
+                                        "['anderson', 'newton_krylov'], got 'bogus'"),
+        ("theory", {"tolerance": 1e-6}, "experiments.cnn2.theory has unknown key(s) "
+                                        "['tolerance']"),
+        ("theory", {"ridge": 0.1}, "experiments.cnn2.theory has unknown key(s) ['ridge']"),
+        ("theory", {"q_train": "third_order"}, "experiments.cnn2.theory.q_train must be a "
+                                               "number > 0 or one of"),
         ("sampler.steps", _DELETE, "experiments.cnn2.sampler.steps is required"),
     ],
 )
@@ -113,6 +122,12 @@ def test_sampler_defaults_and_yaml_floats() -> None:
                                                                "burn_in": 0}})
     assert sc.steps == 100000 and isinstance(sc.steps, int)
     assert sc.record_every == 10 and sc.preconditioner is None and sc.max_backoffs == 3
+
+
+def test_sampler_defaults_live_in_the_dataclass_only() -> None:
+    sched = {"kind": "constant", "lr": 1e-4, "burn_in": 0, "total_steps": 50}
+    assert SamplerConfig.from_dict({"steps": 50, "schedule": sched}) == SamplerConfig(
+        steps=50, schedule=sched)
 
 
 def test_jobspec_validation() -> None:

@@ -1,17 +1,19 @@
-"""The Snakemake workflow: config validation, dry runs, lint, and an end-to-end smoke run.
+"""The Snakemake workflow: the registry, config validation, params, dry runs, lint, and an
+end-to-end smoke run followed by dry runs of edited configs (what reruns what).
 
 Dry runs start `snakemake` as a subprocess (a few seconds each: it imports fleos to validate
 the experiments). The end-to-end run of config/smoke.yaml copies the workflow to a temporary
-folder and runs every rule; it is marked slow.
+folder and runs every rule once for the whole module; the tests that use it are marked slow.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
+import dataclasses
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from fleos import config as fconfig
+from fleos import pipeline as wf
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -30,17 +35,6 @@ FIG3_COLUMNS = [
     "alpha_train_exp_se", "alpha_train_eos", "alpha_train_eq9_printed",
     "alpha_train_eq9_corrected", "alpha_train_gp",
 ]
-
-
-def _wfconfig():
-    spec = importlib.util.spec_from_file_location(
-        "wfconfig", ROOT / "workflow" / "scripts" / "wfconfig.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-wf = _wfconfig()
 
 
 def _load(name: str) -> dict:
@@ -58,12 +52,13 @@ def _snakemake(args: list[str], cwd: Path = ROOT, timeout: int = 300):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "config").glob("*.yaml")))
 def test_shipped_configs_are_valid(name):
     cfg = _load(name)
     # Paths (CIFAR-10 of the paper config) are checked lazily by the workflow, not here.
     wf.validate_config(cfg, SCHEMA, root=ROOT, check_paths=False)
-    assert wf.configured_figures(cfg) == list(FIGURES), "every config must draw every figure"
+    if name in ("config.yaml", "paper.yaml", "smoke.yaml"):
+        assert wf.configured_figures(cfg) == list(FIGURES), "this config draws every figure"
 
 
 def _mutate(path: str, value):
@@ -99,8 +94,23 @@ BAD = [
      "experiments.cnn2.sampler.schedule.burn_in"),
     (_mutate("experiments.cnn2.arch", "cnn3"), "experiments.cnn2.arch"),
     (_mutate("experiments.cnn2.data.teacher_seed", None), "experiments.cnn2.data.teacher_seed"),
-    (_mutate("experiments.fcn3.theory.C_grid", [4]), "experiments.fcn3.theory.C_grid"),
+    (_mutate("experiments.fcn3.theory.C_grid", [4]),
+     "experiments.fcn3.theory has unknown key(s) ['C_grid']"),
     (_mutate("experiments.cnn2.theory.C_grid", [0]), "experiments.cnn2.theory.C_grid"),
+    # unknown keys anywhere, bad enums, non-finite σ² (issue #11)
+    (_mutate("experiments.cnn2.theory.tolerance", 1e-6), "'tolerance' was unexpected"),
+    (_mutate("experiments.cnn2.theory.method", "bogus"), "experiments.cnn2.theory.method"),
+    (_mutate("experiments.cnn3.theory", {"tol": 1e-6}),
+     "experiments.cnn3.theory has unknown key(s) ['tol']"),
+    (_mutate("experiments.cnn2.sampler.record_evry", 3), "'record_evry' was unexpected"),
+    (_mutate("experiments.cnn2.sampler.schedule.warmup", 3),
+     "experiments.cnn2.sampler.schedule is invalid"),
+    (_mutate("experiments.cnn2.resources", {"gpus": 1}), "'gpus' was unexpected"),
+    (_mutate("figures", {"fig3": {"hist_widht": 8}}), "'hist_widht' was unexpected"),
+    (_mutate("fls.cnn2", {"C": 3}), "'C' was unexpected"),
+    (_mutate("experiments.cnn2.sigma2", float("inf")), "experiments.cnn2.sigma2 must be finite"),
+    (_mutate("experiments.cnn2.sigma2", float("nan")), "experiments.cnn2.sigma2 must be > 0"),
+    (lambda cfg: cfg.pop("experiments"), "config key 'experiments' is missing"),
 ]
 
 
@@ -134,6 +144,111 @@ def test_chunks_cover_seeds_once():
         wf.chunk_seeds(exp, 3)
 
 
+def test_registry_and_schema_agree():
+    """Every name the registry knows is in the schema and the reverse; the enums of the
+    schema are those the engines accept."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    defs = schema["$defs"]
+    assert list(schema["properties"]["experiments"]["properties"]) == list(wf.EXPERIMENTS)
+    assert set(defs["experiment"]["properties"]["arch"]["enum"]) == set(fconfig.ARCHS)
+    assert {k.arch for k in wf.EXPERIMENTS.values()} <= set(fconfig.ARCHS)
+    assert list(schema["properties"]["figures"]["properties"]) == list(wf.FIGURES)
+    for fig, spec in wf.FIGURES.items():
+        assert spec.source in (*wf.EXPERIMENTS, wf.FLS), fig
+        assert set(spec.inputs) <= {"aggregate", "data", "theory"}, fig
+        if "theory" in spec.inputs and spec.source != wf.FLS:
+            assert wf.EXPERIMENTS[spec.source].theory is not None, fig
+    for name, kind in wf.EXPERIMENTS.items():
+        assert wf.figures_of(name), f"experiment {name} feeds no figure"
+        assert kind.theory is None or kind.theory in wf.THEORIES, name
+    assert wf.figures_of(wf.FLS) == ("fig2c",)
+    assert {k for d in fconfig.THEORY_DEFAULTS.values() for k in d} == set(
+        defs["theory"]["properties"])
+    assert defs["theory"]["properties"]["method"]["enum"] == list(fconfig.THEORY_METHODS)
+    from fleos.eos import cnn2, cnn2_analytic, fcn
+
+    assert set(fconfig.THEORY_METHODS) == set(cnn2.METHODS) == set(fcn.SOLVERS)
+    assert set(fconfig.Q_TRAIN_MODES) == set(cnn2_analytic.Q_TRAIN_MODES)
+    # today's sampler keys; a new SamplerConfig field needs its line in the schema
+    assert set(defs["sampler"]["properties"]) == {
+        f.name for f in dataclasses.fields(fconfig.SamplerConfig)}
+    for name in ("sampler", "theory", "data", "model", "experiment", "resources", "fls"):
+        assert defs[name].get("additionalProperties") is False, name
+
+
+def test_theory_defaults_in_one_place():
+    got = fconfig.theory_options("cnn2", {"tol": 1e-6})
+    assert got == {**fconfig.THEORY_DEFAULTS["cnn2"], "tol": 1e-6}
+    assert fconfig.theory_options("fcn", None) == fconfig.THEORY_DEFAULTS["fcn"]
+    with pytest.raises(ValueError, match=r"x\.method must be one of \['anderson'"):
+        fconfig.theory_options("fcn", {"method": "bogus"}, "x")
+
+
+def test_config_without_experiments_is_an_error(tmp_path):
+    default = ROOT / "config" / "config.yaml"
+    with pytest.raises(wf.ConfigError, match=r"mine\.yaml: key 'experiments' is missing"):
+        wf.resolve_config({"results": "r"}, [tmp_path / "mine.yaml"], default)
+    # no config file at all: the laptop default, under the --config overrides
+    got = wf.resolve_config({"results": "elsewhere"}, [], default)
+    assert got["results"] == "elsewhere" and "cnn2" in got["experiments"]
+    smoke = _load("smoke.yaml")
+    assert wf.resolve_config(smoke, [ROOT / "config" / "smoke.yaml"], default) == smoke
+
+
+def _reordered(obj):
+    """The same mapping with every key order reversed."""
+    if isinstance(obj, dict):
+        return {k: _reordered(obj[k]) for k in reversed(list(obj))}
+    return obj
+
+
+def test_params_hash_exactly_what_a_job_depends_on():
+    cfg = _load("smoke.yaml")
+
+    def params(c):
+        return {
+            "data": wf.data_params(c, "cnn2"),
+            "sample": wf.sampling_params(c, "cnn2", 0),
+            "aggregate": wf.aggregate_params(c, "cnn2"),
+            "theory": wf.theory_params(c, "cnn2/n32"),
+            "fig3": wf.figure_params(c, "fig3"),
+            "fig2c": wf.figure_params(c, "fig2c"),
+            "fls": wf.theory_params(c, "fls"),
+        }
+
+    base = params(cfg)
+
+    def changed(path, value):
+        c = copy.deepcopy(cfg)
+        _mutate(path, value)(c)
+        new = params(c)
+        return {k for k in base if new[k] != base[k]}
+
+    assert params(_reordered(cfg)) == base
+    assert changed("experiments.cnn2.resources", {"runtime": 99, "mem_mb": 1}) == set()
+    assert changed("default_resources.runtime", 99) == set()
+    assert changed("experiments.fcn3.sampler.steps", 700) == set()
+    assert changed("experiments.cnn2.theory.tol", 1e-7) == {"theory", "fig3"}
+    assert changed("experiments.cnn2.sampler.steps", 700) == {"sample", "aggregate", "fig3"}
+    # a sampler key the schema does not know yet counts too (the whole block is hashed)
+    assert changed("experiments.cnn2.sampler.friction", 1.0) == {"sample", "aggregate", "fig3"}
+    assert changed("experiments.cnn2.sampler.steps", 600.0) == set()  # YAML 600.0 == 600
+    assert changed("experiments.cnn2.widths", [8, 32, 64]) == {"theory", "fig3"}
+    assert changed("experiments.cnn2.data.n", [32, 64]) == {"fig3"}
+    assert changed("experiments.cnn2.sigma2", 0.2) == {"sample", "aggregate", "theory", "fig3"}
+    assert changed("experiments.cnn2.data.teacher_seed", 3) == set(base) - {"fig2c", "fls"}
+    assert changed("figures", {"fig3": {"hist_width": 8}}) == {"fig3"}
+    assert changed("fls.n", [16, 32]) == {"fls", "fig2c"}
+    assert wf.sampling_params(cfg, "cnn2", 0) != wf.sampling_params(
+        _mutated(cfg, "experiments.cnn2.seeds_per_job", 1), "cnn2", 0)
+
+
+def _mutated(cfg, path, value):
+    c = copy.deepcopy(cfg)
+    _mutate(path, value)(c)
+    return c
+
+
 def test_deep_merge_overrides_leaves_only():
     base = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
     assert wf.deep_merge(base, {"a": {"c": [3]}}) == {"a": {"b": 1, "c": [3]}, "d": 1}
@@ -145,14 +260,27 @@ def test_deep_merge_overrides_leaves_only():
 # ---------------------------------------------------------------------------------------------
 
 
+def _jobs(output: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run plans, from its per-job blocks."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        if m:
+            wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            jobs.append((m[1], wc[1] if wc else ""))
+    return jobs
+
+
 @pytest.mark.parametrize("configfile", [None, "config/paper.yaml", "config/smoke.yaml"])
 def test_dry_run(configfile):
     args = ["-n", "--forceall"] + (["--configfile", configfile] if configfile else [])
     r = _snakemake(args)
     assert r.returncode == 0, r.stderr[-3000:]
+    jobs = _jobs(r.stdout + r.stderr)
     for fig in FIGURES:
-        assert f"rule {fig}:" in r.stdout + r.stderr, f"{fig} missing from the dry-run plan"
-    assert "sample" in r.stdout + r.stderr
+        assert ("figure", f"fig={fig}") in jobs, f"{fig} missing from the dry-run plan"
+    assert "sample" in {rule for rule, _ in jobs}
+    assert ("theory", "key=fls") in jobs
 
 
 def test_dry_run_paper_with_slurm_profile():
@@ -169,7 +297,27 @@ def test_dry_run_single_figure_target():
     r = _snakemake(["fig3", "-n", "-F", "--configfile", "config/smoke.yaml"])
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
-    assert "rule fig3" in out and "rule fig4" not in out and "myrtle5" not in out
+    jobs = _jobs(out)
+    assert ("fig3", "") in jobs and ("figure", "fig=fig3") in jobs
+    assert [j for j in jobs if j[0] == "figure"] == [("figure", "fig=fig3")]
+    assert "myrtle5" not in out
+
+
+def test_figure_target_names_the_missing_experiment(tmp_path):
+    cfg = _load("smoke.yaml")
+    del cfg["experiments"]["cnn3"]
+    path = tmp_path / "no_cnn3.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = _snakemake(["fig5", "-n", f"--configfile={path}"])
+    assert r.returncode != 0 and "fig5 needs config key 'experiments.cnn3'" in r.stdout + r.stderr
+
+
+def test_configfile_without_experiments_stops_snakemake(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("results: somewhere\n")
+    r = _snakemake(["-n", f"--configfile={path}"])
+    assert r.returncode != 0
+    assert "empty.yaml: key 'experiments' is missing" in r.stdout + r.stderr
 
 
 def test_bad_config_stops_snakemake_naming_the_key(tmp_path):
@@ -180,6 +328,20 @@ def test_bad_config_stops_snakemake_naming_the_key(tmp_path):
     r = _snakemake(["-n", "--configfile", str(bad)])
     assert r.returncode != 0
     assert "experiments.cnn2.seeds_per_job" in r.stdout + r.stderr
+
+
+def _edges(dot: str) -> set[tuple[str, str]]:
+    labels = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', dot, re.M))
+    return {(labels[a], labels[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M)}
+
+
+def test_rendered_rulegraph_is_current():
+    """docs/rulegraph.{dot,svg} (and the Snakefile's diagram, drawn from it) show the rules'
+    real dependencies: the same edges as `snakemake --rulegraph` now."""
+    r = _snakemake(["--rulegraph", "-F", "--configfile=config/smoke.yaml"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _edges(r.stdout) == _edges((ROOT / "docs" / "rulegraph.dot").read_text())
+    assert ("aggregate", "theory") in _edges(r.stdout)  # cnn3's theory reads the aggregate
 
 
 def test_lint_clean():
@@ -207,15 +369,22 @@ def _finite(v: str) -> bool:
         return False
 
 
-@pytest.mark.slow
-def test_smoke_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """A finished run of config/smoke.yaml in a temporary copy of the workflow (its folder)."""
+    root = tmp_path_factory.mktemp("smoke")
     for item in ("Snakefile", "workflow", "config", "profiles", "envs"):
         src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    (tmp_path / "src").symlink_to(ROOT / "src")  # in case fleos is not installed
-    r = _snakemake(["all", "--cores", "2", "--configfile", "config/smoke.yaml"], cwd=tmp_path,
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / item)
+    r = _snakemake(["all", "--cores", "2", "--configfile", "config/smoke.yaml"], cwd=root,
                    timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return root
+
+
+@pytest.mark.slow
+def test_smoke_end_to_end(smoke_run):
+    tmp_path = smoke_run
     res = tmp_path / "results" / "smoke"
     for fig in FIGURES:
         png, pdf = res / "figures" / f"{fig}.png", res / "figures" / f"{fig}.pdf"
@@ -246,3 +415,49 @@ def test_smoke_end_to_end(tmp_path):
     html = (tmp_path / "report.html").read_text(errors="replace")
     for fig in FIGURES:
         assert f"{fig}.png" in html, f"{fig} missing from the report"
+    # the generic rule's caption picks each figure's own section
+    for title in ("Fig. 2a - 3-layer FCN", "Fig. 2c - where feature learning", "Fig. 3 - 2-layer",
+                  "Fig. 5 - 3-layer CNN", "Fig. 6 - Myrtle-5", "Agreement table of fig4"):
+        assert title in html, f"caption {title!r} missing from the report"
+
+
+# ---------------------------------------------------------------------------------------------
+# What an edit of a finished run reruns (the params of each rule: fleos.pipeline)
+# ---------------------------------------------------------------------------------------------
+
+
+def _planned_after_edit(root: Path, edit) -> list[tuple[str, str]]:
+    """The jobs a dry run plans after `edit` of the smoke config of the finished run (`edit`
+    changes the config in place or returns a new one)."""
+    cfg = _load("smoke.yaml")
+    cfg = edit(cfg) or cfg
+    (root / "config" / "edited.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = _snakemake(["all", "-n", "--configfile=config/edited.yaml"], cwd=root)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return sorted(_jobs(r.stdout + r.stderr))
+
+
+@pytest.mark.slow
+def test_edit_reruns_only_what_it_can_change(smoke_run):
+    root = smoke_run
+    assert _planned_after_edit(root, lambda c: None) == []
+
+    def resources(c):
+        c["default_resources"]["runtime"] = 99
+        c["default_resources"]["mem_mb"] = 1234
+        c["experiments"]["cnn2"]["resources"] = {"runtime": 77, "mem_mb": 999, "threads": 2}
+
+    assert _planned_after_edit(root, resources) == []
+
+    # the same config written back with the keys of every mapping in reverse order
+    assert _planned_after_edit(root, _reordered) == []
+    tol = _mutate("experiments.cnn2.theory.tol", 1e-7)
+    assert _planned_after_edit(root, tol) == [
+        ("all", ""), ("figure", "fig=fig3"), ("theory", "key=cnn2/n32")]
+    steps = _mutate("experiments.cnn2.sampler.steps", 700)
+    assert _planned_after_edit(root, steps) == [
+        ("aggregate", "experiment=cnn2, n=32, width=32"),
+        ("aggregate", "experiment=cnn2, n=32, width=8"),
+        ("all", ""), ("figure", "fig=fig3"),
+        ("sample", "experiment=cnn2, n=32, width=32, chunk=0"),
+        ("sample", "experiment=cnn2, n=32, width=8, chunk=0")]

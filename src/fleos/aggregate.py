@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from fleos.config import theory_options
 from fleos.observables import GaussianFit, gaussian_fit, top_eigh
 
 # Workflow-only keys of an experiment entry (not part of fleos.config.ExperimentConfig).
@@ -600,7 +601,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     )
 
     m = exp["model"]
-    th = dict(exp.get("theory", {}))
+    th = theory_options("cnn2", exp.get("theory"))
     ds = load_dataset(data_path)
     problem = CNN2Problem.from_arrays(
         ds.X, ds.y, int(m["N"]), int(m["S"]), ds.X_test, ds.y_test, sigma2=float(exp["sigma2"]),
@@ -610,12 +611,11 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     # The EoS curves of Fig. 3 are drawn through the sampled widths and through
     # `theory.C_grid` (theory only: cheap, and a line through 2-3 points hides its shape).
     sampled = {int(w) for w in exp["widths"]}
-    widths = sorted(sampled | {int(c) for c in th.get("C_grid", [])}, reverse=True)
-    results = sweep_cnn2(problem, widths, tol=float(th.get("tol", 1e-8)),
-                         max_iter=int(th.get("max_iter", 60)),
-                         method=th.get("method", "anderson"))
+    widths = sorted(sampled | set(th["C_grid"]), reverse=True)
+    results = sweep_cnn2(problem, widths, tol=th["tol"], max_iter=th["max_iter"],
+                         method=th["method"])
     gp = cnn2_gp_observables(problem)
-    q_train = th.get("q_train", "renormalized")
+    q_train = th["q_train"]
     rows = []
     for C, res in zip(widths, results, strict=True):
         obs = cnn2_observables(problem, res.x)
@@ -661,17 +661,16 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
 
     ds = load_dataset(data_path)
     m = exp["model"]
-    th = dict(exp.get("theory", {}))
+    th = theory_options("fcn", exp.get("theory"))
     problem = FCNProblem(
         ds.X, ds.y, ds.X_test, ds.y_test, sigma_w2=float(m["sigma_w2"]),
         sigma_a2=float(m["sigma_a2"]), sigma2=float(exp["sigma2"]),
         depth=int(m.get("depth", 3)), scaling=m.get("scaling", "standard"),
-        activation=m.get("activation", "erf"), ridge=float(th.get("ridge", 0.0)),
+        activation=m.get("activation", "erf"), ridge=th["ridge"],
     )
     widths = [int(w) for w in exp["widths"]]
-    results = sweep_fcn(problem, widths, tol=float(th.get("tol", 1e-8)),
-                        max_iter=int(th.get("max_iter", 50)),
-                        method=th.get("method", "newton_krylov"))
+    results = sweep_fcn(problem, widths, tol=th["tol"], max_iter=th["max_iter"],
+                        method=th["method"])
     rows = []
     for N, res in zip(widths, results, strict=True):
         row: dict[str, Any] = {
@@ -736,13 +735,13 @@ def theory_cnn3(
     ds = load_dataset(data_path)
     agg = load_aggregate(aggregate_path)
     m = exp["model"]
-    th = dict(exp.get("theory", {}))
     spectra = cnn3.fig5_spectra(
         ds.X, ds.y, agg["sigma_mean"], agg["K2_mean"], agg.get("Q2_mean"), float(width),
         float(width), N=int(m["N"]), S1=int(m["S1"]), S0=int(m["S0"]),
         sigma2=float(exp["sigma2"]), sigma_w2=float(m["sigma_w2"]),
         sigma_v2=float(m["sigma_v2"]), sigma_a2=float(m["sigma_a2"]),
-        ridge=float(th.get("ridge", 0.0)), activation=m.get("activation", "erf"))
+        ridge=theory_options("cnn3", exp.get("theory"))["ridge"],
+        activation=m.get("activation", "erf"))
     doc = {"experiment": "cnn3", "n": ds.n, "width": width,
            "teacher_seed": exp["data"].get("teacher_seed"), **spectra}
     write_json(out_path, doc)

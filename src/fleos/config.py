@@ -16,8 +16,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,8 @@ def _pos_float(d: Mapping, key: str, path: str, *, default: Any = ..., upper: fl
         raise _err(f"{path}.{key}", f"must be a number > 0, got {v!r}")
     if not v > 0:
         raise _err(f"{path}.{key}", f"must be > 0, got {v!r}")
+    if not math.isfinite(v):  # YAML's .inf passes `> 0`; an infinite variance is no posterior
+        raise _err(f"{path}.{key}", f"must be finite, got {v!r}")
     if upper is not None and not v < upper:
         raise _err(f"{path}.{key}", f"must be in (0, {upper}), got {v!r}")
     return float(v)
@@ -157,7 +160,7 @@ class SamplerConfig:
         names = [f for f in cls.__dataclass_fields__]
         _check_keys(d, names, path)
         steps = _int(d, "steps", path)
-        dtype = d.get("dtype", "float32")
+        dtype = d.get("dtype", cls.dtype)
         if dtype not in DTYPES:
             raise _err(f"{path}.dtype", f"must be one of {list(DTYPES)}, got {dtype!r}")
         sched = d.get("schedule")
@@ -183,37 +186,44 @@ class SamplerConfig:
                 raise _err(f"{path}.kernels", f"has unknown kernel(s) {bad}; allowed: "
                            f"{list(KERNEL_NAMES)}")
             kernels = tuple(kernels)
-        integrator = d.get("integrator", "ula")
+        integrator = d.get("integrator", cls.integrator)
         if integrator not in INTEGRATORS:
             raise _err(f"{path}.integrator", f"must be one of {list(INTEGRATORS)}, got "
                        f"{integrator!r}")
-        spatial = d.get("probe_spatial", "mean")
+        spatial = d.get("probe_spatial", cls.probe_spatial)
         if spatial not in PROBE_SPATIAL:
             raise _err(f"{path}.probe_spatial", f"must be one of {list(PROBE_SPATIAL)}, "
                        f"got {spatial!r}")
+        # Defaults live in the dataclass fields only (one place); `_int` gets them from there.
+        dflt = {f.name: f.default for f in fields(cls)}
+
+        def num(key: str, minimum: int = 1) -> int:
+            return _int(d, key, path, minimum=minimum, default=dflt[key])
+
         return cls(
             steps=steps,
             schedule=sched,
             dtype=dtype,
-            record_every=_int(d, "record_every", path, default=10),
-            snapshot_every=_int(d, "snapshot_every", path, default=1000),
-            checkpoint_every=_int(d, "checkpoint_every", path, default=10000),
+            record_every=num("record_every"),
+            snapshot_every=num("snapshot_every"),
+            checkpoint_every=num("checkpoint_every"),
             preconditioner=pre,
-            n_random_directions=_int(d, "n_random_directions", path, minimum=0, default=4),
-            directions_seed=_int(d, "directions_seed", path, minimum=0, default=0),
-            max_backoffs=_int(d, "max_backoffs", path, minimum=0, default=3),
-            backoff_factor=_pos_float(d, "backoff_factor", path, default=0.5, upper=1.0),
+            n_random_directions=num("n_random_directions", minimum=0),
+            directions_seed=num("directions_seed", minimum=0),
+            max_backoffs=num("max_backoffs", minimum=0),
+            backoff_factor=_pos_float(d, "backoff_factor", path, default=dflt["backoff_factor"],
+                                      upper=1.0),
             kernels=kernels,
-            loss_every=_int(d, "loss_every", path, default=1),
-            full_snapshots=_int(d, "full_snapshots", path, minimum=0, default=16),
-            snapshot_channels=_int(d, "snapshot_channels", path, default=64),
-            top_modes=_int(d, "top_modes", path, minimum=1, default=4),
-            probe_size=_int(d, "probe_size", path, default=64),
-            probe_channels=_int(d, "probe_channels", path, default=4),
+            loss_every=num("loss_every"),
+            full_snapshots=num("full_snapshots", minimum=0),
+            snapshot_channels=num("snapshot_channels"),
+            top_modes=num("top_modes"),
+            probe_size=num("probe_size"),
+            probe_channels=num("probe_channels"),
             probe_spatial=spatial,
             integrator=integrator,
-            friction=_pos_float(d, "friction", path, default=1.0),
-            check_stability=_bool(d, "check_stability", path, default=True),
+            friction=_pos_float(d, "friction", path, default=cls.friction),
+            check_stability=_bool(d, "check_stability", path, default=cls.check_stability),
         )
 
 
@@ -271,6 +281,8 @@ class ExperimentConfig:
         arch = d["arch"]
         if arch not in ARCHS:
             raise _err(f"{path}.arch", f"must be one of {list(ARCHS)}, got {arch!r}")
+        if "theory" in d:  # not part of the engine's config, but checked here, once
+            theory_options(arch, d["theory"], f"{path}.theory")
         for key in ("model", "data"):
             if not isinstance(d[key], Mapping):
                 raise _err(f"{path}.{key}", f"must be a mapping, got {d[key]!r}")
@@ -330,6 +342,65 @@ class ExperimentConfig:
         """Seeds 0..seeds-1 cut into consecutive chunks of `seeds_per_job` (last may be short)."""
         s, k = self.seeds, self.seeds_per_job
         return [tuple(range(i, min(i + k, s))) for i in range(0, s, k)]
+
+
+THEORY_METHODS = ("anderson", "newton_krylov")  # = fleos.eos.cnn2.METHODS = fleos.eos.fcn.SOLVERS
+Q_TRAIN_MODES = ("first_order", "renormalized")  # = fleos.eos.cnn2_analytic.Q_TRAIN_MODES
+
+# ``experiments.<name>.theory`` per architecture: the keys its theory reads and their defaults
+# (written nowhere else; `theory_options` fills them in). cnn2: the EoS sweep of Eq. 8 and
+# Eq. 9's q_train; fcn: the EoS of Eq. 5; cnn3: the Fig. 5 predictions (Eq. 5, last lines);
+# myrtle5 has no theory. Anderson on Eq. 8 converges in 20-40 iterations where Newton-Krylov
+# on the FCN's precision form needs < 20, hence the different iteration caps.
+THEORY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cnn2": {"tol": 1e-8, "max_iter": 60, "method": "anderson", "q_train": "renormalized",
+             "C_grid": []},
+    "fcn": {"tol": 1e-8, "max_iter": 50, "method": "newton_krylov", "ridge": 0.0},
+    "cnn3": {"ridge": 0.0},
+    "myrtle5": {},
+}
+
+
+def theory_options(arch: str, d: Mapping | None, path: str = "theory") -> dict[str, Any]:
+    """``experiments.<name>.theory`` validated for `arch` and completed with `THEORY_DEFAULTS`.
+
+    Errors name ``path.key`` and the allowed values (an unknown key, a bad ``method``, ...)."""
+    if arch not in THEORY_DEFAULTS:
+        raise _err(path, f"belongs to an unknown arch {arch!r}; allowed: {list(ARCHS)}")
+    d = {} if d is None else d
+    if not isinstance(d, Mapping):
+        raise _err(path, f"must be a mapping, got {d!r}")
+    out = copy.deepcopy(THEORY_DEFAULTS[arch])
+    _check_keys(d, list(out), path)
+    if "tol" in d:
+        out["tol"] = _pos_float(d, "tol", path)
+    if "max_iter" in d:
+        out["max_iter"] = _int(d, "max_iter", path)
+    if "method" in d:
+        if d["method"] not in THEORY_METHODS:
+            raise _err(f"{path}.method", f"must be one of {list(THEORY_METHODS)}, "
+                       f"got {d['method']!r}")
+        out["method"] = d["method"]
+    if "q_train" in d:
+        q = d["q_train"]
+        if isinstance(q, str):
+            if q not in Q_TRAIN_MODES:
+                raise _err(f"{path}.q_train", f"must be a number > 0 or one of "
+                           f"{list(Q_TRAIN_MODES)}, got {q!r}")
+            out["q_train"] = q
+        else:
+            out["q_train"] = _pos_float(d, "q_train", path)
+    if "ridge" in d:
+        r = d["ridge"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < math.inf:
+            raise _err(f"{path}.ridge", f"must be a finite number >= 0, got {r!r}")
+        out["ridge"] = float(r)
+    if "C_grid" in d:
+        grid = d["C_grid"]
+        if isinstance(grid, (str, int)) or not isinstance(grid, Sequence):
+            raise _err(f"{path}.C_grid", f"must be a list of integers >= 1, got {grid!r}")
+        out["C_grid"] = [_int_value(c, f"{path}.C_grid[{i}]") for i, c in enumerate(grid)]
+    return out
 
 
 @dataclass(frozen=True)

@@ -4,19 +4,20 @@
 
 rule aggregate:
     input:
-        chunks=chunk_files,
-        data=res("data", "{experiment}", "n{n}.npz"),
+        chunks=lambda wc: [
+            LAYOUT.path("chunk", experiment=wc.experiment, n=wc.n, width=wc.width, chunk=k)
+            for k in range(pipeline.n_chunks(config["experiments"][wc.experiment]))
+        ],
+        data=out("data"),
     output:
-        res("aggregate", "{experiment}", "n{n}", "w{width}.npz"),
+        out("aggregate"),
     log:
-        res("logs", "aggregate", "{experiment}", "n{n}", "w{width}.log"),
+        log("aggregate", "{experiment}", "n{n}", "w{width}.log"),
     params:
-        exp=lambda wc: exp_cfg(wc.experiment),
-        name=lambda wc: wc.experiment,
-        width=lambda wc: int(wc.width),
+        config=lambda wc: pipeline.aggregate_params(config, wc.experiment),
     resources:
-        runtime=default_resource("runtime"),
-        mem_mb=default_resource("mem_mb"),
+        runtime=resource("runtime"),
+        mem_mb=resource("mem_mb"),
     conda:
         CPU_ENV
     script:

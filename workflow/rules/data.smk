@@ -6,14 +6,15 @@ rule make_data:
     input:
         cifar_input,
     output:
-        res("data", "{experiment}", "n{n}.npz"),
+        out("data"),
     log:
-        res("logs", "make_data", "{experiment}", "n{n}.log"),
+        log("make_data", "{experiment}", "n{n}.log"),
     params:
-        exp=lambda wc: exp_cfg(wc.experiment),
+        # what the file depends on (arch, model, data without n); see fleos.pipeline
+        config=lambda wc: pipeline.data_params(config, wc.experiment),
     resources:
-        runtime=default_resource("runtime"),
-        mem_mb=default_resource("mem_mb"),
+        runtime=resource("runtime"),
+        mem_mb=resource("mem_mb"),
     conda:
         CPU_ENV
     script:

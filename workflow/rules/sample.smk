@@ -7,24 +7,22 @@
 
 rule sample:
     input:
-        data=res("data", "{experiment}", "n{n}.npz"),
+        data=out("data"),
     output:
-        res("samples", "{experiment}", "n{n}", "w{width}", "chunk{chunk}.h5"),
+        out("chunk"),
     log:
-        res("logs", "sample", "{experiment}", "n{n}", "w{width}", "chunk{chunk}.log"),
+        log("sample", "{experiment}", "n{n}", "w{width}", "chunk{chunk}.log"),
     benchmark:
-        res("benchmarks", "sample", "{experiment}", "n{n}", "w{width}", "chunk{chunk}.tsv")
+        bench("sample", "{experiment}", "n{n}", "w{width}", "chunk{chunk}.tsv")
     params:
-        exp=lambda wc: exp_cfg(wc.experiment),
-        seeds=lambda wc: chunk_seeds(exp_cfg(wc.experiment), int(wc.chunk)),
-        checkpoint=lambda wc: res(
-            "checkpoints", wc.experiment, f"n{wc.n}", f"w{wc.width}", f"chunk{wc.chunk}.ckpt"
-        ),
-    threads: exp_threads
+        # model, data, σ², the whole sampler block and this chunk's seeds: nothing else
+        # (not resources, theory or other experiments) reruns a finished sampling job
+        config=lambda wc: pipeline.sampling_params(config, wc.experiment, int(wc.chunk)),
+    threads: resource("threads", per_experiment=True)
     resources:
-        runtime=exp_resource("runtime"),
-        mem_mb=exp_resource("mem_mb"),
-        gpu=exp_resource("gpu"),
+        runtime=resource("runtime", per_experiment=True),
+        mem_mb=resource("mem_mb", per_experiment=True),
+        gpu=resource("gpu", per_experiment=True),
     conda:
         SAMPLE_ENV
     script:

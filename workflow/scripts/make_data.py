@@ -1,15 +1,11 @@
 # Thin Snakemake script: all logic lives in the fleos library (see docs/workflow.md).
-import os
 import sys
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821, SIM115
-try:
-    import fleos  # noqa: F401
-except ImportError:  # conda envs (--sdm conda) carry the dependencies, not fleos itself
-    sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
+
 from fleos.data import make_dataset, save_dataset  # noqa: E402
 
-exp = snakemake.params.exp  # noqa: F821
+exp = snakemake.config["experiments"][snakemake.wildcards.experiment]  # noqa: F821
 data = exp["data"]
 save_dataset(
     make_dataset(

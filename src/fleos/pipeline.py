@@ -1,0 +1,535 @@
+"""The workflow's registry and its view of the config (docs/architecture.md, "Registry").
+
+The only module that knows the layout of the workflow config (``config/*.yaml``) and of the
+results folder. The Snakemake rules (workflow/rules/*.smk) ask it for
+
+* the registry: which experiment names exist, the architecture each must use, the theory
+  each gets, and which figures read which experiment (`EXPERIMENTS`, `THEORIES`, `FIGURES`);
+* the config, resolved (`resolve_config`) and validated once (`validate_config`: the JSON
+  schema, the cross-key checks and the engines' own typed checks, fleos.config);
+* file paths (`PATHS`, `Layout`), target lists and the inputs of each job;
+* each job's params: a canonical hash of exactly the sub-config its output depends on
+  (`sampling_params`, ...), so an edit that cannot change a finished output never reruns it;
+* the theory stage's dispatch (`run_theory`).
+
+The equations the jobs solve are cited where they run (fleos.aggregate, fleos.eos.*).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# ----------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TheorySpec:
+    """One kind of theory job: one JSON per n (`per_width` False) or per (n, width)."""
+
+    per_width: bool
+    inputs: tuple[str, ...]  # files of the same (experiment, n[, width]) it reads
+    summary: str
+
+
+@dataclass(frozen=True)
+class ExperimentKind:
+    """An entry name allowed under ``experiments:``: its architecture and its theory (a key
+    of `THEORIES`, or None). The figures it feeds are those of `FIGURES` naming it."""
+
+    arch: str
+    theory: str | None
+    summary: str
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A paper figure: the experiment (or ``fls``) it draws and the stages it reads."""
+
+    source: str
+    inputs: tuple[str, ...]  # subset of ("aggregate", "data", "theory")
+    summary: str
+
+
+THEORIES: dict[str, TheorySpec] = {
+    "sweep": TheorySpec(False, ("data",),
+                        "EoS annealed over the widths from the GP solution (Eq. 8/9; Eq. 5)"),
+    "kernels": TheorySpec(True, ("data", "aggregate"),
+                          "Σ and Q^(2) predicted from the empirical kernels (Eq. 5, last lines)"),
+}
+
+EXPERIMENTS: dict[str, ExperimentKind] = {
+    "fcn3": ExperimentKind("fcn", "sweep", "3-layer FCN, mean-field scaling (Eq. 1)"),
+    "cnn2": ExperimentKind("cnn2", "sweep", "2-layer CNN (Eq. 7)"),
+    "cnn3": ExperimentKind("cnn3", "kernels", "3-layer CNN (Eq. 14)"),
+    "myrtle5": ExperimentKind("myrtle5", None, "Myrtle-5, ReLU"),
+}
+
+# ``fls`` is the theory-only block of Fig. 2c (fleos.fls), not an experiment.
+FLS = "fls"
+
+FIGURES: dict[str, FigureSpec] = {
+    "fig2a": FigureSpec("fcn3", ("aggregate", "data"),
+                        "3-layer FCN (MF): QQ plot of the top first-layer weight mode"),
+    "fig2b": FigureSpec("fcn3", ("aggregate", "data", "theory"),
+                        "3-layer FCN (MF): train MSE, top Σ eigenvalue, α over GP vs width"),
+    "fig2c": FigureSpec(FLS, ("theory",), "width at which χ = 1 vs n (Eq. 6, theory only)"),
+    "fig3": FigureSpec("cnn2", ("aggregate", "data", "theory"),
+                       "2-layer CNN: α/α_GP vs C (experiment, Eq. 8, Eq. 9); weight overlaps"),
+    "fig4": FigureSpec("cnn3", ("aggregate", "data"),
+                       "3-layer CNN: weight and pre-activation overlaps, before/after"),
+    "fig5": FigureSpec("cnn3", ("aggregate", "data", "theory"),
+                       "3-layer CNN: spectra of Σ and Q^(2), empirical / EoS / GP"),
+    "fig6": FigureSpec("myrtle5", ("aggregate", "data"),
+                       "Myrtle-5: pre-activations on kernel eigenvectors, trained vs untrained"),
+}
+
+
+def figures_of(experiment: str) -> tuple[str, ...]:
+    """The figures that read `experiment` (or ``fls``)."""
+    return tuple(f for f, spec in FIGURES.items() if spec.source == experiment)
+
+
+class ConfigError(ValueError):
+    """A configuration value that is wrong (alone or with others); the message names the key."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+
+# Every path under the results folder, as a Snakemake pattern ({wildcards}).
+PATHS: dict[str, str] = {
+    "data": "data/{experiment}/n{n}.npz",
+    "chunk": "samples/{experiment}/n{n}/w{width}/chunk{chunk}.h5",
+    "checkpoint": "checkpoints/{experiment}/n{n}/w{width}/chunk{chunk}.ckpt",
+    "aggregate": "aggregate/{experiment}/n{n}/w{width}.npz",
+    "theory": "theory/{key}.json",
+    "png": "figures/{fig}.png",
+    "pdf": "figures/{fig}.pdf",
+    "csv": "tables/{fig}.csv",
+    "summary": "tables/{fig}_summary.rst",
+}
+FIGURE_OUTPUTS = ("png", "pdf", "csv", "summary")
+# Theory keys: 'fls', '{experiment}/n{n}' (sweep) or '{experiment}/n{n}/w{width}' (kernels).
+THEORY_KEY = r"fls|[a-z0-9]+/n\d+(/w\d+)?"
+_THEORY_KEY = re.compile(r"(?P<experiment>[a-z0-9]+)/n(?P<n>\d+)(?:/w(?P<width>\d+))?")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one results folder (`PATHS` under `results`)."""
+
+    results: str
+
+    def pattern(self, kind: str) -> str:
+        return os.path.join(self.results, PATHS[kind])
+
+    def path(self, kind: str, **wildcards: Any) -> str:
+        return self.pattern(kind).format(**wildcards)
+
+    def log(self, stage: str, *parts: str) -> str:
+        return os.path.join(self.results, "logs", stage, *parts)
+
+
+def n_chunks(exp: Mapping[str, Any]) -> int:
+    """Number of sampling jobs per (n, width): ceil(seeds / seeds_per_job)."""
+    return math.ceil(exp["seeds"] / exp["seeds_per_job"])
+
+
+def chunk_seeds(exp: Mapping[str, Any], chunk: int) -> list[int]:
+    """Seed indices of one chunk: [k·spj, min((k+1)·spj, seeds))."""
+    spj = exp["seeds_per_job"]
+    if not 0 <= chunk < n_chunks(exp):
+        raise ConfigError(f"chunk {chunk} out of range [0, {n_chunks(exp)})")
+    return list(range(chunk * spj, min((chunk + 1) * spj, exp["seeds"])))
+
+
+def parse_theory_key(key: str) -> tuple[str, int, int | None]:
+    """('cnn2', 32, None) for 'cnn2/n32'; ('cnn3', 16, 8) for 'cnn3/n16/w8'."""
+    m = _THEORY_KEY.fullmatch(key)
+    if m is None:
+        raise ConfigError(f"theory key {key!r} is not 'fls', 'EXPERIMENT/nN' or "
+                          f"'EXPERIMENT/nN/wW'")
+    w = m["width"]
+    return m["experiment"], int(m["n"]), None if w is None else int(w)
+
+
+def theory_keys(config: Mapping[str, Any], experiment: str) -> list[str]:
+    """The theory jobs of `experiment` (or 'fls'), as keys of `PATHS['theory']`."""
+    if experiment == FLS:
+        return [FLS]
+    exp = config["experiments"][experiment]
+    kind = EXPERIMENTS[experiment].theory
+    if kind is None:
+        return []
+    if THEORIES[kind].per_width:
+        return [f"{experiment}/n{n}/w{w}" for n in exp["data"]["n"] for w in exp["widths"]]
+    return [f"{experiment}/n{n}" for n in exp["data"]["n"]]
+
+
+def theory_inputs(config: Mapping[str, Any], key: str) -> dict[str, str]:
+    """Input files of the theory job `key`, by the names of `TheorySpec.inputs`."""
+    if key == FLS:
+        return {}
+    name, n, width = parse_theory_key(key)
+    kind = EXPERIMENTS[name].theory
+    if kind is None or THEORIES[kind].per_width != (width is not None):
+        raise ConfigError(f"theory key {key!r}: experiment {name!r} has no such theory job")
+    lay = Layout(config["results"])
+    return {i: lay.path(i, experiment=name, n=n, width=width) for i in THEORIES[kind].inputs}
+
+
+def stage_files(config: Mapping[str, Any], experiment: str, stage: str) -> list[str]:
+    """Every file of one stage ('data', 'aggregate' or 'theory') of `experiment`."""
+    lay = Layout(config["results"])
+    if stage == "theory":
+        return [lay.path("theory", key=k) for k in theory_keys(config, experiment)]
+    exp = config["experiments"][experiment]
+    if stage == "data":
+        return [lay.path("data", experiment=experiment, n=n) for n in exp["data"]["n"]]
+    return [lay.path("aggregate", experiment=experiment, n=n, width=w)
+            for n in exp["data"]["n"] for w in exp["widths"]]
+
+
+def figure_inputs(config: Mapping[str, Any], fig: str) -> dict[str, list[str]]:
+    """Input files of figure `fig`; raises naming the config key it lacks."""
+    source = figure_source(config, fig)
+    return {stage: stage_files(config, source, stage) for stage in FIGURES[fig].inputs}
+
+
+def figure_outputs(config: Mapping[str, Any], fig: str) -> dict[str, str]:
+    lay = Layout(config["results"])
+    return {k: lay.path(k, fig=fig) for k in FIGURE_OUTPUTS}
+
+
+def figure_source(config: Mapping[str, Any], fig: str) -> str:
+    """The experiment (or 'fls') figure `fig` needs; raises naming the missing key."""
+    if fig not in FIGURES:
+        raise ConfigError(f"unknown figure {fig!r}; allowed: {', '.join(FIGURES)}")
+    need = FIGURES[fig].source
+    ok = need in config if need == FLS else need in config.get("experiments", {})
+    if not ok:
+        where = FLS if need == FLS else f"experiments.{need}"
+        raise ConfigError(f"{fig} needs config key {where!r}, which this config lacks")
+    return need
+
+
+def configured_figures(config: Mapping[str, Any]) -> list[str]:
+    """Figures whose source is configured (the `all` target)."""
+    have = set(config.get("experiments", {})) | ({FLS} if FLS in config else set())
+    return [f for f, spec in FIGURES.items() if spec.source in have]
+
+
+# ----------------------------------------------------------------------------------------------
+# Params: what each job's output depends on, hashed canonically
+# ----------------------------------------------------------------------------------------------
+
+
+def _canonical(obj: Any) -> Any:
+    """Plain JSON data with integral floats as ints (YAML reads 1.0e5 as a float and 100000
+    as an int; both mean the same step count, so they must hash the same)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, float) and math.isfinite(obj) and obj == int(obj):
+        return int(obj)
+    return obj
+
+
+def canonical_hash(obj: Any) -> str:
+    """SHA-256 of the sorted-keys JSON of `obj`: independent of key order and YAML spelling."""
+    text = json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _model_data(exp: Mapping[str, Any]) -> dict[str, Any]:
+    # data.n lists every training-set size; a job's own n is in its path, so adding an n
+    # must not rerun the jobs of the others.
+    return {"arch": exp["arch"], "model": exp["model"],
+            "data": {k: v for k, v in exp["data"].items() if k != "n"}}
+
+
+def data_params(config: Mapping[str, Any], experiment: str) -> str:
+    """make_data: the architecture (teacher), model and data keys."""
+    return canonical_hash(_model_data(config["experiments"][experiment]))
+
+
+def aggregate_params(config: Mapping[str, Any], experiment: str) -> str:
+    """aggregate: what sampling depends on except the seeds (the chunk files carry those)."""
+    exp = config["experiments"][experiment]
+    return canonical_hash({**_model_data(exp), "sigma2": exp["sigma2"],
+                           "sampler": exp["sampler"]})
+
+
+def sampling_params(config: Mapping[str, Any], experiment: str, chunk: int) -> str:
+    """sample: model, data, σ², the whole sampler block (new sampler keys are included
+    automatically) and the job's own seeds; not resources, theory, widths, other n or other
+    experiments."""
+    exp = config["experiments"][experiment]
+    return canonical_hash({**_model_data(exp), "sigma2": exp["sigma2"],
+                           "sampler": exp["sampler"], "seeds": chunk_seeds(exp, chunk)})
+
+
+def theory_params(config: Mapping[str, Any], key: str) -> str:
+    """theory: the fls block (Fig. 2c), or model, data, σ², the theory options and (for a
+    sweep over widths) the widths."""
+    if key == FLS:
+        return canonical_hash(config[FLS])
+    name, _, width = parse_theory_key(key)
+    exp = config["experiments"][name]
+    doc = {**_model_data(exp), "sigma2": exp["sigma2"], "theory": exp.get("theory", {})}
+    if width is None:
+        doc["widths"] = exp["widths"]
+    return canonical_hash(doc)
+
+
+def figure_params(config: Mapping[str, Any], fig: str) -> str:
+    """figure: the block of its source (without resources) and its ``figures.FIG`` options.
+
+    The figure functions read their experiment entry freely (captions, labels, widths), so
+    all of it counts, except resources, which change no output."""
+    source = figure_source(config, fig)
+    if source == FLS:
+        block = config[FLS]
+    else:
+        block = {k: v for k, v in config["experiments"][source].items() if k != "resources"}
+    return canonical_hash({"source": block,
+                           "figure": config.get("figures", {}).get(fig, {})})
+
+
+# ----------------------------------------------------------------------------------------------
+# Resources (not params: they change no output)
+# ----------------------------------------------------------------------------------------------
+
+DEFAULT_RESOURCES: dict[str, int] = {"runtime": 30, "mem_mb": 4000, "gpu": 0, "threads": 1}
+
+
+def resource(config: Mapping[str, Any], key: str, experiment: str | None = None,
+             attempt: int = 1) -> int:
+    """`key` of the experiment's sampling jobs (``experiments.NAME.resources``), else of
+    ``default_resources``, else `DEFAULT_RESOURCES`; runtime grows with the retry attempt."""
+    value = {**DEFAULT_RESOURCES, **config.get("default_resources", {})}[key]
+    if experiment is not None:
+        value = config["experiments"][experiment].get("resources", {}).get(key, value)
+    return value * attempt if key == "runtime" else value
+
+
+# ----------------------------------------------------------------------------------------------
+# Config: resolved once, validated once
+# ----------------------------------------------------------------------------------------------
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` updated recursively with `override` (--config overrides on the default)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_config(config: Mapping[str, Any], configfiles: Sequence[str | os.PathLike],
+                   default_file: str | os.PathLike) -> dict[str, Any]:
+    """The run's config: `config` itself when it lists experiments; without any config file,
+    `default_file` under the --config overrides; a config file without ``experiments:`` is an
+    error (it is never filled in from the default, whose results would land in its folder)."""
+    if "experiments" in config:
+        return dict(config)
+    if configfiles:
+        names = ", ".join(str(p) for p in configfiles)
+        raise ConfigError(f"config file {names}: key 'experiments' is missing; list the "
+                          f"experiments to run (see {Path(default_file).name})")
+    import yaml
+
+    with open(default_file) as fh:
+        return deep_merge(yaml.safe_load(fh), config)
+
+
+def cifar_path(exp: Mapping[str, Any], root: str | os.PathLike = ".") -> Path | None:
+    """The CIFAR-10 folder an experiment reads (model.dataset: cifar10), else None."""
+    model = exp.get("model", {})
+    if model.get("dataset") != "cifar10":
+        return None
+    path = model.get("cifar_path") or ""
+    return Path(path) if os.path.isabs(path) else Path(root) / path
+
+
+def cifar_problem(name: str, exp: Mapping[str, Any], root: str | os.PathLike = ".") -> str | None:
+    """Why the CIFAR-10 data of experiment `name` is unusable (naming the key), or None."""
+    key = f"experiments.{name}.model"
+    model = exp.get("model", {})
+    if model.get("dataset") != "cifar10":
+        return None
+    if not model.get("cifar_path"):
+        return f"{key}.cifar_path is required when {key}.dataset is 'cifar10'"
+    p = cifar_path(exp, root)
+    if p is None or not p.exists():
+        return (f"{key}.cifar_path = {model['cifar_path']!r} does not exist (CIFAR-10 for "
+                f"{name}); extract cifar-10-batches-py there (https://www.cs.toronto.edu/"
+                f"~kriz/cifar.html) or use {key}.dataset: digits")
+    return None
+
+
+def schema_errors(config: Mapping[str, Any], schema_path: str | os.PathLike) -> list[str]:
+    """All JSON-schema violations of `config`, each as 'config key a.b.c: message'."""
+    import jsonschema
+    import yaml
+
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    validator = jsonschema.Draft202012Validator(schema)
+    out = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        out.append(f"config key {where}: {err.message}")
+    return out
+
+
+# Images available to the Myrtle-5 experiment: (train pool, test pool); None = one shared pool
+# from which train and test are drawn disjointly (the digits stand-in, fleos.data).
+IMAGE_POOLS: dict[str, tuple[int, int | None]] = {
+    "cifar10": (50_000, 10_000),
+    "digits": (1797, None),
+}
+
+
+def _check_image_counts(key: str, dataset: str, data: Mapping[str, Any]) -> None:
+    """n (every value) and n_test must fit in the images the dataset has."""
+    if dataset not in IMAGE_POOLS:
+        return  # the schema / fleos.models name an unknown dataset
+    n_max, n_test = max(data["n"]), data.get("n_test", 0)
+    train_pool, test_pool = IMAGE_POOLS[dataset]
+    if test_pool is None and n_max + n_test > train_pool:
+        raise ConfigError(
+            f"{key}.data.n = {n_max} plus {key}.data.n_test = {n_test} exceeds the {train_pool} "
+            f"images of the {dataset!r} data set"
+        )
+    if test_pool is not None and (n_max > train_pool or n_test > test_pool):
+        raise ConfigError(
+            f"{key}.data.n = {n_max} / n_test = {n_test} exceed the {dataset!r} data set "
+            f"({train_pool} training, {test_pool} test images)"
+        )
+
+
+def check_config(
+    config: Mapping[str, Any], root: str | os.PathLike = ".", check_paths: bool = True
+) -> None:
+    """Cross-key checks after schema validation; raises ConfigError naming the key.
+
+    `root` is the folder relative paths (CIFAR-10) are resolved against; check_paths=False
+    skips the file-existence checks (the workflow does them lazily, when the data is needed,
+    so that a dry run of the paper config works on a machine without CIFAR-10).
+    """
+    for name, exp in config.get("experiments", {}).items():
+        key = f"experiments.{name}"
+        want = EXPERIMENTS[name].arch
+        if exp["arch"] != want:
+            raise ConfigError(f"{key}.arch = {exp['arch']!r}: experiment {name!r} needs {want!r}")
+        if exp["seeds_per_job"] > exp["seeds"]:
+            raise ConfigError(
+                f"{key}.seeds_per_job = {exp['seeds_per_job']} exceeds {key}.seeds = "
+                f"{exp['seeds']}"
+            )
+        if exp["seeds"] < 2:
+            raise ConfigError(
+                f"{key}.seeds = {exp['seeds']}: error bars across seeds need at least 2 seeds"
+            )
+        s = exp["sampler"]
+        burn = s["schedule"].get("burn_in", 0)
+        if burn >= s["steps"]:
+            raise ConfigError(
+                f"{key}.sampler.schedule.burn_in = {burn} must be below "
+                f"{key}.sampler.steps = {s['steps']} (no equilibrium samples would remain)"
+            )
+        for sub in ("record_every", "snapshot_every"):
+            if sub in s and s[sub] > s["steps"] - burn:
+                raise ConfigError(
+                    f"{key}.sampler.{sub} = {s[sub]} exceeds the {s['steps'] - burn} "
+                    f"post-burn-in steps: no sample would be recorded"
+                )
+        if s["schedule"]["kind"] == "constant" and "lr" not in s["schedule"]:
+            raise ConfigError(f"{key}.sampler.schedule.lr is required for kind 'constant'")
+        data = exp["data"]
+        if check_paths:
+            problem = cifar_problem(name, exp, root)
+            if problem:
+                raise ConfigError(problem)
+        if exp["arch"] == "myrtle5":
+            _check_image_counts(key, exp["model"].get("dataset", "cifar10"), data)
+        elif "teacher_seed" not in data:
+            raise ConfigError(
+                f"{key}.data.teacher_seed is required: the teacher draw is fixed and reported"
+            )
+
+
+def validate_config(
+    config: Mapping[str, Any], schema_path: str | os.PathLike, root: str | os.PathLike = ".",
+    check_paths: bool = True,
+) -> None:
+    """The one validation of a workflow config; raises ConfigError naming the key.
+
+    In order: ``experiments`` present and named as in `EXPERIMENTS`; the JSON schema (each
+    value; unknown keys anywhere refused); the cross-key checks of `check_config`; then the
+    engines' typed configs (fleos.config.ExperimentConfig, with the theory options, and
+    fleos.models.validate_model_cfg), so nothing is left to fail inside a job.
+    """
+    exps = config.get("experiments")
+    if not isinstance(exps, Mapping) or not exps:
+        raise ConfigError("config key 'experiments' is missing or empty: list at least one of "
+                          + ", ".join(EXPERIMENTS))
+    unknown = sorted(set(exps) - set(EXPERIMENTS))
+    if unknown:  # before the schema, whose message would not list the allowed names
+        raise ConfigError(
+            f"experiments.{unknown[0]}: unknown experiment name {unknown[0]!r}; allowed: "
+            + ", ".join(EXPERIMENTS)
+        )
+    errors = schema_errors(config, schema_path)
+    if errors:
+        raise ConfigError("; ".join(errors))
+    check_config(config, root, check_paths)
+    from fleos.config import ExperimentConfig
+    from fleos.models import validate_model_cfg
+
+    for name, exp in exps.items():
+        try:
+            ExperimentConfig.from_dict(name, exp)  # its messages name the full key
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        try:
+            validate_model_cfg(exp["arch"], exp["model"])
+        except ValueError as err:
+            raise ConfigError(f"experiments.{name}.model: {err}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# The theory stage
+# ----------------------------------------------------------------------------------------------
+
+
+def run_theory(key: str, config: Mapping[str, Any], inputs: Mapping[str, str],
+               out_path: str | os.PathLike) -> dict[str, Any]:
+    """Run theory job `key` (see `theory_keys`) on its `theory_inputs` into `out_path`."""
+    from fleos import aggregate
+
+    if key == FLS:
+        return aggregate.theory_fls(config[FLS], out_path=out_path)
+    name, _, width = parse_theory_key(key)
+    exp = config["experiments"][name]
+    if EXPERIMENTS[name].theory == "sweep":
+        return aggregate.theory_sweep(name, exp, data_path=inputs["data"], out_path=out_path)
+    return aggregate.theory_cnn3(exp, width=width, data_path=inputs["data"],
+                                 aggregate_path=inputs["aggregate"], out_path=out_path)
