@@ -230,3 +230,22 @@ def test_newton_krylov_merit_accepts_a_rise_of_the_residual_norm():
     assert plain.converged, plain.message
     np.testing.assert_allclose(plain.x, c, rtol=1e-10)
     assert all(np.diff(plain.history) < 0)
+
+
+def test_anneal_reports_progress_per_solve() -> None:
+    # The theory rules log one line per solve (issue #12): anneal calls `progress` after every
+    # solve, the intermediate widths it inserts included, and progress_printer formats it.
+    from fleos.solvers import SolveResult, anneal, progress_printer
+
+    def solve_at(w, x):
+        ok = x / w <= 3  # a solve fails when the warm start is more than 3x the width
+        return SolveResult(x=w, converged=ok, iterations=2, residual=1e-9 if ok else 1.0,
+                           seconds=0.0, message="ok" if ok else "failed", history=())
+
+    seen: list[str] = []
+    out = anneal(solve_at, [20.0, 4.0], 40.0, start_width=40.0, min_ratio=1.01,
+                 progress=progress_printer(seen.append, "C"))
+    assert [r.converged for r in out] == [True, True]
+    assert seen[0] == "C=20 converged residual=1e-09 iterations=2 (0.0 s)"
+    assert any("NOT converged (failed)" in line for line in seen)
+    assert len(seen) >= 3  # 20, the failed jump to 4, the inserted width(s), 4

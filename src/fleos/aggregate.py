@@ -612,8 +612,11 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     # `theory.C_grid` (theory only: cheap, and a line through 2-3 points hides its shape).
     sampled = {int(w) for w in exp["widths"]}
     widths = sorted(sampled | set(th["C_grid"]), reverse=True)
+    from fleos.solvers import progress_printer
+
+    # one line per solve (residual, iterations) to the rule's log: a sweep takes minutes
     results = sweep_cnn2(problem, widths, tol=th["tol"], max_iter=th["max_iter"],
-                         method=th["method"])
+                         method=th["method"], progress=progress_printer(_log_line, "C"))
     gp = cnn2_gp_observables(problem)
     q_train = th["q_train"]
     rows = []
@@ -669,8 +672,10 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
         activation=m.get("activation", "erf"), ridge=th["ridge"],
     )
     widths = [int(w) for w in exp["widths"]]
+    from fleos.solvers import progress_printer
+
     results = sweep_fcn(problem, widths, tol=th["tol"], max_iter=th["max_iter"],
-                        method=th["method"])
+                        method=th["method"], progress=progress_printer(_log_line, "N"))
     rows = []
     for N, res in zip(widths, results, strict=True):
         row: dict[str, Any] = {
@@ -746,6 +751,11 @@ def theory_cnn3(
            "teacher_seed": exp["data"].get("teacher_seed"), **spectra}
     write_json(out_path, doc)
     return doc
+
+
+def _log_line(line: str) -> None:
+    """Progress of a theory run: stdout, which the workflow's scripts send to the rule's log."""
+    print(line, flush=True)
 
 
 def theory_fls(fls_cfg: Mapping[str, Any], out_path: str | os.PathLike) -> dict[str, Any]:

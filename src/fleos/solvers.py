@@ -478,6 +478,18 @@ def _midpoint(w_from: float, w_to: float) -> float:
     return math.sqrt(w_from * w_to)
 
 
+def progress_printer(emit: Callable[[str], None], label: str = "width"
+                     ) -> Callable[[float, SolveResult], None]:
+    """A `progress` callback for `anneal` and the sweeps: one line per solve, e.g.
+    ``C=640 converged residual=3.1e-09 iterations=7 (2.3 s)``, passed to `emit`."""
+    def show(width: float, res: SolveResult) -> None:
+        state = "converged" if res.converged else f"NOT converged ({res.message})"
+        emit(f"{label}={width:g} {state} residual={res.residual:.3g} "
+             f"iterations={res.iterations} ({res.seconds:.1f} s)")
+
+    return show
+
+
 def anneal(
     solve_at: Callable[[float, Any], SolveResult],
     widths: Sequence[float],
@@ -487,6 +499,7 @@ def anneal(
     min_ratio: float = 1.01,
     extrapolate: bool = False,
     max_inserts: int = 12,
+    progress: Callable[[float, SolveResult], None] | None = None,
 ) -> list[SolveResult]:
     """Continuation from large to small width with adaptive step insertion.
 
@@ -503,9 +516,20 @@ def anneal(
         linearly). If the solve from the extrapolated point fails, it is retried from the
         last solution itself before any step is inserted.
 
+    progress: called as progress(width, result) after every solve, intermediate widths and
+        retries included (e.g. `progress_printer`: one log line per solve with its residual).
+
     Returns one SolveResult per requested width, in the order of `widths`. The `seconds` of
     a result include the intermediate solves needed to reach it.
     """
+    if progress is not None:
+        inner = solve_at
+
+        def solve_at(w: float, x: Any) -> SolveResult:
+            res = inner(w, x)
+            progress(w, res)
+            return res
+
     if min_ratio <= 1.0:
         raise ValueError(f"anneal: min_ratio must be > 1, got {min_ratio}")
     for w in widths:

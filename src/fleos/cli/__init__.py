@@ -94,6 +94,16 @@ def check_training_data(X: np.ndarray, y: np.ndarray, source: str,
             raise InputError(f"{source}: {name} contains NaN or infinite values")
 
 
+def terminal_progress(label: str) -> Callable[[float, Any], None] | None:
+    """Per-solve progress lines on stderr when it is a terminal (`progress_printer`), else
+    None: piped or redirected output stays exactly the JSON/table."""
+    if not sys.stderr.isatty():
+        return None
+    from fleos.solvers import progress_printer
+
+    return progress_printer(lambda line: print(line, file=sys.stderr, flush=True), label)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fleos import __version__
     from fleos.cli import eos, fls, sample

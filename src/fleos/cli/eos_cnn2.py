@@ -28,6 +28,7 @@ from fleos.cli import (
     positive_float,
     positive_int,
     read_npz,
+    terminal_progress,
 )
 
 
@@ -126,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(str(err)) from None
     gp = _public(cnn2_gp_observables(problem))
     results = sweep_cnn2(problem, args.C, tol=args.tol, max_iter=args.max_iter,
-                         method=args.method)
+                         method=args.method,
+                         progress=terminal_progress("C"))
     solutions = []
     for C, res in zip(args.C, results, strict=True):
         t_obs = time.perf_counter()

@@ -28,6 +28,7 @@ from fleos.cli import (
     positive_float,
     positive_int,
     read_npz,
+    terminal_progress,
 )
 
 _depth = number_type(int, lambda v: v >= 2, "an integer >= 2 (an FCN has at least 2 layers)")
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         depth=args.depth, scaling=args.scaling, activation=args.activation, ridge=args.ridge,
     )
     results = fcn.sweep_fcn(pb, args.widths, tol=args.tol, max_iter=args.max_iter,
-                            method=args.method)
+                            method=args.method,
+                         progress=terminal_progress("N"))
     gp_rows = []
     for w in args.widths:
         o = fcn.fcn_observables(pb, fcn.gp_x(pb), w)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -364,11 +364,13 @@ def sweep_cnn2(
     m: int = 6,
     min_ratio: float = 1.01,
     extrapolate: bool = True,
+    progress: Callable[[float, SolveResult], None] | None = None,
 ) -> list[SolveResult]:
     """Solve Eq. 8 at every C of Cs by annealing from the GP solution (C = ∞) downward
     (`fleos.solvers.anneal`: warm starts, geometric step insertion on failure). With
     `extrapolate`, each start is the linear extrapolation in 1/C of the last two precisions
-    Λ = Σ⁻¹ (Λ is linear in 1/C to first order, Eq. 8). Results (x = Σ) in the order of Cs."""
+    Λ = Σ⁻¹ (Λ is linear in 1/C to first order, Eq. 8). Results (x = Σ) in the order of Cs.
+    `progress(C, result)` is called after every solve (`fleos.solvers.progress_printer`)."""
     Cs = [float(c) for c in Cs]
 
     def solve_at(C: float, Lam0: Array) -> SolveResult:
@@ -376,7 +378,8 @@ def sweep_cnn2(
                                 m=m)
 
     Lam_gp = jnp.linalg.inv(gp_sigma(problem))
-    results = anneal(solve_at, Cs, Lam_gp, min_ratio=min_ratio, extrapolate=extrapolate)
+    results = anneal(solve_at, Cs, Lam_gp, min_ratio=min_ratio, extrapolate=extrapolate,
+                     progress=progress)
     return [_precision_to_sigma(r) for r in results]
 
 

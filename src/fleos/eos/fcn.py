@@ -37,7 +37,7 @@ Gaussian data is well conditioned); the linear activation with n > d needs a rid
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -498,17 +498,20 @@ def sweep_fcn(
     max_iter: int = 50,
     method: str = "newton_krylov",
     min_ratio: float = 1.05,
+    progress: Callable[[float, SolveResult], None] | None = None,
 ) -> list[SolveResult]:
     """Solve Eq. 5 at each width, from large to small (the paper's annealing, Methods).
 
     Uses fleos.solvers.anneal: each width is warm-started at the previous solution, and
     intermediate widths are inserted where a solve stalls (rare with the default Newton
-    solver, which also converges from the GP point).
+    solver, which also converges from the GP point). `progress(width, result)` is called after
+    every solve (`fleos.solvers.progress_printer`).
     """
     def solve_at(w: float, x_start: Any) -> SolveResult:
         return solve_fcn(problem, w, x_start, tol=tol, max_iter=max_iter, method=method)
 
-    return anneal(solve_at, list(widths), gp_x(problem), min_ratio=min_ratio)
+    return anneal(solve_at, list(widths), gp_x(problem), min_ratio=min_ratio,
+                  progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------
