@@ -129,6 +129,18 @@ def _points(ax: Any, x: Sequence[float], y: Sequence[float], yerr: Sequence[floa
 # ---------------------------------------------------------------------------------------------
 
 
+def _sigma_top_columns(agg: Mapping[str, Any] | None, theory_row: Mapping[str, Any],
+                       gp: Mapping[str, Any]) -> dict[str, float]:
+    """Top eigenvalue of Σ (the feature-learning direction): experiment (jackknife SE across
+    seeds), EoS (Eq. 8), GP, and the experiment's deviation from the EoS in SE."""
+    exp = float(agg["sigma_eigs"][0]) if agg is not None and "sigma_eigs" in agg else math.nan
+    se = float(agg["sigma_eigs_se"][0]) if agg is not None and "sigma_eigs" in agg else math.nan
+    eos = _nan(theory_row.get("sigma_top_eos"))
+    return {"sigma_top_exp": exp, "sigma_top_exp_se": se, "sigma_top_eos": eos,
+            "sigma_top_gp": _nan(gp.get("sigma_top")),
+            "sigma_dev_eos_in_se": (exp - eos) / se if se else math.nan}
+
+
 def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tuple[Any, Table]:
     """Fig. 3. Left: test α/α_GP vs C (dots: experiment ± SE; solid: numeric EoS, Eq. 8;
     dotted: Eq. 9 exactly as printed, dashed: Eq. 9 corrected (fleos.eos.cnn2_analytic), each
@@ -210,6 +222,7 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
                 / e_te_se[-1] if e_te_se[-1] else math.nan,
                 "teacher_seed": th.get("teacher_seed"),
                 "n_seeds": int(len(a["seeds"])) if a is not None else 0,
+                **_sigma_top_columns(a, r, th["gp"]),
                 **eqs[-1],
             })
         hollow = _points(ax, Cs, np.array(e_te) / gp_te, np.array(e_te_se) / gp_te, eqs, col,
