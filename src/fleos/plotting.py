@@ -153,8 +153,9 @@ def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tupl
     aggs = _agg_index(inputs["aggregate"])
     theory = _theory_index(inputs["theory"])
     fig, (ax, axh) = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1.3, 1]})
-    # Lower right: below the rising test-α curve (upper right would hide the largest C).
-    axin = ax.inset_axes([0.6, 0.12, 0.37, 0.3])
+    # Lower right, low: below the rising test-α curve and its points (upper right would hide
+    # the largest C).
+    axin = ax.inset_axes([0.6, 0.05, 0.37, 0.25])
     rows: list[dict[str, Any]] = []
     curve_lo: list[float] = []  # lowest theory values, so that no curve is clipped
     curve_c: list[float] = []  # every C solved (sampled and theory.C_grid): the x ticks
