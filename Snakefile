@@ -36,18 +36,12 @@ include: "workflow/rules/common.smk"
 
 # Cheap rules run in the Snakemake process itself, not as one SLURM job each (seconds of work
 # against a queue wait and a job start-up of tens of seconds): the target, the data draws
-# and the figures. Sampling, aggregation and theory go to the cluster.
+# and the figures (the per-figure target rules are local where figures.smk defines them).
+# Sampling, aggregation and theory go to the cluster.
 localrules:
     all,
     make_data,
     figure,
-    fig2a,
-    fig2b,
-    fig2c,
-    fig3,
-    fig4,
-    fig5,
-    fig6,
 
 
 rule all:
