@@ -2,12 +2,15 @@
 
 Run by hand (never in CI):
 
-    .venv/bin/python bench/bench_sampler.py [--paper-steps 200] [--laptop-steps 5000]
+    .venv/bin/python bench/bench_sampler.py [--paper-steps 40] [--laptop-steps 5000]
+        [--rounds 3] [--curvature]
 
-Prints a Markdown table for bench/RESULTS.md: steps/s (one step = one full-batch ULA epoch of
-`fleos.sampler`, value-and-grad of U plus the noise) for 1 chain and an ensemble of 8 vmapped
-chains, at the paper's size (n=1600, S=64, N=20, C=640) and the laptop size (n=256, S=16, N=8,
-C=64), with the achieved FLOP/s next to the measured float32 matmul peak.
+Prints Markdown tables for bench/RESULTS.md: chain-steps/s (one step = one full-batch BAOAB
+epoch of `fleos.sampler`, value-and-grad of U plus the noise, prior preconditioner) for 1
+chain and a job of 8 chains, at the paper's size (n=1600, S=64, N=20, C=640) and the laptop
+size (n=256, S=16, N=8, C=64), each in two layouts: "vmap" (all chains vmapped, one data block)
+and "auto" (`sampler.chain_batch/data_blocks: auto`), with the achieved FLOP/s next to the
+float32 matmul peak measured in the same run. Settings are timed in interleaved rounds.
 
 FLOP count per chain and step (matmuls of forward + backward only; elementwise erf, noise and
 reductions are not counted, so the achieved figure is a lower bound on the work done):
@@ -16,14 +19,15 @@ reductions are not counted, so the achieved figure is a lower bound on the work 
     backward ∂U/∂w = Σ δh_ic x_i      2 n N S C
              ∂U/∂a = Σ δf erf(h)      2 n N C
     total    4 n N C (S + 1)
-Also reports λ_max of the Hessian of U at a prior draw (`fleos.sampler.stiffest_curvature`),
-i.e. the largest stable lr 2/λ_max for that data and width.
+With --curvature also reports λ_max of the Hessian of U at a prior draw
+(`fleos.sampler.stiffest_curvature`), i.e. the largest stable lr 2/λ_max for that data and width.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import time
@@ -34,7 +38,15 @@ import numpy as np
 
 import fleos  # noqa: F401 - enables x64 (the sampler must stay float32 regardless)
 from fleos.models import build_model
-from fleos.sampler import ChainState, make_potential, run_ensemble, stiffest_curvature
+from fleos.sampler import (
+    ChainState,
+    Integrator,
+    auto_chain_batch,
+    auto_data_blocks,
+    make_potential,
+    run_ensemble,
+    stiffest_curvature,
+)
 
 SIZES = {
     "laptop": dict(n=256, S=16, N=8, C=64),
@@ -96,30 +108,70 @@ def setup(size: str, n_chains: int, seed: int = 0, C: int | None = None):
     return pot, states, keys, p, model
 
 
-def bench_sampler(size: str, n_chains: int, steps: int, chunk: int, lr: float) -> dict:
-    pot, states, keys, p, _ = setup(size, n_chains)
-    t_compile = _timed(
-        lambda: jax.block_until_ready(run_ensemble(pot, states, keys, lr, chunk))
-    )
-    n_chunks = max(1, steps // chunk)
-    st, sse = states, None
+LAYOUTS = ("vmap", "map", "auto")
 
-    def go():
-        nonlocal st, sse
-        for _ in range(n_chunks):
-            st, _, sse = run_ensemble(pot, st, keys, lr, chunk)
-        jax.block_until_ready(st)
 
-    wall = _timed(go)
-    total = n_chunks * chunk
-    sps = total / wall
-    finite = bool(np.all(np.isfinite(np.asarray(sse))))
-    return {
-        "size": size, "chains": n_chains, "steps": total, "wall_s": wall,
-        "compile_s": t_compile, "steps_per_s": sps, "chain_steps_per_s": sps * n_chains,
-        "gflops": flops_per_step(p["n"], p["S"], p["N"], p["C"]) * n_chains * sps / 1e9,
-        "finite": finite,
-    }
+def layout_of(layout: str, size: str, n_chains: int) -> tuple[int | None, int]:
+    """(chain_batch, data_blocks): "vmap" = all chains vmapped, one data block (the layout
+    before issue #9 §3); "map" = one chain at a time, auto data blocks; "auto" =
+    `fleos.sampler.auto_chain_batch` / `auto_data_blocks` for this backend (what
+    `sampler.chain_batch/data_blocks: auto` picks in a job)."""
+    if layout == "vmap":
+        return None, 1
+    p = SIZES[size]
+    per_row = p["N"] * p["C"]
+    backend = jax.default_backend()
+    b = 1 if layout == "map" else auto_chain_batch(n_chains, p["n"], per_row, backend)
+    return b, auto_data_blocks(p["n"], per_row, backend, chains=b)
+
+
+def bench_sampler(size: str, chain_counts=(1, 8), steps: int = 1000, chunk: int = 1000,
+                  lr: float | None = None, rounds: int = 3) -> list[dict]:
+    """chain-steps/s of every (chains, layout) at one size, timed in interleaved rounds (the
+    best round is reported, so a load spike on a shared machine hits one round, not one
+    setting)."""
+    cases = []
+    for n_chains in chain_counts:
+        pot, states, keys, p, model = setup(size, n_chains)
+        if lr is None:
+            lam = stiffest_curvature(pot, jax.tree.map(lambda a: a[0], states.params),
+                                     n_iter=30, precond=model.prior_variances())
+            lr = 0.5 / lam  # well inside the stability limit 2/λ_max (prior precond.)
+        precond = model.prior_variances()
+        for layout in LAYOUTS:
+            chain_batch, blocks = layout_of(layout, size, n_chains)
+            pot_l = make_potential(pot.apply_fn, pot.prior_variances, pot.X, pot.y, SIGMA2,
+                                   data_blocks=blocks)
+            s = steps if n_chains == 1 else max(1, steps // 4)
+            k = min(chunk, s)
+
+            run = functools.partial(run_ensemble, pot_l, chain_keys=keys, lrs=lr, n_steps=k,
+                                    precond=precond, integrator=Integrator("baoab", 1.0),
+                                    chain_batch=chain_batch)
+            t_compile = _timed(lambda run=run, st=states: jax.block_until_ready(run(st)))
+            cases.append({"size": size, "chains": n_chains, "layout": layout,
+                          "chain_batch": chain_batch or n_chains, "data_blocks": blocks,
+                          "run": run, "state": states, "k": k, "n_chunks": max(1, s // k),
+                          "compile_s": t_compile, "best": float("inf"), "finite": True,
+                          "flop": flops_per_step(p["n"], p["S"], p["N"], p["C"])})
+    for _ in range(rounds):
+        for c in cases:
+            def go(c=c):
+                st = c["state"]
+                for _ in range(c["n_chunks"]):
+                    st, _, sse = c["run"](st)
+                jax.block_until_ready(st)
+                c["finite"] &= bool(np.all(np.isfinite(np.asarray(sse))))
+            c["best"] = min(c["best"], _timed(go))
+    rows = []
+    for c in cases:
+        total = c["n_chunks"] * c["k"]
+        sps = total / c["best"]
+        rows.append({k: c[k] for k in ("size", "chains", "layout", "chain_batch", "data_blocks",
+                                       "compile_s", "finite")}
+                    | {"steps": total, "steps_per_s": sps, "chain_steps_per_s": sps * c["chains"],
+                       "gflops": c["flop"] * c["chains"] * sps / 1e9})
+    return rows
 
 
 def curvature(size: str, C: int | None = None, prior_precond: bool = False) -> float:
@@ -133,14 +185,18 @@ def curvature(size: str, C: int | None = None, prior_precond: bool = False) -> f
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--laptop-steps", type=int, default=5000)
-    ap.add_argument("--paper-steps", type=int, default=200)
+    ap.add_argument("--paper-steps", type=int, default=40)
     ap.add_argument("--skip-paper", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best "
+                    "of)")
+    ap.add_argument("--curvature", action="store_true", help="also tabulate λ_max (slow)")
     args = ap.parse_args()
 
     print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
           f"device {jax.devices()[0].device_kind}")
     print(f"loadavg before: {open('/proc/loadavg').read().split()[:3]}")
+    print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '(unset: XLA default thread pool)')}")
     peak = matmul_peak()
     print("\n| matmul m×m×m (float32) | GFLOP/s (best of 5) |\n|---|---|")
     for m, g in peak.items():
@@ -150,28 +206,25 @@ def main() -> None:
     rows = []
     for size, steps, chunk in (
         ("laptop", args.laptop_steps, 1000),
-        ("paper", args.paper_steps, 50),
+        ("paper", args.paper_steps, 20),
     ):
         if size == "paper" and args.skip_paper:
             continue
-        lam = curvature(size)
-        lr = 0.5 / lam  # well inside the stability limit 2/λ_max
-        for chains in (1, 8):
-            s = steps if chains == 1 else max(chunk, steps // 4)
-            r = bench_sampler(size, chains, s, min(chunk, s), lr)
-            r["lam_max"], r["lr"] = lam, lr
-            rows.append(r)
-            print(f"  done {size} x{chains}: {r['steps_per_s']:.1f} steps/s", flush=True)
+        rows += bench_sampler(size, (1, 8), steps, chunk, rounds=args.rounds)
+        print(f"  done {size}", flush=True)
 
-    print("\n| size | chains | steps timed | compile + 1st chunk, s | steps/s | chain-steps/s "
-          "| GFLOP/s | % of peak | λ_max(U) at prior | lr used |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| size | chains | layout (chains vmapped × data blocks) | steps timed "
+          "| compile + 1st chunk, s | chain-steps/s | GFLOP/s | % of peak |\n"
+          "|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['chains']} | {r['steps']} | {r['compile_s']:.1f} "
-              f"| {r['steps_per_s']:.1f} | {r['chain_steps_per_s']:.1f} | {r['gflops']:.2f} "
-              f"| {100 * r['gflops'] / best_peak:.0f} % | {r['lam_max']:.3g} "
-              f"| {r['lr']:.2g} |")
+        print(f"| {r['size']} | {r['chains']} | {r['layout']} ({r['chain_batch']} × "
+              f"{r['data_blocks']}) | {r['steps']} | {r['compile_s']:.1f} "
+              f"| {r['chain_steps_per_s']:.1f} | {r['gflops']:.1f} "
+              f"| {100 * r['gflops'] / best_peak:.0f} % |")
         assert r["finite"], f"non-finite loss in {r}"
+    if not args.curvature:
+        print(f"\nloadavg after: {open('/proc/loadavg').read().split()[:3]}")
+        return
     print("\n| size | C | λ_max(∇²U) | 2/λ_max | λ_max with P = prior variances | 2/λ_max (P) |"
           "\n|---|---|---|---|---|---|")
     for size, widths in (("laptop", (16, 64, 256)), ("paper", (640,))):

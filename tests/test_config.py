@@ -101,6 +101,12 @@ def test_valid_config_roundtrip() -> None:
         ("theory", {"q_train": "third_order"}, "experiments.cnn2.theory.q_train must be a "
                                                "number > 0 or one of"),
         ("sampler.steps", _DELETE, "experiments.cnn2.sampler.steps is required"),
+        ("sampler.data_blocks", 3, "experiments.cnn2.sampler.data_blocks must divide every "
+                                   "data.n, but 3 does not divide [256]"),
+        ("sampler.data_blocks", 0, "experiments.cnn2.sampler.data_blocks must be an integer "
+                                   ">= 1 or 'auto', got 0"),
+        ("sampler.chain_batch", "all", "experiments.cnn2.sampler.chain_batch must be an "
+                                       "integer >= 1 or 'auto', got 'all'"),
     ],
 )
 def test_errors_name_the_key(path: str, value, message: str) -> None:

@@ -21,10 +21,13 @@ from fleos.diagnostics import effective_sample_size
 from fleos.sampler import (
     ChainState,
     Integrator,
+    auto_chain_batch,
+    auto_data_blocks,
     discretization_check,
     init_state,
     make_potential,
     mala_step,
+    map_chains,
     run_ensemble,
     run_steps,
     stiffest_curvature,
@@ -223,6 +226,62 @@ def test_vmap_dtype_and_per_chain_lr(problem) -> None:
     )
     np.testing.assert_allclose(out.params["a"][1], single.params["a"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(sse[1], sse1, rtol=1e-5)
+
+
+def test_data_blocks_give_the_same_value_and_gradient(problem) -> None:
+    """U, sse and ∇U accumulated over k blocks of rows equal the one-block values (float64:
+    only the order of the sums differs)."""
+    X, y = jnp.asarray(problem["X"]), jnp.asarray(problem["y"])
+    params = {"a": jnp.array([0.3, -1.2]), "b": jnp.array([0.7, 0.1])}
+    ref = make_potential(apply_fn, PRIOR, X, y, SIGMA2).value_and_grad(params)
+    (u_ref, sse_ref), g_ref = jax.value_and_grad(make_potential(apply_fn, PRIOR, X, y, SIGMA2),
+                                                 has_aux=True)(params)
+    assert float(ref[0]) == float(u_ref) and float(ref[1]) == float(sse_ref)
+    for k in (2, 3, 5, 30):
+        pot = make_potential(apply_fn, PRIOR, X, y, SIGMA2, data_blocks=k)
+        u, sse, g = jax.jit(lambda p, pot=pot: pot.value_and_grad(p))(params)
+        np.testing.assert_allclose([u, sse], [u_ref, sse_ref], rtol=1e-13)
+        for leaf in ("a", "b"):
+            np.testing.assert_allclose(g[leaf], g_ref[leaf], rtol=1e-12, atol=1e-13)
+    with pytest.raises(ValueError, match="data_blocks must be a positive divisor of .* n=30"):
+        make_potential(apply_fn, PRIOR, X, y, SIGMA2, data_blocks=4)
+
+
+def test_chain_batches_give_the_same_chains(problem) -> None:
+    """`chain_batch` groups (lax.map over vmapped groups) change the schedule of the work, not
+    the chains: every layout equals the all-vmapped ensemble to float32 round-off."""
+    n_chains = 4
+    states = prior_states(jax.random.PRNGKey(0), n_chains)
+    keys = jax.random.split(jax.random.PRNGKey(1), n_chains)
+    ref, _, sse_ref = run_ensemble(problem["pot"], states, keys, 2e-3, 100,
+                                   integrator=Integrator("baoab", 1.0))
+    for b in (1, 2, 3):
+        out, _, sse = run_ensemble(problem["pot"], states, keys, 2e-3, 100,
+                                   integrator=Integrator("baoab", 1.0), chain_batch=b)
+        np.testing.assert_allclose(out.params["a"], ref.params["a"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(sse, sse_ref, rtol=1e-5)
+    # a group size that does not divide the chains is lowered to one that does (4 -> 3);
+    # None leaves (ULA's empty integrator state) pass through
+    sq, none = map_chains(lambda x, e: (x * x, e), (jnp.arange(6.0), None), 4)
+    np.testing.assert_array_equal(sq, jnp.arange(6.0) ** 2)
+    assert none is None
+
+
+def test_auto_layout() -> None:
+    # paper CNN2 (n=1600, N·C = 20·640 pre-activations per row): one chain at a time, blocks
+    # of at most 1M floats that divide n
+    assert auto_chain_batch(8, 1600, 20 * 640, "cpu") == 1
+    k = auto_data_blocks(1600, 20 * 640, "cpu")
+    assert k == 25  # 64 rows, 0.82M floats; the next divisor down (20) gives 1.02M
+    # laptop CNN2 (n=256, 8·128 per row): 262k floats per chain -> groups of 2 (the largest
+    # divisor of 8 with b·262k <= 1M is 2, 3 is not one), one block each
+    assert auto_chain_batch(8, 256, 8 * 128, "cpu") == 2
+    assert auto_data_blocks(256, 8 * 128, "cpu", chains=2) == 1
+    # accelerators: everything at once
+    assert auto_chain_batch(8, 1600, 20 * 640, "gpu") == 8
+    assert auto_data_blocks(1600, 20 * 640, "gpu", chains=8) == 1
+    # a prime n cannot be blocked: one block per row at worst, never an invalid k
+    assert auto_data_blocks(1601, 20 * 640, "cpu") == 1601
 
 
 def test_stiffest_curvature(problem) -> None:

@@ -127,6 +127,13 @@ class SamplerConfig:
     friction: γ of "baoab" (1/time, time step √(2η)); ignored by the others.
     check_stability: estimate λ_max of the preconditioned Hessian at the start (20 Hessian-
         vector products) and warn if lr·λ_max ≥ 2, naming both numbers.
+    data_blocks: the gradient is accumulated over this many equal blocks of training rows
+        (`fleos.sampler.Potential.value_and_grad`; must divide every n), or "auto"
+        (`fleos.sampler.auto_data_blocks`: blocks of ~2M pre-activation floats on CPU, one
+        block on GPU). Changes float rounding only, not the posterior.
+    chain_batch: how many chains of a job are vmapped together (`fleos.sampler.map_chains`;
+        groups run one after the other), or "auto" (`fleos.sampler.auto_chain_batch`: all
+        on GPU; on CPU as many as fit one block). Changes float rounding only.
     """
 
     steps: int
@@ -151,6 +158,8 @@ class SamplerConfig:
     integrator: str = "ula"
     friction: float = 1.0
     check_stability: bool = True
+    data_blocks: int | str = "auto"
+    chain_batch: int | str = "auto"
 
     @classmethod
     def from_dict(cls, d: Mapping, path: str = "sampler") -> SamplerConfig:
@@ -224,7 +233,18 @@ class SamplerConfig:
             integrator=integrator,
             friction=_pos_float(d, "friction", path, default=cls.friction),
             check_stability=_bool(d, "check_stability", path, default=cls.check_stability),
+            data_blocks=_int_or_auto(d, "data_blocks", path, default=cls.data_blocks),
+            chain_batch=_int_or_auto(d, "chain_batch", path, default=cls.chain_batch),
         )
+
+
+def _int_or_auto(d: Mapping, key: str, path: str, *, default: int | str) -> int | str:
+    v = d.get(key, default)
+    if v == "auto":
+        return v
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise _err(f"{path}.{key}", f"must be an integer >= 1 or 'auto', got {v!r}")
+    return v
 
 
 def _validate_schedule(sched: dict, path: str) -> None:
@@ -303,6 +323,11 @@ class ExperimentConfig:
             for i, n in enumerate(ns_list):
                 _int_value(n, f"{path}.data.n[{i}]")
         sampler = SamplerConfig.from_dict(d["sampler"], f"{path}.sampler")
+        if isinstance(sampler.data_blocks, int) and ns is not None:
+            bad = [n for n in ns_list if n % sampler.data_blocks]
+            if bad:
+                raise _err(f"{path}.sampler.data_blocks", f"must divide every data.n, but "
+                           f"{sampler.data_blocks} does not divide {bad}")
         res = d.get("resources") or {}
         if not isinstance(res, Mapping):
             raise _err(f"{path}.resources", f"must be a mapping, got {res!r}")

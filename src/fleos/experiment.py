@@ -63,8 +63,11 @@ from fleos.recording import Recorder, finalize
 from fleos.sampler import (
     ChainState,
     Integrator,
+    auto_chain_batch,
+    auto_data_blocks,
     init_extra,
     make_potential,
+    map_chains,
     run_steps,
     stiffest_curvature,
 )
@@ -138,12 +141,14 @@ class _State:
                       self.n_backoffs.copy(), [dict(e) for e in self.events])
 
 
-@functools.partial(jax.jit, static_argnames=("n_steps", "recorder", "integrator"))
+@functools.partial(jax.jit, static_argnames=("n_steps", "recorder", "integrator",
+                                             "chain_batch"))
 def _run_chunk(potential, rec_data, params, extra, step, keys, lrs, acc, precond, *, n_steps,
-               recorder, integrator):
-    """vmap over chains of `run_steps` with the recorder's accumulate (compiled per k).
+               recorder, integrator, chain_batch):
+    """`run_steps` with the recorder's accumulate over the chains, vmapped `chain_batch` at a
+    time (`map_chains`; compiled per k).
 
-    `step` is a scalar shared by all chains (they advance in lockstep) and is NOT vmapped, so
+    `step` is a scalar shared by all chains (they advance in lockstep) and is NOT mapped, so
     the recorder's `lax.cond` on `step % record_every` stays a real branch under vmap.
     """
     accumulate = recorder.accumulator(rec_data)
@@ -154,7 +159,22 @@ def _run_chunk(potential, rec_data, params, extra, step, keys, lrs, acc, precond
                                integrator=integrator)
         return st.params, st.extra, a, sse
 
-    return jax.vmap(one)(params, extra, keys, lrs, acc)
+    return map_chains(one, (params, extra, keys, lrs, acc), chain_batch)
+
+
+def _chain_layout(sc: Any, model: Any, params0: Any, X: jax.Array, n_chains: int,
+                  backend: str) -> tuple[int, int]:
+    """(chain_batch, data_blocks) of a job: the config's integers, or the `auto` choices of
+    `fleos.sampler` from the number of pre-activation floats one training row makes."""
+    one = jax.tree.map(lambda a: a[0], params0)
+    shapes = jax.eval_shape(lambda p, x: model.forward(p, x)[1], one, X[:1])
+    per_row = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
+    n = X.shape[0]
+    chain_batch = (auto_chain_batch(n_chains, n, per_row, backend)
+                   if sc.chain_batch == "auto" else min(sc.chain_batch, n_chains))
+    data_blocks = (auto_data_blocks(n, per_row, backend, chains=chain_batch)
+                   if sc.data_blocks == "auto" else sc.data_blocks)
+    return chain_batch, data_blocks
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -228,17 +248,21 @@ def run_job(
         return model.forward(p, x)[0]
 
     X = jnp.asarray(ds.X, dtype)
-    potential = make_potential(apply_fn, model.prior_variances(), X, jnp.asarray(ds.y, dtype),
-                               exp.sigma2)
-    precond = model.prior_variances() if sc.preconditioner == "prior" else None
-    sched = schedule_from_config(dict(sc.schedule), total_steps=sc.steps)
     n_chains = len(job.seeds)
     init_keys, keys = chain_keys(job.seeds, job.n, job.width)
-
     params0 = jax.vmap(lambda k: model.init_prior(k, dtype))(init_keys)
+    chain_batch, data_blocks = _chain_layout(sc, model, params0, X, n_chains,
+                                             device["jax_backend"])
+    emit(f"{tag} layout: {chain_batch} chain(s) vmapped at a time, gradient over "
+         f"{data_blocks} data block(s) of {job.n // data_blocks} rows")
+    potential = make_potential(apply_fn, model.prior_variances(), X, jnp.asarray(ds.y, dtype),
+                               exp.sigma2, data_blocks=data_blocks)
+    precond = model.prior_variances() if sc.preconditioner == "prior" else None
+    sched = schedule_from_config(dict(sc.schedule), total_steps=sc.steps)
+
     integrator = Integrator(sc.integrator, sc.friction)
-    extra0 = jax.vmap(lambda p, k: init_extra(potential, p, k, 0, integrator=integrator,
-                                              precond=precond))(params0, keys)
+    extra0 = map_chains(lambda p, k: init_extra(potential, p, k, 0, integrator=integrator,
+                                                precond=precond), (params0, keys), chain_batch)
     W0 = model.input_weights(jax.tree.map(lambda a: a[0], params0))
     d_in = W0.shape[-1]
     recorder = Recorder(
@@ -330,7 +354,7 @@ def run_job(
         params, extra, acc, sse = _run_chunk(
             potential, rec_data, state.params, state.extra, jnp.int32(step), keys,
             jnp.asarray(lr_now, dtype), acc_in, precond, n_steps=end - step, recorder=recorder,
-            integrator=integrator)
+            integrator=integrator, chain_batch=chain_batch)
         sse = np.asarray(sse)
         ok = _finite_per_chain(params) & np.all(np.isfinite(sse), axis=1)
         if not ok.all():

@@ -127,36 +127,76 @@ class Potential:
         X: Array,
         y: Array,
         sigma2: Any,
+        data_blocks: int = 1,
     ) -> None:
         self.apply_fn = apply_fn
         self.prior_variances = prior_variances
         self.X = X
         self.y = y
         self.sigma2 = sigma2
+        self.data_blocks = int(data_blocks)
 
     def __call__(self, params: Params) -> tuple[Array, Array]:
         f = self.apply_fn(params, self.X)
-        dtype = f.dtype
-        resid = f - jnp.asarray(self.y, dtype=dtype)
+        resid = f - jnp.asarray(self.y, dtype=f.dtype)
         sse = jnp.sum(resid * resid)
-        # Gaussian prior of each leaf: ‖θ_l‖² / (2 v_l). Cast v_l to the leaf dtype (see
-        # module docstring: a float64 scalar would promote the chain).
+        return self._potential(params, sse), sse
+
+    def _potential(self, params: Params, sse: Array) -> Array:
+        """U from the data term's sse and the Gaussian prior ‖θ_l‖² / (2 v_l) of each leaf.
+        v_l is cast to the leaf dtype (module docstring: a float64 scalar would promote the
+        chain)."""
+        dtype = sse.dtype
         prior_terms = jax.tree.map(
             lambda p, v: jnp.sum(p * p) / (2 * jnp.asarray(v, dtype=p.dtype)),
             params,
             self.prior_variances,
         )
         prior = sum(jax.tree.leaves(prior_terms), jnp.zeros((), dtype))
-        u = sse / (2 * jnp.asarray(self.sigma2, dtype=dtype)) + prior.astype(dtype)
-        return u, sse
+        return sse / (2 * jnp.asarray(self.sigma2, dtype=dtype)) + prior.astype(dtype)
+
+    def value_and_grad(self, params: Params) -> tuple[Array, Array, Params]:
+        """(U, sse, ∇U) at `params`.
+
+        With `data_blocks` = k > 1 the training set is cut into k equal blocks of rows and
+        the data term's value and gradient are accumulated block by block in a `lax.scan`
+        (the sum over μ in U is additive). The result is the same up to float rounding; the
+        gain is memory locality: at the paper's CNN size the pre-activations of one chain are
+        1600 × 20 × 640 floats (82 MB), written and read several times per step, while one
+        block's fit in cache (bench/RESULTS.md "Chain layout").
+        """
+        if self.data_blocks == 1:
+            (u, sse), grads = jax.value_and_grad(self, has_aux=True)(params)
+            return u, sse, grads
+        k = self.data_blocks
+        X = self.X.reshape(k, self.X.shape[0] // k, *self.X.shape[1:])
+        y = jnp.reshape(jnp.asarray(self.y), (k, -1))
+
+        def block_sse(p: Params, xb: Array, yb: Array) -> Array:
+            f = self.apply_fn(p, xb)
+            r = f - yb.astype(f.dtype)
+            return jnp.sum(r * r)
+
+        def body(carry, block):
+            sse_b, g_b = jax.value_and_grad(block_sse)(params, *block)
+            return jax.tree.map(jnp.add, carry, (sse_b, g_b)), None
+
+        zero = jax.tree.map(jnp.zeros_like, params)
+        dtype = jax.tree.leaves(params)[0].dtype
+        (sse, g_sse), _ = jax.lax.scan(body, (jnp.zeros((), dtype), zero), (X, y))
+        u, g_prior = jax.value_and_grad(self._potential)(params, sse)
+        inv_2s2 = 1 / (2 * jnp.asarray(self.sigma2, dtype=dtype))
+        grads = jax.tree.map(lambda gp, gs: gp + (inv_2s2 * gs).astype(gp.dtype), g_prior, g_sse)
+        return u, sse, grads
 
     def tree_flatten(self):  # noqa: D102 - pytree protocol
-        return (self.prior_variances, self.X, self.y, self.sigma2), _ById(self.apply_fn)
+        return ((self.prior_variances, self.X, self.y, self.sigma2),
+                (_ById(self.apply_fn), self.data_blocks))
 
     @classmethod
-    def tree_unflatten(cls, aux: _ById, children):  # noqa: D102 - pytree protocol
+    def tree_unflatten(cls, aux: tuple[_ById, int], children):  # noqa: D102 - pytree protocol
         pv, X, y, s2 = children
-        return cls(aux.fn, pv, X, y, s2)
+        return cls(aux[0].fn, pv, X, y, s2, aux[1])
 
 
 def make_potential(
@@ -165,6 +205,7 @@ def make_potential(
     X: Array,
     y: Array,
     sigma2: float,
+    data_blocks: int = 1,
 ) -> Potential:
     """The negative log-posterior U(θ) of the Methods section (Eq. 15 at T = 2σ², γ_l = T/v_l).
 
@@ -173,11 +214,61 @@ def make_potential(
     apply_fn(params, X) -> (n,) outputs; prior_variances: same tree as params, each leaf the
     scalar prior variance v_leaf (e.g. `model.prior_variances()`); X, y: training data, in the
     sampler dtype (the caller converts them: the potential computes in the dtype of f).
+    data_blocks: gradients accumulated over this many equal blocks of rows
+    (`Potential.value_and_grad`; must divide n; `auto_data_blocks` chooses one).
     Returns a callable `params -> (U, sse)` with sse = Σ_μ (f_μ − y_μ)².
     """
     if not float(sigma2) > 0:
         raise ValueError(f"sigma2 must be positive, got {sigma2!r}")
-    return Potential(apply_fn, prior_variances, X, y, sigma2)
+    n = X.shape[0]
+    if not (isinstance(data_blocks, int) and data_blocks >= 1 and n % data_blocks == 0):
+        raise ValueError(f"data_blocks must be a positive divisor of the number of training "
+                         f"points n={n}, got {data_blocks!r}")
+    return Potential(apply_fn, prior_variances, X, y, sigma2, data_blocks)
+
+
+# Working-set target of one data block: ~1M floats (4 MB in float32) of pre-activations.
+# Measured at the paper's CNN size on the 2-core machine (one chain, best of 3 interleaved
+# rounds): 1600/k rows per block for k = 1, 8, 16, 25, 50, 100 gave 3.9, 6.5, 8.6, 9.1, 7.7,
+# 5.8 chain-steps/s; k = 25 is 64 rows, 0.82M floats (bench/RESULTS.md "Chain layout").
+BLOCK_TARGET_ELEMENTS = 1_000_000
+
+
+def auto_data_blocks(n: int, activations_per_row: int, backend: str, chains: int = 1) -> int:
+    """The smallest divisor k of n whose blocks hold at most `BLOCK_TARGET_ELEMENTS`
+    pre-activation floats for `chains` vmapped chains; 1 on accelerators (hypothesis, not
+    measured here: their bandwidth and parallelism favour one big block) or when everything
+    already fits."""
+    if backend != "cpu":
+        return 1
+    need = math.ceil(n * activations_per_row * chains / BLOCK_TARGET_ELEMENTS)
+    return next(k for k in range(max(need, 1), n + 1) if n % k == 0)
+
+
+def auto_chain_batch(n_chains: int, n: int, activations_per_row: int, backend: str) -> int:
+    """How many chains to vmap together (`run_ensemble`'s `chain_batch`): all on
+    accelerators; on CPU as many as fit one block's working set (`BLOCK_TARGET_ELEMENTS`),
+    at least 1, and a divisor of `n_chains`. Large problems lose to cache misses when
+    vmapped: at the paper's CNN size 8 vmapped chains ran at about half the chain-steps/s of
+    one chain (bench/RESULTS.md "Chain layout")."""
+    if backend != "cpu":
+        return n_chains
+    fit = max(1, BLOCK_TARGET_ELEMENTS // max(n * activations_per_row, 1))
+    return max(b for b in range(1, min(fit, n_chains) + 1) if n_chains % b == 0)
+
+
+def map_chains(fn: Callable, args: tuple, chain_batch: int | None = None) -> Any:
+    """`jax.vmap(fn)(*args)` over the leading chain axis, or, with `chain_batch` = b smaller
+    than the number of chains, a `lax.map` over groups of b vmapped chains (one group after
+    the other: the same results up to float rounding, b chains' working set at a time). b is
+    lowered to the largest divisor of the number of chains (groups of equal size)."""
+    n_chains = jax.tree.leaves(args)[0].shape[0]
+    if chain_batch is None or chain_batch >= n_chains:
+        return jax.vmap(fn)(*args)
+    b = max(d for d in range(1, int(chain_batch) + 1) if n_chains % d == 0)
+    grouped = jax.tree.map(lambda x: x.reshape(n_chains // b, b, *x.shape[1:]), args)
+    out = jax.lax.map(lambda a: jax.vmap(fn)(*a), grouped)
+    return jax.tree.map(lambda x: x.reshape(n_chains, *x.shape[2:]), out)
 
 
 def _check_same_tree(params: Params, other: Params, name: str) -> None:
@@ -238,6 +329,8 @@ def _noise(chain_key: Array, step: Array, leaves: list[Array]) -> list[Array]:
 
 
 def _value_and_grad(potential: PotentialFn, params: Params) -> tuple[Array, Array, Params]:
+    if isinstance(potential, Potential):
+        return potential.value_and_grad(params)
     (u, sse), grads = jax.value_and_grad(potential, has_aux=True)(params)
     return u, sse, grads
 
@@ -461,21 +554,20 @@ def run_steps(
 
 
 def _ensemble(potential, states, chain_keys, lrs, acc, precond, n_steps, accumulate,
-              integrator):
+              integrator, chain_batch):
     def one(st, k, lr, a):
         return run_steps(
             potential, st, k, lr, n_steps, precond=precond, accumulate=accumulate, acc=a,
             integrator=integrator,
         )
 
-    return jax.vmap(one)(states, chain_keys, lrs, acc)
+    return map_chains(one, (states, chain_keys, lrs, acc), chain_batch)
 
 
 # Potential objects are pytrees (data passed as arguments); plain callables are static.
-_ensemble_pytree = jax.jit(_ensemble, static_argnames=("n_steps", "accumulate", "integrator"))
-_ensemble_static = jax.jit(
-    _ensemble, static_argnames=("potential", "n_steps", "accumulate", "integrator")
-)
+_STATIC = ("n_steps", "accumulate", "integrator", "chain_batch")
+_ensemble_pytree = jax.jit(_ensemble, static_argnames=_STATIC)
+_ensemble_static = jax.jit(_ensemble, static_argnames=("potential", *_STATIC))
 
 
 def run_ensemble(
@@ -489,11 +581,13 @@ def run_ensemble(
     accumulate: Callable[[Any, ChainState, StepInfo], Any] | None = None,
     acc: Any = None,
     integrator: Integrator = ULA,
+    chain_batch: int | None = None,
 ) -> tuple[ChainState, Any, Array]:
     """`jax.jit(jax.vmap(run_steps))` over a leading chain axis.
 
     states, chain_keys and acc carry a leading chain axis; `lrs` is a per-chain array of shape
-    (chains,) or a scalar (broadcast). `precond` is shared by all chains. Returns
+    (chains,) or a scalar (broadcast). `precond` is shared by all chains. `chain_batch`: vmap
+    at most this many chains at a time (`map_chains`; None = all; `auto_chain_batch`). Returns
     (states, acc, sse traces of shape (chains, n_steps)). Compiled once per (tree structure,
     shapes, n_steps, accumulate, integrator); pass a `Potential` from `make_potential` so that
     the data are runtime arguments (a plain callable is treated as static and recompiles per
@@ -503,7 +597,7 @@ def run_ensemble(
     lrs = jnp.broadcast_to(jnp.asarray(lrs), (n_chains,))
     fn = _ensemble_pytree if isinstance(potential, Potential) else _ensemble_static
     return fn(potential, states, chain_keys, lrs, acc, precond, n_steps=int(n_steps),
-              accumulate=accumulate, integrator=integrator)
+              accumulate=accumulate, integrator=integrator, chain_batch=chain_batch)
 
 
 def stiffest_curvature(
