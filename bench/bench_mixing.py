@@ -64,11 +64,11 @@ def parse_setting(text: str) -> tuple[str, Integrator, float]:
     return text, Integrator(parts[0], friction), float(parts[1])
 
 
-def build(arch: str, size: str, width: int | None, n_chains: int):
+def build(arch: str, size: str, width: int | None, n_chains: int, n: int | None = None):
     cfg = yaml.safe_load(CONFIGS[size].read_text())["experiments"][EXPERIMENT[arch]]
     exp = ExperimentConfig.from_dict(EXPERIMENT[arch], {k: v for k, v in cfg.items()
                                                         if k not in ("theory", "resources")})
-    n = exp.data["n"][0]
+    n = n or exp.data["n"][0]
     width = width or exp.widths[0]
     ds = make_dataset(exp.arch, exp.model, n, exp.data.get("n_test", 100),
                       exp.data.get("teacher_seed", 0), exp.data["data_seed"])
@@ -157,6 +157,7 @@ def main() -> None:
     ap.add_argument("--arch", choices=sorted(EXPERIMENT), default="cnn2")
     ap.add_argument("--size", choices=sorted(CONFIGS), default="laptop")
     ap.add_argument("--width", type=int, help="C or N (default: the config's first width)")
+    ap.add_argument("--n", type=int, help="training points (default: the config's first n)")
     ap.add_argument("--settings", nargs="+", default=["ula:1e-3", "lm:1e-3", "baoab:1e-3:1"])
     ap.add_argument("--referee", help="the setting whose means define 'bias' (default: the "
                                       "first mala setting, else the last setting)")
@@ -169,7 +170,7 @@ def main() -> None:
     fleos.limit_blas_threads()
     settings = [parse_setting(s) for s in args.settings]
     pot, precond, params0, keys, obs_fn, meta = build(args.arch, args.size, args.width,
-                                                      args.chains)
+                                                      args.chains, args.n)
     results = {}
     for label, integ, lr in settings:
         res = run_setting(pot, precond, params0, keys, obs_fn, integ, lr, args.burn,
@@ -186,21 +187,26 @@ def main() -> None:
     print(f"\n{meta}; {args.chains} chains, burn-in {args.burn}, {args.steps} steps, thin "
           f"{args.thin}; referee {referee}; baseline {base}; "
           f"{datetime.date.today()}, {platform.node()}, load {os.getloadavg()[0]:.1f}\n")
-    print("| setting | observable | mean ± SE | R̂ | τ_int (steps) | ESS/s | × baseline "
-          "| bias vs referee (SE) |")
-    print("|---|---|---|---|---|---|---|---|")
+    # "× baseline (steps)" = τ_int(baseline) / τ_int: ESS per gradient, which does not depend
+    # on the machine's load (every integrator costs one gradient per step); "× baseline (s)"
+    # is the same per second of this run's wall time.
+    print("| setting | observable | mean ± SE | R̂ | τ_int (steps) | ESS/s | × baseline (steps) "
+          "| × baseline (s) | bias vs referee (SE) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, r in results.items():
         for obs, s in r["summary"].items():
             if not np.isfinite(s["mean"]):
-                print(f"| {label} | {obs} | diverged | | | | | |")
+                print(f"| {label} | {obs} | diverged | | | | | | |")
                 continue
             b = results[base]["summary"][obs]
             gain = s["ess_per_s"] / b["ess_per_s"] if "ess_per_s" in b else float("nan")
             bias = s["mean"] - ref[obs]["mean"]
             bse = np.hypot(s["se"], ref[obs]["se"])
             btxt = "—" if label == referee else f"{bias:+.4g} ({bias / bse:+.1f})"
+            gain_steps = b["tau_steps"] / s["tau_steps"] if "tau_steps" in b else float("nan")
             print(f"| {label} | {obs} | {s['mean']:.4g} ± {s['se']:.2g} | {s['rhat']:.3f} | "
-                  f"{s['tau_steps']:.0f} | {s['ess_per_s']:.2f} | {gain:.1f} | {btxt} |")
+                  f"{s['tau_steps']:.0f} | {s['ess_per_s']:.2f} | {gain_steps:.1f} | {gain:.1f} "
+                  f"| {btxt} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "args": vars(args),
                                                "results": results}, indent=1, default=str))

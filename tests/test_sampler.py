@@ -277,6 +277,9 @@ def test_auto_layout() -> None:
     # divisor of 8 with b·262k <= 1M is 2, 3 is not one), one block each
     assert auto_chain_batch(8, 256, 8 * 128, "cpu") == 2
     assert auto_data_blocks(256, 8 * 128, "cpu", chains=2) == 1
+    # Myrtle-5's convolutions turn into grouped ones under vmap: one chain at a time on CPU
+    assert auto_chain_batch(8, 32, 4096, "cpu", grouped_conv=True) == 1
+    assert auto_chain_batch(8, 32, 4096, "gpu", grouped_conv=True) == 8
     # accelerators: everything at once
     assert auto_chain_batch(8, 1600, 20 * 640, "gpu") == 8
     assert auto_data_blocks(1600, 20 * 640, "gpu", chains=8) == 1

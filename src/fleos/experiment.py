@@ -170,7 +170,8 @@ def _chain_layout(sc: Any, model: Any, params0: Any, X: jax.Array, n_chains: int
     shapes = jax.eval_shape(lambda p, x: model.forward(p, x)[1], one, X[:1])
     per_row = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
     n = X.shape[0]
-    chain_batch = (auto_chain_batch(n_chains, n, per_row, backend)
+    chain_batch = (auto_chain_batch(n_chains, n, per_row, backend,
+                                    grouped_conv=model.vmap_makes_grouped_conv)
                    if sc.chain_batch == "auto" else min(sc.chain_batch, n_chains))
     data_blocks = (auto_data_blocks(n, per_row, backend, chains=chain_batch)
                    if sc.data_blocks == "auto" else sc.data_blocks)

@@ -63,6 +63,9 @@ class _PriorModule(nn.Module):
     `prior_variances`, `forward` and `input_weights`.
     """
 
+    # True where vmapping chains turns the model's convolutions into grouped ones (Myrtle5).
+    vmap_makes_grouped_conv = False
+
     @nn.compact
     def __call__(self, x: Array) -> Array:
         shapes = self.param_shapes()
@@ -292,6 +295,11 @@ class Myrtle5(_PriorModule):
     Pre-activations (pre-φ conv outputs, NHWC): ``layer1``, ``layer2`` (H, W), ``layer3``
     (H/2, W/2), ``layer4`` (H/4, W/4).
     """
+
+    # vmapping chains through `lax.conv` makes grouped convolutions, which XLA:CPU runs ~10x
+    # slower per chain (16 ms vs 147 ms per gradient, 1 vs 4 chains at n = 128, C = 16):
+    # `fleos.sampler.auto_chain_batch` runs such chains one at a time on CPU.
+    vmap_makes_grouped_conv = True
 
     width: int
     in_channels: int = 3
