@@ -51,8 +51,8 @@ def main() -> None:
     import scipy.optimize
 
     import fleos  # noqa: F401
-    from fleos.data import make_dataset
-    from fleos.eos import cnn2
+    from fleos.nets.data import make_dataset
+    from fleos.theory.eos import cnn2
 
     load0 = open("/proc/loadavg").read().split()[:3]
     cfg = {"S": args.S, "N": args.N, "sigma_w2": 2.0, "sigma_a2": 2.0, "activation": "erf"}

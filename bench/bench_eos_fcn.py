@@ -28,8 +28,8 @@ import scipy.optimize as so
 from jax.flatten_util import ravel_pytree
 
 import fleos  # enables float64
-from fleos.data import make_dataset
-from fleos.eos import fcn
+from fleos.nets.data import make_dataset
+from fleos.theory.eos import fcn
 
 
 def _timed_solve(pb: fcn.FCNProblem, width: float, tol: float) -> tuple[dict, object]:

@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import fleos  # noqa: F401 - enables x64 (the sampler must stay float32 regardless)
-from fleos.models import build_model
-from fleos.sampler import ChainState, make_potential, run_ensemble, stiffest_curvature
+from fleos.nets.models import build_model
+from fleos.sampling.sampler import ChainState, make_potential, run_ensemble, stiffest_curvature
 
 SIZES = {
     "laptop": dict(n=256, S=16, N=8, C=64),

@@ -1,6 +1,6 @@
-"""fleos.aggregate: error bars across seeds, chunk pooling, and observables of one job.
+"""fleos.analysis.aggregate: error bars across seeds, chunk pooling, and observables of one job.
 
-Synthetic sample files (written with fleos.io.write_samples in the documented layout) with
+Synthetic sample files (written with fleos.sampling.io.write_samples in the documented layout) with
 known per-seed means let every number be checked exactly or against its known law; the one
 statistical check uses 5 standard errors.
 """
@@ -13,8 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fleos import gp
-from fleos.aggregate import (
+from fleos.analysis.aggregate import (
     aggregate_job,
     alpha_per_seed,
     engine_config,
@@ -25,7 +24,8 @@ from fleos.aggregate import (
     theory_cnn2,
     unpack_fit,
 )
-from fleos.io import write_samples
+from fleos.core import gp
+from fleos.sampling.io import write_samples
 
 
 def test_mean_se_is_std_over_sqrt_m():
@@ -166,7 +166,7 @@ def test_aggregate_job_refuses_chains_without_samples(chunks):
 
 
 def test_theory_cnn2_solves_the_c_grid_without_sampling_it(tmp_path):
-    from fleos.data import make_dataset, save_dataset
+    from fleos.nets.data import make_dataset, save_dataset
 
     model = {"S": 4, "N": 4, "activation": "erf", "sigma_w2": 2.0, "sigma_a2": 2.0}
     ds = make_dataset("cnn2", model, 32, 16, teacher_seed=0, data_seed=1)
@@ -219,7 +219,7 @@ def _eq_chunk(path, seeds, rng, drift, backoffs):
 
 @pytest.mark.parametrize("drift", [0.0, 3.0])
 def test_table_flags_a_drifting_chain_and_passes_a_stationary_one(tmp_path, drift):
-    from fleos.aggregate import EQ_FIELDS, equilibration_summary
+    from fleos.analysis.aggregate import EQ_FIELDS, equilibration_summary
     from fleos.plotting import summarize
 
     rng = np.random.default_rng(11)
@@ -252,7 +252,7 @@ def test_table_flags_a_drifting_chain_and_passes_a_stationary_one(tmp_path, drif
 
 
 def test_equilibration_not_measurable_is_said():
-    from fleos.aggregate import equilibration_summary
+    from fleos.analysis.aggregate import equilibration_summary
     from fleos.plotting import summarize
 
     eq = equilibration_summary({"n_backoffs": np.array(0)}, ("loss",))

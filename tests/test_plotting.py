@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from fleos.aggregate import FIT_FIELDS, write_json
+from fleos.analysis.aggregate import FIT_FIELDS, write_json
 from fleos.plotting import FIG3_COLUMNS, render_figure
 
 

@@ -4,12 +4,12 @@ Figures follow the layout of Seroussi, Naveh & Ringel, Nat. Commun. 14, 908 (202
 tables state in numbers what the figure draws (experiment ± SE across seeds, theory, GP) and
 mark every EoS point that did not converge: such points are drawn as open grey crosses and
 never joined to the converged curve. Every experimental point carries its equilibration
-evidence (`fleos.aggregate.equilibration_summary`: columns rhat, ess, drift_se, n_backoffs,
+evidence (`fleos.analysis.aggregate.equilibration_summary`: columns rhat, ess, drift_se, n_backoffs,
 equilibrated, eq_series); a point that is not equilibrated is drawn hollow (a histogram:
 dotted) and named in the summary. `render_figure` writes PNG, PDF and CSV.
 
-Inputs are the workflow's files: aggregate ``.npz`` (fleos.aggregate.aggregate_experiment),
-theory JSON (fleos.aggregate.theory_*), data ``.npz`` (fleos.data.save_dataset).
+Inputs are the workflow's files: aggregate ``.npz`` (fleos.analysis.aggregate.aggregate_experiment),
+theory JSON (fleos.analysis.aggregate.theory_*), data ``.npz`` (fleos.nets.data.save_dataset).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from fleos.aggregate import (  # noqa: E402
+from fleos.analysis.aggregate import (  # noqa: E402
     EQ_DRIFT_MAX,
     EQ_RHAT_MAX,
     equilibration_summary,
@@ -36,7 +36,7 @@ from fleos.aggregate import (  # noqa: E402
     read_json,
     unpack_fit,
 )
-from fleos.observables import qq_points  # noqa: E402
+from fleos.core.observables import qq_points  # noqa: E402
 
 Table = tuple[list[str], list[dict[str, Any]]]
 FIG3_COLUMNS = [
@@ -49,7 +49,7 @@ BLUE, GREEN, RED, GREY = "tab:blue", "tab:green", "tab:red", "0.5"
 NONCONV = {"marker": "x", "color": "0.4", "linestyle": "none", "markersize": 7}
 EQ_COLUMNS = ["rhat", "ess", "drift_se", "n_backoffs", "equilibrated", "eq_series"]
 HOLLOW_LABEL = f"hollow: not equilibrated (R̂ > {EQ_RHAT_MAX} or |drift| > {EQ_DRIFT_MAX:g} SE)"
-# The series (fleos.aggregate.equilibration_series) behind each headline observable.
+# The series (fleos.analysis.aggregate.equilibration_series) behind each headline observable.
 SERIES_SIGMA = ("w_teacher_sq", "w_random_sq")  # Σ along the teacher and random directions
 SERIES_CNN3 = ("w_teacher_sq", "w_random_sq", "h2_teacher_sq", "h2_random_sq", "loss")
 
@@ -143,7 +143,7 @@ def _sigma_top_columns(agg: Mapping[str, Any] | None, theory_row: Mapping[str, A
 
 def fig3(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tuple[Any, Table]:
     """Fig. 3. Left: test α/α_GP vs C (dots: experiment ± SE; solid: numeric EoS, Eq. 8;
-    dotted: Eq. 9 exactly as printed, dashed: Eq. 9 corrected (fleos.eos.cnn2_analytic), each
+    dotted: Eq. 9 exactly as printed, dashed: Eq. 9 corrected (fleos.theory.eos.cnn2_analytic), each
     with GP inference on its analytic Σ), inset: train α/α_GP (the same lines: Eq. 9's train
     α, fully analytic). Right: histograms of w_c·w*/|w*| and of w_c projected on
     a random unit vector, with Gaussian fits, at the largest n and the width
@@ -342,7 +342,7 @@ def fig2b(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tup
     conv = np.array([r["eos_converged"] for r in trows], bool)
     hollow = False
     for (key, label, _, _), col in zip(qty, (BLUE, RED, GREEN), strict=True):
-        # GP value per width: in MF scaling the GP itself depends on N (fleos.eos.fcn).
+        # GP value per width: in MF scaling the GP itself depends on N (fleos.theory.eos.fcn).
         g = np.array([_nan(r[f"{key}_gp"]) for r in trows])
         eos = np.array([_nan(r[f"{key}_eos"]) for r in trows]) / g
         ax.plot(Ns[conv], eos[conv], "-", color=col)
@@ -389,7 +389,7 @@ def fig2c(inputs: Mapping[str, Sequence[str]], config: Mapping[str, Any]) -> tup
     """Fig. 2c: the width N (or channels C) at which the feature-learning scale χ = 1, vs n,
     log-log, for the FCN in standard and mean-field scaling and the 2-layer CNN; solid: our
     normalization (ε/σ², σ_L² kept: Eqs. 5, 8, 9), dashed: Eq. 6 as printed (ε/σ, σ_L²
-    absorbed), the one behind the paper's "standard FCNs need N = O(1)" (fleos.fls). One
+    absorbed), the one behind the paper's "standard FCNs need N = O(1)" (fleos.theory.fls). One
     table row per (n, convention)."""
     doc = read_json(inputs["theory"][0])
     ns = [int(v) for v in doc["n"]]
@@ -763,7 +763,7 @@ def _eq_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 def write_table(path: str | os.PathLike, columns: Sequence[str],
                 rows: Sequence[Mapping[str, Any]]) -> None:
     """CSV with a header row; floats with 6 significant digits, NaN written as 'nan'."""
-    from fleos.io import atomic_path
+    from fleos.sampling.io import atomic_path
 
     def fmt(v: Any) -> Any:
         if isinstance(v, (float, np.floating)):
@@ -798,7 +798,7 @@ def render_figure(
     plt.close(fig)
     write_table(csv_path, cols, rows)
     if summary_path is not None:
-        from fleos.io import atomic_path
+        from fleos.sampling.io import atomic_path
 
         with atomic_path(summary_path) as tmp:
             Path(tmp).write_text(summarize(fig_name, rows))

@@ -99,7 +99,7 @@ def terminal_progress(label: str) -> Callable[[float, Any], None] | None:
     None: piped or redirected output stays exactly the JSON/table."""
     if not sys.stderr.isatty():
         return None
-    from fleos.solvers import progress_printer
+    from fleos.theory.solvers import progress_printer
 
     return progress_printer(lambda line: print(line, file=sys.stderr, flush=True), label)
 

@@ -5,9 +5,9 @@ Example (Fig. 3, n = 1600):
         --C 1280 640 320 160 --n-test 1000 --data-seed 0 --teacher-seed 0 --json --analytic
 Output: ONE JSON document {"gp": {...}, "solutions": [...], "settings": {...}}. `gp` holds the
 C → ∞ observables; each solution holds C, the solver status (converged, iterations, residual,
-seconds, message) and the observables of fleos.eos.cnn2.cnn2_observables (alpha_train,
+seconds, message) and the observables of fleos.theory.eos.cnn2.cnn2_observables (alpha_train,
 alpha_test, normalized train MSE, test MSE, sigma_eigs descending) with their ratios to the
-GP. With --analytic each solution also holds "analytic": Eq. 9 (fleos.eos.cnn2_analytic) and
+GP. With --analytic each solution also holds "analytic": Eq. 9 (fleos.theory.eos.cnn2_analytic) and
 the test α of GP inference with Q_f(analytic Σ). Exit code 1 if any requested C did not
 converge (the JSON is still printed, with converged=false); exit code 2 for bad input.
 """
@@ -69,8 +69,9 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
-    """(CNN2Problem, teacher arrays, data settings) from --data or a fleos.data teacher draw."""
-    from fleos.eos.cnn2 import CNN2Problem
+    """(CNN2Problem, teacher arrays, data settings) from --data or a fleos.nets.data teacher
+    draw."""
+    from fleos.theory.eos.cnn2 import CNN2Problem
 
     hyper = {"sigma2": args.sigma2, "sigma_a2": args.sigma_a2, "sigma_w2": args.sigma_w2,
              "activation": args.activation}
@@ -91,7 +92,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, np.ndarray], dict[st
         teacher = {k: v for k, v in arrays.items() if k.startswith("teacher_")}
         return problem, teacher, {"data": args.data}
     args.N = 20 if args.N is None else args.N
-    from fleos.data import make_dataset
+    from fleos.nets.data import make_dataset
 
     cfg = {"S": args.S, "N": args.N, "sigma_w2": args.sigma_w2, "sigma_a2": args.sigma_a2,
            "activation": args.activation}
@@ -117,8 +118,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401  (float64)
-    from fleos.eos.cnn2 import cnn2_gp_observables, cnn2_observables, sweep_cnn2
-    from fleos.eos.cnn2_analytic import analytic_observables
+    from fleos.theory.eos.cnn2 import cnn2_gp_observables, cnn2_observables, sweep_cnn2
+    from fleos.theory.eos.cnn2_analytic import analytic_observables
 
     t0 = time.perf_counter()
     try:

@@ -6,7 +6,7 @@ Example (Fig. 2b setting):
 Output: one JSON document {"problem": {...}, "gp": [...], "solutions": [...]}; `gp` holds the
 GP-limit observables per width (width-independent in standard scaling, width-dependent in
 mean-field scaling where Q_f ∝ 1/N), each solution holds the solver status and the
-observables of fleos.eos.fcn.fcn_observables (ratios to the GP of the same width).
+observables of fleos.theory.eos.fcn.fcn_observables (ratios to the GP of the same width).
 Exit code 1 if any width did not converge (the JSON is still printed), 2 for bad input.
 """
 
@@ -39,7 +39,7 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
         "fcn",
         help="FCN equations of state (Eq. 5) over widths, solved from the GP limit down",
         description="Solve Eq. 5 for an L-layer erf FCN at each width, from large to small, each "
-        "warm-started at the previous one (Newton on the precision form, fleos.eos.fcn).",
+        "warm-started at the previous one (Newton on the precision form, fleos.theory.eos.fcn).",
     )
     p.add_argument("--data", help="npz file with X, y, X_test, y_test (else a teacher draw)")
     p.add_argument("--n", type=positive_int, default=1024,
@@ -68,9 +68,9 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
 
 
 def load_problem_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    """(X, y, X_test, y_test) from --data or a fleos.data teacher draw."""
+    """(X, y, X_test, y_test) from --data or a fleos.nets.data teacher draw."""
     if args.data:
-        from fleos.data import load_dataset
+        from fleos.nets.data import load_dataset
 
         read_npz(args.data, "--data")  # missing file or not an npz: named as the argument
         try:
@@ -80,7 +80,7 @@ def load_problem_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         check_training_data(np.asarray(ds.X), np.asarray(ds.y), f"--data {args.data}",
                             np.asarray(ds.X_test), np.asarray(ds.y_test))
     else:
-        from fleos.data import make_dataset
+        from fleos.nets.data import make_dataset
 
         cfg = {"d": args.d, "sigma_w2": args.sigma_w2, "sigma_a2": args.sigma_a2,
                "depth": args.depth, "activation": args.activation}
@@ -94,7 +94,7 @@ def load_problem_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401  (float64)
-    from fleos.eos import fcn
+    from fleos.theory.eos import fcn
 
     X, y, Xt, yt = load_problem_data(args)
     pb = fcn.FCNProblem(

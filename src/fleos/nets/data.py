@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fleos.models import CNN2, CNN3, FCN, input_dim, validate_model_cfg
+from fleos.nets.models import CNN2, CNN3, FCN, input_dim, validate_model_cfg
 
 # Image data sets Myrtle-5 can use: channels and image size (H = W).
 IMAGE_DATASETS: dict[str, dict[str, Any]] = {

@@ -40,7 +40,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from fleos.diagnostics import effective_sample_size, split_rhat
+from fleos.core.diagnostics import effective_sample_size, split_rhat
 
 Array = jax.Array
 Params = Any

@@ -12,14 +12,14 @@ bars are computed ACROSS SEEDS only:
 * non-linear functionals of posterior means (the normalized train MSE, eigenvalues of Σ,
   K^(2), Q^(2)) are computed from the seed-pooled mean, with a delete-one jackknife SE over
   seeds (`jackknife`); a per-seed estimate would be biased by each chain's finite-time noise;
-* Gaussian fits of snapshot projections use `fleos.observables.gaussian_fit` with the seed as
+* Gaussian fits of snapshot projections use `fleos.core.observables.gaussian_fit` with the seed as
   group, so their SEs are also across seeds.
 
 Equilibration. The same files hold per-seed time series (thinned snapshots of weight and
 pre-activation projections, the training loss). For each headline observable a scalar series
 per seed (`equilibration_series`) gets the rank-normalized split-R̂ across seeds, the bulk ESS
 and the drift between the first and second half of the sampling window in SE
-(fleos.diagnostics); a point with R̂ > EQ_RHAT_MAX or |drift| > EQ_DRIFT_MAX SE is "not
+(fleos.core.diagnostics); a point with R̂ > EQ_RHAT_MAX or |drift| > EQ_DRIFT_MAX SE is "not
 equilibrated" (`equilibrated`). The lr back-offs of all chunks are counted (`n_backoffs`).
 
 Outputs: one ``.npz`` per (experiment, n, width) (flat keys, documented in `aggregate_job`),
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from fleos.config import theory_options
-from fleos.observables import GaussianFit, gaussian_fit, top_eigh
+from fleos.core.observables import GaussianFit, gaussian_fit, top_eigh
 
 # Workflow-only keys of an experiment entry (not part of fleos.config.ExperimentConfig).
 WORKFLOW_KEYS = ("theory", "resources", "label")
@@ -111,7 +111,7 @@ def alpha_per_seed(f_mean: np.ndarray, y: np.ndarray, sigma2: float) -> np.ndarr
 
 
 def normalized_mse(f_mean: np.ndarray, y: np.ndarray, sigma2: float) -> float:
-    """Σ(f̄ − y)²/(σ² Σ y²) at the pooled posterior mean (fleos.gp.normalized_mse, in numpy)."""
+    """Σ(f̄ − y)²/(σ² Σ y²) at the pooled posterior mean (fleos.core.gp.normalized_mse, in numpy)."""
     y = np.asarray(y, dtype=np.float64)
     return float(np.sum((f_mean - y) ** 2) / (sigma2 * (y @ y)))
 
@@ -136,7 +136,7 @@ def load_chunks(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     """Read the seed-chunk files of one (experiment, n, width) and join them along the chain
     axis. Returns flat keys ('f_train/mean', 'snapshots/w_teacher', ...) plus 'config' (of
     the first file). Files must agree on n, width and config; seeds must not repeat."""
-    from fleos.io import flatten_tree, read_samples
+    from fleos.sampling.io import flatten_tree, read_samples
 
     if not paths:
         raise ValueError("load_chunks: no sample files given")
@@ -258,8 +258,8 @@ def equilibration_series(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def equilibration_record(x: np.ndarray) -> np.ndarray:
     """[rhat, ess, drift, drift_se] (EQ_FIELDS) of a (chains, draws) series:
-    `fleos.diagnostics.rhat_rank`, `ess_bulk` and `half_drift`; NaN where undefined."""
-    from fleos.diagnostics import ess_bulk, half_drift, rhat_rank
+    `fleos.core.diagnostics.rhat_rank`, `ess_bulk` and `half_drift`; NaN where undefined."""
+    from fleos.core.diagnostics import ess_bulk, half_drift, rhat_rank
 
     try:
         drift, drift_se = half_drift(x)
@@ -301,7 +301,7 @@ def aggregate_job(
 ) -> dict[str, np.ndarray]:
     """Observables with error bars across seeds for one (experiment, n, width).
 
-    samples: the output of `load_chunks`; data: the `fleos.data.Dataset` the chains saw.
+    samples: the output of `load_chunks`; data: the `fleos.nets.data.Dataset` the chains saw.
     Keys of the result (all numpy arrays):
       seeds, count; alpha_{train,test}_seeds, alpha_{train,test}, alpha_{train,test}_se;
       mse_train_norm, mse_train_norm_se (jackknife), f_train_mean, f_test_mean;
@@ -395,7 +395,7 @@ def aggregate_job(
         Kp = np.asarray(samples[f"probe/{layer}/mean"], np.float64)
         out[f"probe_{layer}_mean"] = Kp.mean(0)
         if f"snapshots/{layer}" in samples and mask is not None:
-            from fleos.observables import project_on_eigenvectors
+            from fleos.core.observables import project_on_eigenvectors
 
             H = np.asarray(samples[f"snapshots/{layer}"], np.float64)  # (chains, T, P, c)
             H = np.moveaxis(H, 2, -1)  # (chains, T, c, P)
@@ -432,12 +432,12 @@ def prior_overlaps(
 ) -> dict[str, np.ndarray]:
     """Projections of PRIOR draws (the untrained networks, 'before training'): the same
     quantities as the sampled snapshots, for Fig. 4 insets (w·w*, w·w_r, h2 overlaps) and
-    Fig. 6 (Myrtle-5 pre-activations). Uses the model's own prior (fleos.models)."""
+    Fig. 6 (Myrtle-5 pre-activations). Uses the model's own prior (fleos.nets.models)."""
     import jax
     import jax.numpy as jnp
 
-    from fleos.models import build_model
-    from fleos.observables import overlap
+    from fleos.core.observables import overlap
+    from fleos.nets.models import build_model
 
     model = build_model(exp["arch"], exp["model"], width, param_dtype=jnp.float64)
     out: dict[str, list[np.ndarray]] = {}
@@ -472,7 +472,7 @@ def aggregate_experiment(
 
     Adds prior-draw projections (``prior_*``) where a figure compares with the untrained
     network (Figs. 4, 6), and the experiment's teacher_seed."""
-    from fleos.data import load_dataset
+    from fleos.nets.data import load_dataset
 
     samples = load_chunks(chunk_paths)
     data = load_dataset(data_path)
@@ -499,8 +499,8 @@ def _myrtle_prior(exp: Mapping[str, Any], width: int, data: Any, samples: Mappin
     import jax
     import jax.numpy as jnp
 
-    from fleos.models import build_model
-    from fleos.observables import project_on_eigenvectors
+    from fleos.core.observables import project_on_eigenvectors
+    from fleos.nets.models import build_model
 
     cfg = samples["config"]["sampler"]
     P, nch = int(cfg.get("probe_size", 64)), int(cfg.get("probe_channels", 4))
@@ -531,7 +531,7 @@ def _myrtle_prior(exp: Mapping[str, Any], width: int, data: Any, samples: Mappin
 
 def _save_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
     """Atomic .npz write (temporary file + rename) so a reader never sees a partial file."""
-    from fleos.io import atomic_path
+    from fleos.sampling.io import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
@@ -561,7 +561,7 @@ def _json_default(o: Any) -> Any:
 
 def write_json(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
     """Atomic JSON write; NaN/inf are written as null (JSON has no NaN)."""
-    from fleos.io import atomic_path
+    from fleos.sampling.io import atomic_path
 
     def clean(o: Any) -> Any:
         if isinstance(o, float) and not math.isfinite(o):
@@ -592,9 +592,9 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     (``*_eq9_printed``: q_train = 1, unit teacher norms) and corrected (``*_analytic``:
     `theory.q_train` (default renormalized), K_f⁻¹ term, finite-S leakage, actual teacher
     norms); and the GP limit. Non-converged points are kept with converged = False."""
-    from fleos.data import load_dataset
-    from fleos.eos.cnn2 import CNN2Problem, cnn2_gp_observables, cnn2_observables, sweep_cnn2
-    from fleos.eos.cnn2_analytic import (
+    from fleos.nets.data import load_dataset
+    from fleos.theory.eos.cnn2 import CNN2Problem, cnn2_gp_observables, cnn2_observables, sweep_cnn2
+    from fleos.theory.eos.cnn2_analytic import (
         PRINTED_OPTIONS,
         RECOMMENDED_OPTIONS,
         analytic_observables,
@@ -612,7 +612,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     # `theory.C_grid` (theory only: cheap, and a line through 2-3 points hides its shape).
     sampled = {int(w) for w in exp["widths"]}
     widths = sorted(sampled | set(th["C_grid"]), reverse=True)
-    from fleos.solvers import progress_printer
+    from fleos.theory.solvers import progress_printer
 
     # one line per solve (residual, iterations) to the rule's log: a sweep takes minutes
     results = sweep_cnn2(problem, widths, tol=th["tol"], max_iter=th["max_iter"],
@@ -658,9 +658,9 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
 
     Each row holds the EoS observables (normalized train MSE, top Σ eigenvalue, α) and their
     GP values AT THE SAME WIDTH (in mean-field scaling the readout variance σ_a²/N makes the
-    GP itself width dependent; fleos.eos.fcn.fcn_observables)."""
-    from fleos.data import load_dataset
-    from fleos.eos.fcn import FCNProblem, fcn_observables, residual_blocks, sweep_fcn
+    GP itself width dependent; fleos.theory.eos.fcn.fcn_observables)."""
+    from fleos.nets.data import load_dataset
+    from fleos.theory.eos.fcn import FCNProblem, fcn_observables, residual_blocks, sweep_fcn
 
     ds = load_dataset(data_path)
     m = exp["model"]
@@ -672,7 +672,7 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
         activation=m.get("activation", "erf"), ridge=th["ridge"],
     )
     widths = [int(w) for w in exp["widths"]]
-    from fleos.solvers import progress_printer
+    from fleos.theory.solvers import progress_printer
 
     results = sweep_fcn(problem, widths, tol=th["tol"], max_iter=th["max_iter"],
                         method=th["method"], progress=progress_printer(_log_line, "N"))
@@ -705,7 +705,7 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
 
 
 def _fcn_gp_x(problem: Any) -> Any:
-    from fleos.eos.fcn import gp_x
+    from fleos.theory.eos.fcn import gp_x
 
     return gp_x(problem)
 
@@ -729,13 +729,13 @@ def theory_cnn3(
     exp: Mapping[str, Any], width: int, data_path: str | os.PathLike,
     aggregate_path: str | os.PathLike, out_path: str | os.PathLike,
 ) -> dict[str, Any]:
-    """Fig. 5 theory (`fleos.eos.cnn3.fig5_spectra`): Σ predicted by the last line of Eq. 5
+    """Fig. 5 theory (`fleos.theory.eos.cnn3.fig5_spectra`): Σ predicted by the last line of Eq. 5
     at the empirical Σ and K^(2), with the empirical Q^(2) in the KL term (the paper's
     estimate) and, for comparison, the analytic Q2(Σ_emp); Q^(2) predicted from the empirical
     K^(2) (Eq. 5, line 2); the GP (C → ∞) kernels. Spectra (descending) go to the JSON;
     ``*_valid`` is False where the predicted Σ is not positive definite."""
-    from fleos.data import load_dataset
-    from fleos.eos import cnn3
+    from fleos.nets.data import load_dataset
+    from fleos.theory.eos import cnn3
 
     ds = load_dataset(data_path)
     agg = load_aggregate(aggregate_path)
@@ -759,11 +759,11 @@ def _log_line(line: str) -> None:
 
 
 def theory_fls(fls_cfg: Mapping[str, Any], out_path: str | os.PathLike) -> dict[str, Any]:
-    """Fig. 2c (fleos.fls.fls_curve): width (channels) at which χ = 1 (Eq. 6) vs n, for the
+    """Fig. 2c (fleos.theory.fls.fls_curve): width (channels) at which χ = 1 (Eq. 6) vs n, for the
     FCN in standard and mean-field scaling and the 2-layer CNN; mean over `data_seeds`; in
     our normalization (``width``) and in Eq. 6's printed one (``width_eq6_printed``).
-    Per-architecture overrides (``fls.fcn_standard: {d: 64}``, ...) go to fleos.fls."""
-    from fleos.fls import fls_curve
+    Per-architecture overrides (``fls.fcn_standard: {d: 64}``, ...) go to fleos.theory.fls."""
+    from fleos.theory.fls import fls_curve
 
     ns = [int(n) for n in fls_cfg["n"]]
     labels = {"fcn_standard": "FCN, standard scaling", "fcn_mf": "FCN, mean-field scaling",

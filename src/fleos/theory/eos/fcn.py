@@ -47,9 +47,9 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
-from fleos import gp as gpmod
-from fleos.kernels import activation_kernel, post_kernel, post_kernel_cross
-from fleos.solvers import SolveResult, anderson, anneal, newton_krylov
+from fleos.core import gp as gpmod
+from fleos.core.kernels import activation_kernel, post_kernel, post_kernel_cross
+from fleos.theory.solvers import SolveResult, anderson, anneal, newton_krylov
 
 Array = jnp.ndarray
 
@@ -422,7 +422,7 @@ def _scaled_map_core(
     return _rescale(_fixed_point_core(_unscale(u, sc), data, p, activation), sc)
 
 
-# One object per activation: fleos.solvers compiles once per function object and passes data,
+# One object per activation: fleos.theory.solvers compiles once per function object and passes data,
 # width-dependent scalars and scales as traced `args`, so a whole sweep (any widths) reuses one
 # compiled program.
 _ACTIVATIONS = ("erf", "linear")
@@ -430,8 +430,8 @@ _RESIDUALS = {a: partial(_precision_residual_core, activation=a) for a in _ACTIV
 _MERITS = {a: partial(_free_energy_of_precisions, activation=a) for a in _ACTIVATIONS}
 _MAPS = {a: partial(_scaled_map_core, activation=a) for a in _ACTIVATIONS}
 
-# Newton-Krylov settings (fleos.solvers.newton_krylov): early-terminating GMRES (one exact JVP
-# per Krylov vector, stopping at the Eisenstat-Walker forcing term, capped at 0.5: far from
+# Newton-Krylov settings (fleos.theory.solvers.newton_krylov): early-terminating GMRES (one exact
+# JVP per Krylov vector, stopping at the Eisenstat-Walker forcing term, capped at 0.5: far from
 # the root an accurate direction is wasted), the free energy as line-search merit, and the
 # positive-definite step curve. The residual norm may rise while F falls, hence the longer
 # stall window.
@@ -459,7 +459,7 @@ def solve_fcn(
     the paper-size problems converge from there without annealing (docs/derivations/fcn.md
     §5); at extreme widths it can stall: `sweep_fcn` anneals. `tol` bounds the precision-form
     residual; `residual_blocks` gives Eq. 5 as printed (T(x) − x), up to ~40× larger.
-    method 'anderson': fleos.solvers.anderson on x ← T(x) (Eq. 5 inverted, scaled by the GP
+    method 'anderson': fleos.theory.solvers.anderson on x ← T(x) (Eq. 5 inverted, scaled by the GP
     norms); converges at large widths, stalls at small mean-field widths.
     The returned SolveResult's `x` is (Σ, K) and its `residual` the solver's residual
     evaluated at that point; `residual_blocks` gives the paper form T(x) − x.
@@ -502,10 +502,10 @@ def sweep_fcn(
 ) -> list[SolveResult]:
     """Solve Eq. 5 at each width, from large to small (the paper's annealing, Methods).
 
-    Uses fleos.solvers.anneal: each width is warm-started at the previous solution, and
+    Uses fleos.theory.solvers.anneal: each width is warm-started at the previous solution, and
     intermediate widths are inserted where a solve stalls (rare with the default Newton
     solver, which also converges from the GP point). `progress(width, result)` is called after
-    every solve (`fleos.solvers.progress_printer`).
+    every solve (`fleos.theory.solvers.progress_printer`).
     """
     def solve_at(w: float, x_start: Any) -> SolveResult:
         return solve_fcn(problem, w, x_start, tol=tol, max_iter=max_iter, method=method)

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fleos.config import ExperimentConfig, JobSpec, config_hash
-from fleos.io import (
+from fleos.sampling.io import (
     CorruptFileError,
     arrays_checksum,
     load_checkpoint,
@@ -59,8 +59,8 @@ from fleos.io import (
     save_checkpoint,
     write_samples,
 )
-from fleos.recording import Recorder, finalize
-from fleos.sampler import (
+from fleos.sampling.recording import Recorder, finalize
+from fleos.sampling.sampler import (
     ChainState,
     Integrator,
     init_extra,
@@ -203,9 +203,9 @@ def run_job(
     Returns out_path. Raises NoGPUError (before any work: `check_device`),
     ChainDivergedError, CheckpointMismatchError, ValueError.
     """
-    from fleos.data import load_dataset
-    from fleos.models import build_model
-    from fleos.schedules import schedule_from_config
+    from fleos.nets.data import load_dataset
+    from fleos.nets.models import build_model
+    from fleos.sampling.schedules import schedule_from_config
 
     if job.experiment != exp.name:
         raise ValueError(f"job is for experiment {job.experiment!r} but the config is "
@@ -502,7 +502,7 @@ def _match_tree(ref: Any, loaded: Any) -> Any:
 def _diag_series(x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """IAT and ESS per chain and component, split-R-hat per component, of snapshot series
     x (chains, T, ...) restricted to each chain's sampling snapshots ``mask`` (chains, T)."""
-    from fleos.diagnostics import integrated_autocorr_time, split_rhat
+    from fleos.core.diagnostics import integrated_autocorr_time, split_rhat
 
     c, t = x.shape[:2]
     flat = x.reshape(c, t, -1)[:, :, :MAX_DIAG_COMPONENTS].astype(np.float64)
@@ -560,7 +560,7 @@ def _output_datasets(st: _State, job: JobSpec, sc: Any, rec_data: dict, recorder
         out["snapshots"]["teacher_direction"] = np.asarray(rec_data["teacher_dir"], np.float64)
     diag: dict[str, Any] = {name: _diag_series(v, mask) for name, v in snaps.items()}
     # loss during sampling: IAT per chain in epochs (the loss is recorded every epoch)
-    from fleos.diagnostics import integrated_autocorr_time
+    from fleos.core.diagnostics import integrated_autocorr_time
 
     loss_iat = np.full(n_chains, np.nan)
     for c in range(n_chains):

@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fleos.kernels import patches
+from fleos.core.kernels import patches
 
 Array = jax.Array
 Params = dict[str, Array]
@@ -422,7 +422,9 @@ def validate_model_cfg(arch: str, model_cfg: Mapping[str, Any]) -> dict[str, Any
             f"got {cfg['scaling']!r}"
         )
     if arch == "myrtle5":
-        from fleos.data import IMAGE_DATASETS  # local import: fleos.data imports this module
+        from fleos.nets.data import (
+            IMAGE_DATASETS,  # local import: fleos.nets.data imports this module
+        )
 
         if cfg["dataset"] not in IMAGE_DATASETS:
             raise ValueError(
