@@ -166,7 +166,8 @@ def test_aggregate_job_refuses_chains_without_samples(chunks):
 
 
 def test_theory_cnn2_solves_the_c_grid_without_sampling_it(tmp_path):
-    from fleos.nets.data import make_dataset, save_dataset
+    from fleos.nets.data import make_dataset
+    from fleos.nets.datasets import save_dataset
 
     model = {"S": 4, "N": 4, "activation": "erf", "sigma_w2": 2.0, "sigma_a2": 2.0}
     ds = make_dataset("cnn2", model, 32, 16, teacher_seed=0, data_seed=1)

@@ -265,7 +265,8 @@ def _tiny_experiment(resources: dict | None = None):
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from fleos.nets.data import make_dataset, save_dataset
+    from fleos.nets.data import make_dataset
+    from fleos.nets.datasets import save_dataset
 
     p = tmp_path_factory.mktemp("data") / "n8.npz"
     save_dataset(make_dataset("cnn2", TINY_MODEL, 8, 5, 0, 1), p)

@@ -96,7 +96,7 @@ def test_cli_eos_cnn3_spectra(tmp_path):
     import json
 
     from fleos.cli import eos_cnn3
-    from fleos.nets.data import Dataset, save_dataset
+    from fleos.nets.datasets import Dataset, save_dataset
 
     X = _X()
     y = np.random.default_rng(7).standard_normal(len(X))
@@ -126,7 +126,7 @@ def test_cli_reads_the_workflow_aggregate_file(tmp_path):
     from fleos.analysis.aggregate import theory_cnn3
     from fleos.cli import main
     from fleos.cli.eos_cnn3 import read_kernels
-    from fleos.nets.data import Dataset, save_dataset
+    from fleos.nets.datasets import Dataset, save_dataset
 
     X = _X()
     y = np.random.default_rng(8).standard_normal(len(X))

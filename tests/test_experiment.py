@@ -21,7 +21,8 @@ import pytest
 
 import fleos  # noqa: F401
 from fleos.config import ExperimentConfig, JobSpec
-from fleos.nets.data import make_dataset, save_dataset
+from fleos.nets.data import make_dataset
+from fleos.nets.datasets import save_dataset
 from fleos.sampling.experiment import ChainDivergedError, CheckpointMismatchError, run_job
 from fleos.sampling.io import read_samples
 

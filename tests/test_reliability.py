@@ -75,7 +75,8 @@ def _h5_datasets(path: Path) -> dict[str, np.ndarray]:
 
 
 def _kill_job_setup(tmp_path: Path) -> tuple[Path, Path, Path]:
-    from fleos.nets.data import make_dataset, save_dataset
+    from fleos.nets.data import make_dataset
+    from fleos.nets.datasets import save_dataset
 
     d = KILL_EXPERIMENT["data"]
     ds = make_dataset("cnn2", KILL_EXPERIMENT["model"], d["n"][0], d["n_test"],
@@ -397,7 +398,8 @@ def _ckpt_experiment():
 def _checkpoint_after_first_save(tmp_path: Path) -> tuple[Path, Path]:
     """(data file, checkpoint) of a job stopped right after its first checkpoint."""
     from fleos.config import JobSpec
-    from fleos.nets.data import make_dataset, save_dataset
+    from fleos.nets.data import make_dataset
+    from fleos.nets.datasets import save_dataset
     from fleos.sampling import experiment
     from fleos.sampling.experiment import run_job
 
@@ -475,7 +477,8 @@ def test_full_checkpoint_folder_is_one_line(tmp_path: Path, monkeypatch, capsys)
     import errno
 
     from fleos.cli import main
-    from fleos.nets.data import make_dataset, save_dataset
+    from fleos.nets.data import make_dataset
+    from fleos.nets.datasets import save_dataset
 
     data = tmp_path / "n8.npz"
     save_dataset(make_dataset("cnn2", CKPT_MODEL, 8, 5, 0, 1), data)

@@ -9,7 +9,7 @@ equilibrated, eq_series); a point that is not equilibrated is drawn hollow (a hi
 dotted) and named in the summary. `render_figure` writes PNG, PDF and CSV.
 
 Inputs are the workflow's files: aggregate ``.npz`` (fleos.analysis.aggregate.aggregate_experiment),
-theory JSON (fleos.analysis.aggregate.theory_*), data ``.npz`` (fleos.nets.data.save_dataset).
+theory JSON (fleos.analysis.aggregate.theory_*), data ``.npz`` (fleos.nets.datasets.save_dataset).
 """
 
 from __future__ import annotations

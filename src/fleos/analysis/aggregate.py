@@ -301,7 +301,7 @@ def aggregate_job(
 ) -> dict[str, np.ndarray]:
     """Observables with error bars across seeds for one (experiment, n, width).
 
-    samples: the output of `load_chunks`; data: the `fleos.nets.data.Dataset` the chains saw.
+    samples: the output of `load_chunks`; data: the `fleos.nets.datasets.Dataset` the chains saw.
     Keys of the result (all numpy arrays):
       seeds, count; alpha_{train,test}_seeds, alpha_{train,test}, alpha_{train,test}_se;
       mse_train_norm, mse_train_norm_se (jackknife), f_train_mean, f_test_mean;
@@ -472,7 +472,7 @@ def aggregate_experiment(
 
     Adds prior-draw projections (``prior_*``) where a figure compares with the untrained
     network (Figs. 4, 6), and the experiment's teacher_seed."""
-    from fleos.nets.data import load_dataset
+    from fleos.nets.datasets import load_dataset
 
     samples = load_chunks(chunk_paths)
     data = load_dataset(data_path)
@@ -592,7 +592,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     (``*_eq9_printed``: q_train = 1, unit teacher norms) and corrected (``*_analytic``:
     `theory.q_train` (default renormalized), K_f⁻¹ term, finite-S leakage, actual teacher
     norms); and the GP limit. Non-converged points are kept with converged = False."""
-    from fleos.nets.data import load_dataset
+    from fleos.nets.datasets import load_dataset
     from fleos.theory.eos.cnn2 import CNN2Problem, cnn2_gp_observables, cnn2_observables, sweep_cnn2
     from fleos.theory.eos.cnn2_analytic import (
         PRINTED_OPTIONS,
@@ -659,7 +659,7 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     Each row holds the EoS observables (normalized train MSE, top Σ eigenvalue, α) and their
     GP values AT THE SAME WIDTH (in mean-field scaling the readout variance σ_a²/N makes the
     GP itself width dependent; fleos.theory.eos.fcn.fcn_observables)."""
-    from fleos.nets.data import load_dataset
+    from fleos.nets.datasets import load_dataset
     from fleos.theory.eos.fcn import FCNProblem, fcn_observables, residual_blocks, sweep_fcn
 
     ds = load_dataset(data_path)
@@ -734,7 +734,7 @@ def theory_cnn3(
     estimate) and, for comparison, the analytic Q2(Σ_emp); Q^(2) predicted from the empirical
     K^(2) (Eq. 5, line 2); the GP (C → ∞) kernels. Spectra (descending) go to the JSON;
     ``*_valid`` is False where the predicted Σ is not positive definite."""
-    from fleos.nets.data import load_dataset
+    from fleos.nets.datasets import load_dataset
     from fleos.theory.eos import cnn3
 
     ds = load_dataset(data_path)

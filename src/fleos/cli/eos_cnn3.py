@@ -81,7 +81,7 @@ def read_kernels(paths: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401
     from fleos.cli import InputError, check_training_data, read_npz
-    from fleos.nets.data import load_dataset
+    from fleos.nets.datasets import load_dataset
     from fleos.theory.eos import cnn3
 
     # Input validation: one line naming the argument or file, exit 2 (fleos.cli).

@@ -70,7 +70,7 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
 def load_problem_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """(X, y, X_test, y_test) from --data or a fleos.nets.data teacher draw."""
     if args.data:
-        from fleos.nets.data import load_dataset
+        from fleos.nets.datasets import load_dataset
 
         read_npz(args.data, "--data")  # missing file or not an npz: named as the argument
         try:

@@ -422,9 +422,7 @@ def validate_model_cfg(arch: str, model_cfg: Mapping[str, Any]) -> dict[str, Any
             f"got {cfg['scaling']!r}"
         )
     if arch == "myrtle5":
-        from fleos.nets.data import (
-            IMAGE_DATASETS,  # local import: fleos.nets.data imports this module
-        )
+        from fleos.nets.datasets import IMAGE_DATASETS
 
         if cfg["dataset"] not in IMAGE_DATASETS:
             raise ValueError(

@@ -203,7 +203,7 @@ def run_job(
     Returns out_path. Raises NoGPUError (before any work: `check_device`),
     ChainDivergedError, CheckpointMismatchError, ValueError.
     """
-    from fleos.nets.data import load_dataset
+    from fleos.nets.datasets import load_dataset
     from fleos.nets.models import build_model
     from fleos.sampling.schedules import schedule_from_config
 
