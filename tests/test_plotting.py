@@ -13,8 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from fleos.analysis.aggregate import FIT_FIELDS, write_json
+from fleos.analysis.aggregate import FIT_FIELDS
 from fleos.plotting import FIG3_COLUMNS, render_figure
+from fleos.theory.runs import write_json
 
 
 def _fit(var: float) -> np.ndarray:

@@ -333,7 +333,7 @@ def test_nonconverged_eos_is_marked_in_figure_and_table(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from fleos import plotting
-    from fleos.analysis.aggregate import write_json
+    from fleos.theory.runs import write_json
 
     n, widths, bad_width = 16, [8, 16, 32], 8
     aggs = []

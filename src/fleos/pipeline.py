@@ -524,13 +524,14 @@ def validate_config(
 def run_theory(key: str, config: Mapping[str, Any], inputs: Mapping[str, str],
                out_path: str | os.PathLike) -> dict[str, Any]:
     """Run theory job `key` (see `theory_keys`) on its `theory_inputs` into `out_path`."""
-    from fleos.analysis import aggregate
+    from fleos.analysis.aggregate import load_aggregate
+    from fleos.theory import runs
 
     if key == FLS:
-        return aggregate.theory_fls(config[FLS], out_path=out_path)
+        return runs.theory_fls(config[FLS], out_path=out_path)
     name, _, width = parse_theory_key(key)
     exp = config["experiments"][name]
     if EXPERIMENTS[name].theory == "sweep":
-        return aggregate.theory_sweep(name, exp, data_path=inputs["data"], out_path=out_path)
-    return aggregate.theory_cnn3(exp, width=width, data_path=inputs["data"],
-                                 aggregate_path=inputs["aggregate"], out_path=out_path)
+        return runs.theory_sweep(name, exp, data_path=inputs["data"], out_path=out_path)
+    return runs.theory_cnn3(exp, width=width, data_path=inputs["data"],
+                            kernels=load_aggregate(inputs["aggregate"]), out_path=out_path)

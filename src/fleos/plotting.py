@@ -9,7 +9,7 @@ equilibrated, eq_series); a point that is not equilibrated is drawn hollow (a hi
 dotted) and named in the summary. `render_figure` writes PNG, PDF and CSV.
 
 Inputs are the workflow's files: aggregate ``.npz`` (fleos.analysis.aggregate.aggregate_experiment),
-theory JSON (fleos.analysis.aggregate.theory_*), data ``.npz`` (fleos.nets.datasets.save_dataset).
+theory JSON (fleos.theory.runs), data ``.npz`` (fleos.nets.datasets.save_dataset).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from fleos.analysis.aggregate import (  # noqa: E402
     EQ_RHAT_MAX,
     equilibration_summary,
     load_aggregate,
-    read_json,
     unpack_fit,
 )
 from fleos.core.observables import qq_points  # noqa: E402
+from fleos.theory.runs import read_json  # noqa: E402
 
 Table = tuple[list[str], list[dict[str, Any]]]
 FIG3_COLUMNS = [
