@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fleos.cli import (
+from fleos.cli.args import (
     InputError,
     check_training_data,
     nonneg_int,

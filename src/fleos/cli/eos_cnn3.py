@@ -80,7 +80,7 @@ def read_kernels(paths: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401
-    from fleos.cli import InputError, check_training_data, read_npz
+    from fleos.cli.args import InputError, check_training_data, read_npz
     from fleos.nets.datasets import load_dataset
     from fleos.theory.eos import cnn3
 

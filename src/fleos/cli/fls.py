@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from fleos.cli import nonneg_int, positive_float, positive_int
+from fleos.cli.args import nonneg_int, positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

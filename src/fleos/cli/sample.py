@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fleos.cli import nonneg_int, positive_float, positive_int
+from fleos.cli.args import nonneg_int, positive_float, positive_int
 
 EPILOG = """\
 examples:
