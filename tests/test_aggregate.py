@@ -201,7 +201,7 @@ def _eq_chunk(path, seeds, rng, drift, backoffs):
 @pytest.mark.parametrize("drift", [0.0, 3.0])
 def test_table_flags_a_drifting_chain_and_passes_a_stationary_one(tmp_path, drift):
     from fleos.analysis.aggregate import EQ_FIELDS, equilibration_summary
-    from fleos.plotting import summarize
+    from fleos.figures.render import summarize
 
     rng = np.random.default_rng(11)
     paths = [tmp_path / "c0.h5", tmp_path / "c1.h5"]
@@ -234,7 +234,7 @@ def test_table_flags_a_drifting_chain_and_passes_a_stationary_one(tmp_path, drif
 
 def test_equilibration_not_measurable_is_said():
     from fleos.analysis.aggregate import equilibration_summary
-    from fleos.plotting import summarize
+    from fleos.figures.render import summarize
 
     eq = equilibration_summary({"n_backoffs": np.array(0)}, ("loss",))
     assert eq["equilibrated"] is None and math.isnan(eq["rhat"])

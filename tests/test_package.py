@@ -51,7 +51,7 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("core",),
     ("nets",),
     ("config", "sampling", "theory"),
-    ("analysis", "figures", "plotting"),
+    ("analysis", "figures"),
     ("pipeline", "cli"),
 )
 SRC = Path(__file__).resolve().parents[1] / "src"

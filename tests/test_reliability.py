@@ -332,7 +332,8 @@ def test_nonconverged_eos_is_marked_in_figure_and_table(tmp_path: Path) -> None:
 
     import matplotlib.pyplot as plt
 
-    from fleos import plotting
+    from fleos.figures import fig2b
+    from fleos.figures.render import render_figure
     from fleos.theory.runs import write_json
 
     n, widths, bad_width = 16, [8, 16, 32], 8
@@ -355,7 +356,8 @@ def test_nonconverged_eos_is_marked_in_figure_and_table(tmp_path: Path) -> None:
     theory = tmp_path / "theory.json"
     write_json(theory, {"n": n, "teacher_seed": 0, "rows": rows})
 
-    fig, _ = plotting.fig2b({"aggregate": aggs, "theory": [str(theory)]}, {})
+    inputs = {"aggregate": aggs, "theory": [str(theory)]}
+    fig = fig2b.draw(fig2b.table(inputs, {}), inputs, {})
     ax = fig.axes[0]
     curves = [ln for ln in ax.lines if ln.get_linestyle() == "-" and len(ln.get_xdata())]
     assert curves, "no EoS curve drawn"
@@ -367,8 +369,8 @@ def test_nonconverged_eos_is_marked_in_figure_and_table(tmp_path: Path) -> None:
     plt.close(fig)
 
     csv_path, summary = tmp_path / "fig2b.csv", tmp_path / "fig2b.rst"
-    plotting.render_figure("fig2b", {"aggregate": aggs, "theory": [str(theory)]}, {},
-                  tmp_path / "fig2b.png", tmp_path / "fig2b.pdf", csv_path, summary)
+    render_figure("fig2b", inputs, {}, tmp_path / "fig2b.png", tmp_path / "fig2b.pdf", csv_path,
+                  summary)
     with open(csv_path) as fh:
         written = list(csv.DictReader(fh))
     assert "eos_converged" in written[0]
