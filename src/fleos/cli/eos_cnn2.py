@@ -70,39 +70,37 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
     """(CNN2Problem, teacher arrays, data settings) from --data or a fleos.nets.data teacher
-    draw."""
-    from fleos.theory.eos.cnn2 import CNN2Problem
+    draw; the problem is built as the workflow builds it (fleos.theory.runs.cnn2_problem)."""
+    from fleos.nets.datasets import Dataset
+    from fleos.theory.runs import cnn2_problem
 
-    hyper = {"sigma2": args.sigma2, "sigma_a2": args.sigma_a2, "sigma_w2": args.sigma_w2,
+    model = {"S": args.S, "N": args.N, "sigma_w2": args.sigma_w2, "sigma_a2": args.sigma_a2,
              "activation": args.activation}
     if args.data:
         arrays = read_npz(args.data, "--data", ("X", "y"))
-        X = arrays["X"]
+        X, y = arrays["X"], arrays["y"]
         source = f"--data {args.data}"
         if X.ndim != 2:
             raise InputError(f"{source}: X must be 2-D (n × N·S), got shape {X.shape}")
-        check_training_data(X, arrays["y"], source, arrays.get("X_test"), arrays.get("y_test"))
+        check_training_data(X, y, source, arrays.get("X_test"), arrays.get("y_test"))
         if X.shape[1] % args.S:
             raise InputError(f"{source}: the width {X.shape[1]} of X is not a multiple of "
                              f"--S {args.S}")
         if args.N is not None and args.N * args.S != X.shape[1]:
             raise InputError(f"--N {args.N}: X of {source} has {X.shape[1]} columns = "
                              f"{X.shape[1] // args.S} patches of --S {args.S}")
-        problem = CNN2Problem.from_npz(args.data, args.S, **hyper)
+        if ("X_test" in arrays) != ("y_test" in arrays):
+            raise InputError(f"{source}: X_test and y_test must be given together")
+        model["N"] = X.shape[1] // args.S
         teacher = {k: v for k, v in arrays.items() if k.startswith("teacher_")}
-        return problem, teacher, {"data": args.data}
-    args.N = 20 if args.N is None else args.N
+        ds = Dataset(X, y, arrays.get("X_test", X[:0]), arrays.get("y_test", y[:0]), teacher)
+        return cnn2_problem(ds, model, args.sigma2), teacher, {"data": args.data}
+    args.N = model["N"] = 20 if args.N is None else args.N
     from fleos.nets.data import make_dataset
 
-    cfg = {"S": args.S, "N": args.N, "sigma_w2": args.sigma_w2, "sigma_a2": args.sigma_a2,
-           "activation": args.activation}
-    ds = make_dataset("cnn2", cfg, args.n, args.n_test, args.teacher_seed, args.data_seed)
-    has_test = len(ds.X_test) > 0
-    problem = CNN2Problem.from_arrays(
-        ds.X, ds.y, args.N, args.S, ds.X_test if has_test else None,
-        ds.y_test if has_test else None, **hyper,
-    )
-    return problem, ds.teacher, {"data_seed": args.data_seed, "teacher_seed": args.teacher_seed}
+    ds = make_dataset("cnn2", model, args.n, args.n_test, args.teacher_seed, args.data_seed)
+    return (cnn2_problem(ds, model, args.sigma2), ds.teacher,
+            {"data_seed": args.data_seed, "teacher_seed": args.teacher_seed})
 
 
 def _public(obs: dict[str, Any]) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401
     from fleos.cli.args import InputError, check_training_data, read_npz
     from fleos.nets.datasets import load_dataset
-    from fleos.theory.eos import cnn3
+    from fleos.theory.runs import cnn3_spectra
 
     # Input validation: one line naming the argument or file, exit 2 (fleos.cli).
     limits = {"> 0": ("C1", "C2", "sigma2", "sigma_w2", "sigma_v2", "sigma_a2"),
@@ -123,11 +123,12 @@ def run(args: argparse.Namespace) -> int:
         )
     doc = {"N": args.N, "S1": args.S1, "S0": args.S0, "C1": args.C1, "C2": args.C2,
            "sigma2": args.sigma2, "ridge": args.ridge}
-    doc.update(cnn3.fig5_spectra(
-        X, ds.y, ker["Sigma"], ker["K2"], ker.get("Q2"), args.C1, args.C2, N=args.N,
-        S1=args.S1, S0=args.S0, sigma2=args.sigma2, sigma_w2=args.sigma_w2,
-        sigma_v2=args.sigma_v2, sigma_a2=args.sigma_a2, ridge=args.ridge,
-        top_sigma=args.top_sigma, top_q2=args.top_q2))
+    model = {"N": args.N, "S1": args.S1, "S0": args.S0, "sigma_w2": args.sigma_w2,
+             "sigma_v2": args.sigma_v2, "sigma_a2": args.sigma_a2}
+    # evaluated as the workflow evaluates it
+    doc.update(cnn3_spectra(ds, ker["Sigma"], ker["K2"], ker.get("Q2"), model, args.sigma2,
+                            args.C1, args.C2, args.ridge, top_sigma=args.top_sigma,
+                            top_q2=args.top_q2))
     text = json.dumps(doc, indent=1)
     if args.out:
         with open(args.out, "w") as f:

@@ -61,6 +61,64 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"theory file {path} is unreadable: {err}") from err
 
 
+def _test_set(ds: Any) -> tuple[Any, Any]:
+    """(X_test, y_test), or (None, None) for a data set without test points."""
+    if ds.X_test is None or len(ds.X_test) == 0:
+        return None, None
+    return ds.X_test, ds.y_test
+
+
+def _rows(a: Any) -> np.ndarray:
+    """Inputs as rows (images flattened)."""
+    return np.asarray(a).reshape(len(a), -1)
+
+
+def cnn2_problem(ds: Any, model: Mapping[str, Any], sigma2: float) -> Any:
+    """The 2-layer CNN EoS problem (Eq. 8) of data set `ds` (X: n × N·S, y, X_test, y_test)
+    and the ``model:`` block of a cnn2 experiment (S, N, sigma_w2, sigma_a2, activation). The
+    workflow's theory and ``fleos eos cnn2`` both build it here."""
+    from fleos.theory.eos.cnn2 import CNN2Problem
+
+    X_test, y_test = _test_set(ds)
+    return CNN2Problem.from_arrays(
+        ds.X, ds.y, int(model["N"]), int(model["S"]), X_test, y_test, sigma2=float(sigma2),
+        sigma_a2=float(model["sigma_a2"]), sigma_w2=float(model["sigma_w2"]),
+        activation=model.get("activation", "erf"),
+    )
+
+
+def fcn_problem(ds: Any, model: Mapping[str, Any], sigma2: float, ridge: float) -> Any:
+    """The FCN EoS problem (Eq. 5) of data set `ds` (rows flattened) and the ``model:``
+    block of an fcn experiment (sigma_w2, sigma_a2, depth, scaling, activation). The
+    workflow's theory and ``fleos eos fcn`` both build it here."""
+    from fleos.theory.eos.fcn import FCNProblem
+
+    X_test, y_test = _test_set(ds)
+    return FCNProblem(
+        _rows(ds.X), ds.y, None if X_test is None else _rows(X_test), y_test,
+        sigma_w2=float(model["sigma_w2"]), sigma_a2=float(model["sigma_a2"]), sigma2=float(sigma2),
+        depth=int(model.get("depth", 3)), scaling=model.get("scaling", "standard"),
+        activation=model.get("activation", "erf"), ridge=float(ridge),
+    )
+
+
+def cnn3_spectra(ds: Any, sigma: Any, K2: Any, Q2: Any | None, model: Mapping[str, Any],
+                 sigma2: float, C1: float, C2: float, ridge: float,
+                 **top: int) -> dict[str, Any]:
+    """Fig. 5's spectra (`fleos.theory.eos.cnn3.fig5_spectra`) at the empirical kernels Σ,
+    K^(2) and (optional) Q^(2) of data set `ds` and the ``model:`` block of a cnn3 experiment
+    (N, S1, S0, sigma_w2, sigma_v2, sigma_a2, activation); `top`: top_sigma, top_q2. The
+    workflow's theory and ``fleos eos cnn3`` both evaluate it here."""
+    from fleos.theory.eos import cnn3
+
+    return cnn3.fig5_spectra(
+        _rows(ds.X), ds.y, sigma, K2, Q2, float(C1), float(C2), N=int(model["N"]),
+        S1=int(model["S1"]), S0=int(model["S0"]), sigma2=float(sigma2),
+        sigma_w2=float(model["sigma_w2"]), sigma_v2=float(model["sigma_v2"]),
+        sigma_a2=float(model["sigma_a2"]), ridge=float(ridge),
+        activation=model.get("activation", "erf"), **top)
+
+
 def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[str, Any]:
     """Fig. 3 theory at one n: numeric EoS (Eq. 8) annealed over the widths (the sampled
     ones and `theory.C_grid`; rows say which were sampled), the analytic Eq. 9 (train α
@@ -69,7 +127,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     `theory.q_train` (default renormalized), K_f⁻¹ term, finite-S leakage, actual teacher
     norms); and the GP limit. Non-converged points are kept with converged = False."""
     from fleos.nets.datasets import load_dataset
-    from fleos.theory.eos.cnn2 import CNN2Problem, cnn2_gp_observables, cnn2_observables, sweep_cnn2
+    from fleos.theory.eos.cnn2 import cnn2_gp_observables, cnn2_observables, sweep_cnn2
     from fleos.theory.eos.cnn2_analytic import (
         PRINTED_OPTIONS,
         RECOMMENDED_OPTIONS,
@@ -79,11 +137,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     m = exp["model"]
     th = theory_options("cnn2", exp.get("theory"))
     ds = load_dataset(data_path)
-    problem = CNN2Problem.from_arrays(
-        ds.X, ds.y, int(m["N"]), int(m["S"]), ds.X_test, ds.y_test, sigma2=float(exp["sigma2"]),
-        sigma_a2=float(m["sigma_a2"]), sigma_w2=float(m["sigma_w2"]),
-        activation=m.get("activation", "erf"),
-    )
+    problem = cnn2_problem(ds, m, exp["sigma2"])
     # The EoS curves of Fig. 3 are drawn through the sampled widths and through
     # `theory.C_grid` (theory only: cheap, and a line through 2-3 points hides its shape).
     sampled = {int(w) for w in exp["widths"]}
@@ -136,17 +190,11 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     GP values AT THE SAME WIDTH (in mean-field scaling the readout variance σ_a²/N makes the
     GP itself width dependent; fleos.theory.eos.fcn.fcn_observables)."""
     from fleos.nets.datasets import load_dataset
-    from fleos.theory.eos.fcn import FCNProblem, fcn_observables, residual_blocks, sweep_fcn
+    from fleos.theory.eos.fcn import fcn_observables, residual_blocks, sweep_fcn
 
     ds = load_dataset(data_path)
-    m = exp["model"]
     th = theory_options("fcn", exp.get("theory"))
-    problem = FCNProblem(
-        ds.X, ds.y, ds.X_test, ds.y_test, sigma_w2=float(m["sigma_w2"]),
-        sigma_a2=float(m["sigma_a2"]), sigma2=float(exp["sigma2"]),
-        depth=int(m.get("depth", 3)), scaling=m.get("scaling", "standard"),
-        activation=m.get("activation", "erf"), ridge=th["ridge"],
-    )
+    problem = fcn_problem(ds, exp["model"], exp["sigma2"], th["ridge"])
     widths = [int(w) for w in exp["widths"]]
     from fleos.theory.solvers import progress_printer
 
@@ -213,17 +261,11 @@ def theory_cnn3(
     seed-pooled ``sigma_mean``, ``K2_mean`` and optional ``Q2_mean`` of the aggregate file of
     this (n, width) (`fleos.analysis.aggregate.load_aggregate`)."""
     from fleos.nets.datasets import load_dataset
-    from fleos.theory.eos import cnn3
 
     ds = load_dataset(data_path)
-    m = exp["model"]
-    spectra = cnn3.fig5_spectra(
-        ds.X, ds.y, kernels["sigma_mean"], kernels["K2_mean"], kernels.get("Q2_mean"),
-        float(width), float(width), N=int(m["N"]), S1=int(m["S1"]), S0=int(m["S0"]),
-        sigma2=float(exp["sigma2"]), sigma_w2=float(m["sigma_w2"]),
-        sigma_v2=float(m["sigma_v2"]), sigma_a2=float(m["sigma_a2"]),
-        ridge=theory_options("cnn3", exp.get("theory"))["ridge"],
-        activation=m.get("activation", "erf"))
+    spectra = cnn3_spectra(
+        ds, kernels["sigma_mean"], kernels["K2_mean"], kernels.get("Q2_mean"), exp["model"],
+        exp["sigma2"], width, width, theory_options("cnn3", exp.get("theory"))["ridge"])
     doc = {"experiment": "cnn3", "n": ds.n, "width": width,
            "teacher_seed": exp["data"].get("teacher_seed"), **spectra}
     write_json(out_path, doc)
