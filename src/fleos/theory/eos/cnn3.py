@@ -37,7 +37,8 @@ import numpy as np
 import fleos  # noqa: F401  (float64)
 from fleos.core import gp as gpmod
 from fleos.core.kernels import activation_kernel, patches, post_kernel
-from fleos.theory.eos.fcn import kl_grad_wrt_q, spd_inverse
+from fleos.core.linalg import spd_inverse
+from fleos.theory.eos.fcn import kl_grad_wrt_q
 
 Array = jnp.ndarray
 
