@@ -37,7 +37,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from fleos.core import gp
-from fleos.core.kernels import ACTIVATION_KERNELS, cnn2_output_kernel, fast_arcsin, patches
+from fleos.core.kernels import ACTIVATIONS, cnn2_output_kernel, fast_arcsin, patches
 from fleos.theory.solvers import SolveResult, anderson, anneal, newton_krylov
 
 Array = jnp.ndarray
@@ -70,7 +70,7 @@ class CNN2Problem:
         if self.activation not in ("erf", "linear"):
             raise ValueError(
                 f"CNN2Problem: activation {self.activation!r} not supported; allowed: "
-                f"'erf', 'linear' (known kernels: {sorted(ACTIVATION_KERNELS)})"
+                f"'erf', 'linear' (known kernels: {sorted(ACTIVATIONS)})"
             )
         if self.P.ndim != 3:
             raise ValueError(f"CNN2Problem: P must be (n, N, S), got shape {self.P.shape}")
