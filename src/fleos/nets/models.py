@@ -33,16 +33,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fleos.core.kernels import patches
+from fleos.core.kernels import ACTIVATIONS, patches
 
 Array = jax.Array
 Params = dict[str, Array]
 
-ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "erf": jax.lax.erf,
-    "relu": jax.nn.relu,
-    "linear": lambda h: h,
-}
 SCALINGS = ("standard", "mean_field")
 ARCHS = ("fcn", "cnn2", "cnn3", "myrtle5")
 
