@@ -5,7 +5,7 @@ Run by hand (never in CI):
     .venv/bin/python bench/bench_eos_cnn2.py                 # n=1600, S=64, N=20, 8 C values
     .venv/bin/python bench/bench_eos_cnn2.py --baseline-C 1280 --baseline-limit 600
 
-Ours: fleos.eos.cnn2.sweep_cnn2 (Anderson on the precision, annealed from the GP with 1/C
+Ours: fleos.theory.eos.cnn2.sweep_cnn2 (Anderson on the precision, annealed from the GP with 1/C
 extrapolation; exact VJP trace term; fused arcsin) + test predictions on n_test points at
 every C. Baseline: scipy's newton_krylov (finite-difference Jacobian-vector products, LGMRES,
 the paper's "Newton-Krylov method, which does not require explicit gradients") on the same
@@ -51,8 +51,8 @@ def main() -> None:
     import scipy.optimize
 
     import fleos  # noqa: F401
-    from fleos.data import make_dataset
-    from fleos.eos import cnn2
+    from fleos.nets.data import make_dataset
+    from fleos.theory.eos import cnn2
 
     load0 = open("/proc/loadavg").read().split()[:3]
     cfg = {"S": args.S, "N": args.N, "sigma_w2": 2.0, "sigma_a2": 2.0, "activation": "erf"}

@@ -1,6 +1,6 @@
 """Benchmark: 3-layer FCN EoS (Eq. 5) at the paper's Fig. 2b size, n=1024, d=128, MF scaling.
 
-Ours: fleos.eos.fcn.solve_fcn straight from the GP point at each width (Newton on the
+Ours: fleos.theory.eos.fcn.solve_fcn straight from the GP point at each width (Newton on the
 precision form of Eq. 5: exact JAX JVPs via jax.linearize, early-terminating GMRES with
 Eisenstat-Walker forcing, free-energy line search, positive-definite step curve). The first
 width is timed cold (compilation included) and again warm.
@@ -28,8 +28,8 @@ import scipy.optimize as so
 from jax.flatten_util import ravel_pytree
 
 import fleos  # enables float64
-from fleos.data import make_dataset
-from fleos.eos import fcn
+from fleos.nets.data import make_dataset
+from fleos.theory.eos import fcn
 
 
 def _timed_solve(pb: fcn.FCNProblem, width: float, tol: float) -> tuple[dict, object]:

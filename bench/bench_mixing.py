@@ -43,12 +43,12 @@ import yaml
 
 import fleos
 from fleos.config import ExperimentConfig
-from fleos.data import make_dataset
-from fleos.diagnostics import ess_mean, rhat_rank
-from fleos.experiment import chain_keys
-from fleos.models import build_model
-from fleos.recording import Recorder
-from fleos.sampler import ChainState, Integrator, init_extra, make_potential, run_ensemble
+from fleos.core.diagnostics import ess_mean, rhat_rank
+from fleos.nets.data import make_dataset
+from fleos.nets.models import build_model
+from fleos.sampling.experiment import chain_keys
+from fleos.sampling.recording import Recorder
+from fleos.sampling.sampler import ChainState, Integrator, init_extra, make_potential, run_ensemble
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"laptop": ROOT / "config" / "config.yaml", "paper": ROOT / "config" / "paper_cpu.yaml"}

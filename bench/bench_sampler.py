@@ -6,7 +6,7 @@ Run by hand (never in CI):
         [--rounds 3] [--curvature]
 
 Prints Markdown tables for bench/RESULTS.md: chain-steps/s (one step = one full-batch BAOAB
-epoch of `fleos.sampler`, value-and-grad of U plus the noise, prior preconditioner) for 1
+epoch of `fleos.sampling.sampler`, value-and-grad of U plus the noise, prior preconditioner) for 1
 chain and a job of 8 chains, at the paper's size (n=1600, S=64, N=20, C=640) and the laptop
 size (n=256, S=16, N=8, C=64), each in two layouts: "vmap" (all chains vmapped, one data block)
 and "auto" (`sampler.chain_batch/data_blocks: auto`), with the achieved FLOP/s next to the
@@ -20,7 +20,8 @@ reductions are not counted, so the achieved figure is a lower bound on the work 
              ∂U/∂a = Σ δf erf(h)      2 n N C
     total    4 n N C (S + 1)
 With --curvature also reports λ_max of the Hessian of U at a prior draw
-(`fleos.sampler.stiffest_curvature`), i.e. the largest stable lr 2/λ_max for that data and width.
+(`fleos.sampling.sampler.stiffest_curvature`), i.e. the largest stable lr 2/λ_max for that
+data and width.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import fleos  # noqa: F401 - enables x64 (the sampler must stay float32 regardless)
-from fleos.models import build_model
-from fleos.sampler import (
+from fleos.nets.models import build_model
+from fleos.sampling.sampler import (
     ChainState,
     Integrator,
     auto_chain_batch,
@@ -114,7 +115,7 @@ LAYOUTS = ("vmap", "map", "auto")
 def layout_of(layout: str, size: str, n_chains: int) -> tuple[int | None, int]:
     """(chain_batch, data_blocks): "vmap" = all chains vmapped, one data block (the layout
     before issue #9 §3); "map" = one chain at a time, auto data blocks; "auto" =
-    `fleos.sampler.auto_chain_batch` / `auto_data_blocks` for this backend (what
+    `fleos.sampling.sampler.auto_chain_batch` / `auto_data_blocks` for this backend (what
     `sampler.chain_batch/data_blocks: auto` picks in a job)."""
     if layout == "vmap":
         return None, 1

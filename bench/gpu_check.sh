@@ -16,7 +16,8 @@ python3 bench/bench_sampler.py --paper-steps 400 --laptop-steps 2000 2>&1 | tee 
 python3 - <<'PY'
 import os
 import fleos  # noqa: F401
-from fleos.data import make_dataset, save_dataset
+from fleos.nets.data import make_dataset
+from fleos.nets.datasets import save_dataset
 ds = make_dataset("cnn2", {"S": 64, "N": 20, "activation": "erf", "sigma_w2": 2.0,
                            "sigma_a2": 2.0}, 1600, 1000, 0, 1)
 save_dataset(ds, os.path.join(os.environ.get("OUT", "/tmp/gpu_check"), "n1600.npz"))

@@ -1,6 +1,6 @@
-"""fleos.aggregate: error bars across seeds, chunk pooling, and observables of one job.
+"""fleos.analysis.aggregate: error bars across seeds, chunk pooling, and observables of one job.
 
-Synthetic sample files (written with fleos.io.write_samples in the documented layout) with
+Synthetic sample files (written with fleos.sampling.io.write_samples in the documented layout) with
 known per-seed means let every number be checked exactly or against its known law; the one
 statistical check uses 5 standard errors.
 """
@@ -13,8 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fleos import gp
-from fleos.aggregate import (
+from fleos.analysis.aggregate import (
     aggregate_job,
     alpha_per_seed,
     engine_config,
@@ -22,10 +21,10 @@ from fleos.aggregate import (
     load_chunks,
     mean_se,
     normalized_mse,
-    theory_cnn2,
     unpack_fit,
 )
-from fleos.io import write_samples
+from fleos.core import gp
+from fleos.sampling.io import write_samples
 
 
 def test_mean_se_is_std_over_sqrt_m():
@@ -165,24 +164,6 @@ def test_aggregate_job_refuses_chains_without_samples(chunks):
         aggregate_job("cnn2", {"sigma2": 0.1}, s, data)
 
 
-def test_theory_cnn2_solves_the_c_grid_without_sampling_it(tmp_path):
-    from fleos.data import make_dataset, save_dataset
-
-    model = {"S": 4, "N": 4, "activation": "erf", "sigma_w2": 2.0, "sigma_a2": 2.0}
-    ds = make_dataset("cnn2", model, 32, 16, teacher_seed=0, data_seed=1)
-    path = tmp_path / "n32.npz"
-    save_dataset(ds, path)
-    exp = {"model": model, "sigma2": 0.1, "widths": [16], "data": {"teacher_seed": 0},
-           "theory": {"tol": 1e-8, "max_iter": 200, "C_grid": [64, 8]}}
-    th = theory_cnn2(exp, path)
-    rows = sorted(th["rows"], key=lambda r: r["C"])
-    assert [(r["C"], r["sampled"]) for r in rows] == [(8, False), (16, True), (64, False)]
-    assert all(r["eos_converged"] for r in rows)
-    # Feature learning grows as C shrinks along the curve (test α falls below its GP value).
-    a = [r["alpha_test_eos"] for r in rows]
-    assert a[0] < a[1] < a[2] < th["gp"]["alpha_test"]
-
-
 # ---------------------------------------------------------------------------------------------
 # Equilibration evidence
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +200,8 @@ def _eq_chunk(path, seeds, rng, drift, backoffs):
 
 @pytest.mark.parametrize("drift", [0.0, 3.0])
 def test_table_flags_a_drifting_chain_and_passes_a_stationary_one(tmp_path, drift):
-    from fleos.aggregate import EQ_FIELDS, equilibration_summary
-    from fleos.plotting import summarize
+    from fleos.analysis.aggregate import EQ_FIELDS, equilibration_summary
+    from fleos.figures.render import summarize
 
     rng = np.random.default_rng(11)
     paths = [tmp_path / "c0.h5", tmp_path / "c1.h5"]
@@ -252,8 +233,8 @@ def test_table_flags_a_drifting_chain_and_passes_a_stationary_one(tmp_path, drif
 
 
 def test_equilibration_not_measurable_is_said():
-    from fleos.aggregate import equilibration_summary
-    from fleos.plotting import summarize
+    from fleos.analysis.aggregate import equilibration_summary
+    from fleos.figures.render import summarize
 
     eq = equilibration_summary({"n_backoffs": np.array(0)}, ("loss",))
     assert eq["equilibrated"] is None and math.isnan(eq["rhat"])

@@ -1,5 +1,5 @@
 """The `fleos` CLI on bad input: one line on stderr naming the argument or file, exit 2; a
-run that fails or does not converge exits 1 (fleos.cli.EXIT_STATUS). One test per input of
+run that fails or does not converge exits 1 (fleos.cli.args.EXIT_STATUS). One test per input of
 issue #12's list, each of which used to give a traceback or a wrong answer with exit 0.
 """
 
@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from fleos.cli import EXIT_STATUS, main
+from fleos.cli import main
+from fleos.cli.args import EXIT_STATUS
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

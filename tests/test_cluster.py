@@ -249,7 +249,7 @@ TINY_MODEL = {"S": 4, "N": 3, "sigma_w2": 2.0, "sigma_a2": 2.0}
 
 
 def _tiny_experiment(resources: dict | None = None):
-    from fleos.aggregate import engine_config
+    from fleos.analysis.aggregate import engine_config
     from fleos.config import ExperimentConfig
 
     d = {"arch": "cnn2", "model": TINY_MODEL, "data": {"n": [8], "n_test": 5}, "sigma2": 0.1,
@@ -265,7 +265,8 @@ def _tiny_experiment(resources: dict | None = None):
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from fleos.data import make_dataset, save_dataset
+    from fleos.nets.data import make_dataset
+    from fleos.nets.datasets import save_dataset
 
     p = tmp_path_factory.mktemp("data") / "n8.npz"
     save_dataset(make_dataset("cnn2", TINY_MODEL, 8, 5, 0, 1), p)
@@ -300,7 +301,7 @@ def test_bad_device_request_names_the_key(bad):
 
 def test_gpu_job_without_gpu_fails_at_once_saying_what_to_install(tiny_data, tmp_path):
     from fleos.config import JobSpec
-    from fleos.experiment import NoGPUError, run_job
+    from fleos.sampling.experiment import NoGPUError, run_job
 
     _needs_cpu_backend()
     lines: list[str] = []
@@ -318,8 +319,8 @@ def test_sampling_job_records_backend_devices_and_version(tiny_data, tmp_path):
     import jax
 
     from fleos.config import JobSpec
-    from fleos.experiment import run_job
-    from fleos.io import read_samples
+    from fleos.sampling.experiment import run_job
+    from fleos.sampling.io import read_samples
 
     lines: list[str] = []
     exp = _tiny_experiment({"gpu": 1, "allow_cpu": True})

@@ -1,9 +1,9 @@
-"""Tests of fleos.eos.cnn2_analytic: the analytic solution (Eq. 9) of the 2-layer CNN EoS.
+"""Tests of fleos.theory.eos.cnn2_analytic: the analytic solution (Eq. 9) of the 2-layer CNN EoS.
 
 References used: (i) Eq. 9 itself (residual at the returned root), (ii) the paper's two
 printed numbers (633.2 and l* = (2/S)[1 − 633.2/C]⁻¹), (iii) Monte Carlo of the continuum
-kernel, (iv) exact numerical GP inference with fleos.kernels + fleos.gp on Gaussian data
-from a linear teacher, (v) the numerical solution of Eq. 8 (fleos.eos.cnn2). Each tolerance
+kernel, (iv) exact numerical GP inference with fleos.core.kernels + fleos.core.gp on Gaussian data
+from a linear teacher, (v) the numerical solution of Eq. 8 (fleos.theory.eos.cnn2). Each tolerance
 is stated where it is used, with where it comes from.
 """
 
@@ -16,8 +16,8 @@ import pytest
 from scipy.stats import chi2 as chi2_dist
 
 import fleos  # noqa: F401  (enables float64 in JAX)
-from fleos import gp, kernels
-from fleos.eos import cnn2_analytic as an
+from fleos.core import gp, kernels
+from fleos.theory.eos import cnn2_analytic as an
 
 # Leading O(1/S) corrections the analytic solution neglects, as relative errors of the
 # linear-mode eigenvalue (derivation, "What is neglected"): the ρ³ term of the arcsin series
@@ -259,12 +259,12 @@ def test_gp_limit_agrees_with_numerical_gp_inference_at_large_n():
 
 
 def test_agrees_with_numeric_eos_at_moderate_C():
-    """Numeric Eq. 8 (fleos.eos.cnn2) vs the analytic solution at χ2 ≈ 0.3, S = 32.
+    """Numeric Eq. 8 (fleos.theory.eos.cnn2) vs the analytic solution at χ2 ≈ 0.3, S = 32.
     Compared: α_train(C)/α_train(∞) (the paper's Fig. 3 inset quantity), l* = ŵΣŵ, and the
     test α of GP inference with the analytic Σ (the paper's dashed line) against the numeric
     one. Tolerance: the neglected O(1/S) terms (`_finite_s_bias`, 7 % at S = 32, σ_w² = 2),
     amplified by 1/(1 − χ2) through l* = (σ_w²/S)/(1 − χ2)."""
-    cnn2 = pytest.importorskip("fleos.eos.cnn2")
+    cnn2 = pytest.importorskip("fleos.theory.eos.cnn2")
     S, N, n, C, s2, sa2, sw2 = 32, 4, 300, 300.0, 0.1, 2.0, 2.0
     rng = np.random.default_rng(0)
     X, y, a, w = _teacher_data(rng, n, N, S)
@@ -322,7 +322,7 @@ def test_printed_and_corrected_eq9_are_different_columns():
     """`analytic_observables` with PRINTED_OPTIONS and unit teacher norms is Eq. 9 exactly as
     printed: its train α zeroes `eq9_residual` with q_train = 1 and |a*|² = |w*|² = 1 even
     though the actual teacher has other norms; the corrected form gives another number."""
-    cnn2 = pytest.importorskip("fleos.eos.cnn2")
+    cnn2 = pytest.importorskip("fleos.theory.eos.cnn2")
     S, N, n, C, s2, sa2, sw2 = 8, 3, 60, 40.0, 0.1, 2.0, 2.0
     rng = np.random.default_rng(1)
     X, y, a, w = _teacher_data(rng, n, N, S)

@@ -1,4 +1,5 @@
-"""Tests of fleos.data: teachers, seeds, Gaussian inputs, npz files, CIFAR-10 and the stand-in."""
+"""Tests of fleos.nets.data and fleos.nets.datasets: teachers, seeds, Gaussian inputs, npz files,
+CIFAR-10 and the stand-in."""
 
 from __future__ import annotations
 
@@ -11,14 +12,13 @@ import numpy as np
 import pytest
 
 import fleos  # noqa: F401  (enables float64)
-from fleos.data import (
+from fleos.nets.data import make_dataset, teacher_model
+from fleos.nets.datasets import (
     CIFAR10_VEHICLES_VS_ANIMALS,
     Dataset,
     load_cifar10_subset,
     load_dataset,
-    make_dataset,
     save_dataset,
-    teacher_model,
 )
 
 CFGS = {

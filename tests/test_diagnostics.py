@@ -1,4 +1,4 @@
-"""Tests of fleos.diagnostics on AR(1) series with known autocorrelation time.
+"""Tests of fleos.core.diagnostics on AR(1) series with known autocorrelation time.
 
 AR(1): x_t = φ x_{t-1} + √(1-φ²) e_t (unit stationary variance), ρ(t) = φ^t and
 τ = 1 + 2 Σ φ^t = (1+φ)/(1-φ).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fleos.diagnostics import (
+from fleos.core.diagnostics import (
     autocorrelation,
     effective_sample_size,
     ess_bulk,

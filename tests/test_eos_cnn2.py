@@ -1,4 +1,4 @@
-"""Tests of the 2-layer CNN equations of state (fleos.eos.cnn2, Eq. 8)."""
+"""Tests of the 2-layer CNN equations of state (fleos.theory.eos.cnn2, Eq. 8)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import fleos  # noqa: F401  (enables float64)
-from fleos import gp
-from fleos.eos.cnn2 import (
+from fleos.core import gp
+from fleos.core.kernels import cnn2_output_kernel
+from fleos.theory.eos.cnn2 import (
     CNN2Problem,
     cnn2_gp_observables,
     cnn2_observables,
@@ -21,7 +22,6 @@ from fleos.eos.cnn2 import (
     trace_term,
     trace_term_reference,
 )
-from fleos.kernels import cnn2_output_kernel
 
 
 def teacher_problem(n=60, N=3, S=4, n_test=40, seed=0, sigma2=0.1, activation="erf"):
@@ -82,7 +82,7 @@ def test_gp_limit_reproduces_gp_inference():
     obs, ref = cnn2_observables(pr, res.x), cnn2_gp_observables(pr)
     for key in ("alpha_train", "alpha_test", "train_mse_normalized", "test_mse"):
         assert obs[key] == pytest.approx(ref[key], abs=1e-10)
-    # and the GP observables are plain GP inference with Q_f(σ_w²/S I) (fleos.gp)
+    # and the GP observables are plain GP inference with Q_f(σ_w²/S I) (fleos.core.gp)
     Qf = cnn2_output_kernel(pr.P, pr.P, gp_sigma(pr), pr.sigma_a2)
     fit = gp.gp_fit(Qf, pr.y, pr.sigma2)
     f_test = gp.gp_predict(fit, cnn2_output_kernel(pr.P_test, pr.P, gp_sigma(pr), pr.sigma_a2))
@@ -98,7 +98,7 @@ def test_solution_satisfies_eq8_independently(method, C):
     assert res.converged, res.message
     Sig = np.asarray(res.x)
     assert np.allclose(Sig, Sig.T) and np.linalg.eigvalsh(Sig).min() > 0
-    # Recompute the Eq. 8 residual with the independent all-patch VJP of fleos.kernels.
+    # Recompute the Eq. 8 residual with the independent all-patch VJP of fleos.core.kernels.
     B = np.asarray(trace_term_reference(pr.P, pr.y, res.x, pr.sigma2, pr.sigma_a2))
     R = np.linalg.inv(Sig) - (pr.S / pr.sigma_w2) * np.eye(pr.S) + B / C
     rel = np.linalg.norm(R) / (pr.S / pr.sigma_w2 * np.sqrt(pr.S))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import fleos  # noqa: F401
-from fleos.eos import cnn3
-from fleos.eos.fcn import gp_neg_log_evidence, kl_gauss
-from fleos.kernels import erf_g
+from fleos.core.kernels import erf_g
+from fleos.theory.eos import cnn3
+from fleos.theory.eos.fcn import gp_neg_log_evidence, kl_gauss
 
 GEOM = {"N": 2, "S1": 3, "S0": 4}
 
@@ -96,7 +96,7 @@ def test_cli_eos_cnn3_spectra(tmp_path):
     import json
 
     from fleos.cli import eos_cnn3
-    from fleos.data import Dataset, save_dataset
+    from fleos.nets.datasets import Dataset, save_dataset
 
     X = _X()
     y = np.random.default_rng(7).standard_normal(len(X))
@@ -123,10 +123,11 @@ def test_cli_reads_the_workflow_aggregate_file(tmp_path):
     # what the workflow's theory rule writes (both call fig5_spectra).
     import json
 
-    from fleos.aggregate import theory_cnn3
+    from fleos.analysis.aggregate import load_aggregate
     from fleos.cli import main
     from fleos.cli.eos_cnn3 import read_kernels
-    from fleos.data import Dataset, save_dataset
+    from fleos.nets.datasets import Dataset, save_dataset
+    from fleos.theory.runs import theory_cnn3
 
     X = _X()
     y = np.random.default_rng(8).standard_normal(len(X))
@@ -142,7 +143,8 @@ def test_cli_reads_the_workflow_aggregate_file(tmp_path):
                  "--sigma-a2", "2", "--out", str(out)]) == 0
     exp = {"model": {"N": 2, "S1": 3, "S0": 4, "sigma_w2": 1.0, "sigma_v2": 1.0,
                      "sigma_a2": 2.0}, "sigma2": 0.1, "data": {}}
-    wf = theory_cnn3(exp, 8, tmp_path / "d.npz", tmp_path / "w8.npz", tmp_path / "wf.json")
+    wf = theory_cnn3(exp, 8, tmp_path / "d.npz", load_aggregate(tmp_path / "w8.npz"),
+                     tmp_path / "wf.json")
     cli = json.loads(out.read_text())
     for key in ("sigma_pred_eigs", "sigma_pred_analytic_q2_eigs", "q2_pred_eigs",
                 "sigma_gp_eigs", "q2_gp_eigs"):

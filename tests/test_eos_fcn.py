@@ -1,4 +1,4 @@
-"""Tests of the FCN equations of state (Eq. 5, Eq. 13) in fleos.eos.fcn.
+"""Tests of the FCN equations of state (Eq. 5, Eq. 13) in fleos.theory.eos.fcn.
 
 All sizes are tiny (n ≤ 40) so the file runs in well under a minute on 2 cores. Tolerances:
 finite differences are central (error O(h²) ≈ 1e-9 relative at h = 1e-5 in float64); solver
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import fleos  # noqa: F401
-from fleos import gp as gpmod
-from fleos.eos import fcn
-from fleos.kernels import fcn_gp_kernels, post_kernel
+from fleos.core import gp as gpmod
+from fleos.core.kernels import fcn_gp_kernels, post_kernel
+from fleos.theory.eos import fcn
 
 
 def _data(n=32, d=8, n_test=16, seed=0):
@@ -109,7 +109,7 @@ def test_fixed_point_is_stationarity_of_free_energy(depth):
 @pytest.mark.parametrize("depth", [3, 4])
 def test_gp_limit_matches_nngp_inference(depth):
     # Width → ∞ (standard scaling): Σ = σ_w²/d I, K^(l) = Q^(l), and the observables equal GP
-    # inference with the NNGP kernel of fleos.kernels.fcn_gp_kernels (train and test).
+    # inference with the NNGP kernel of fleos.core.kernels.fcn_gp_kernels (train and test).
     pb = _problem(depth=depth, scaling="standard")
     res = fcn.solve_fcn(pb, 1e12, tol=1e-10)
     assert res.converged

@@ -1,4 +1,4 @@
-"""fleos.experiment.run_job: resume bit-identity, NaN back-off, checkpoints, CLI.
+"""fleos.sampling.experiment.run_job: resume bit-identity, NaN back-off, checkpoints, CLI.
 
 Tiny sizes (2-layer CNN, S=4, N=3, n=8, C=4, two chains) so each job compiles and runs in a
 few seconds on 2 CPU cores.
@@ -21,9 +21,10 @@ import pytest
 
 import fleos  # noqa: F401
 from fleos.config import ExperimentConfig, JobSpec
-from fleos.data import make_dataset, save_dataset
-from fleos.experiment import ChainDivergedError, CheckpointMismatchError, run_job
-from fleos.io import read_samples
+from fleos.nets.data import make_dataset
+from fleos.nets.datasets import save_dataset
+from fleos.sampling.experiment import ChainDivergedError, CheckpointMismatchError, run_job
+from fleos.sampling.io import read_samples
 
 MODEL = {"S": 4, "N": 3, "sigma_w2": 2.0, "sigma_a2": 2.0}
 
@@ -109,7 +110,7 @@ _CHILD = r"""
 import sys, time
 sys.path.insert(0, {tests!r})
 from test_experiment import _exp, JOB
-from fleos.experiment import run_job
+from fleos.sampling.experiment import run_job
 # Slow the job down between chunks (progress callback) so the parent can kill it mid-run;
 # sleeping does not change any number.
 run_job(_exp(), JOB, {data!r}, {out!r}, checkpoint_path={ckpt!r}, progress_every=0,
@@ -159,8 +160,8 @@ def test_corrupt_checkpoint_is_discarded_with_warning(data_path, reference, tmp_
 
 
 def test_checkpoint_of_other_config_is_refused(data_path, tmp_path) -> None:
-    from fleos.experiment import _checkpoint_doc, _State  # build a checkpoint cheaply
-    from fleos.io import save_checkpoint
+    from fleos.sampling.experiment import _checkpoint_doc, _State  # build a checkpoint cheaply
+    from fleos.sampling.io import save_checkpoint
 
     ckpt = tmp_path / "job.ckpt"
     st = _State(step=200, params={}, extra=None, acc={}, sched=[], losses=[],

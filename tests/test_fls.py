@@ -1,4 +1,4 @@
-"""Tests of the feature-learning scale χ (Eq. 6, Fig. 2c) in fleos.fls (tiny sizes, fast)."""
+"""Tests of the feature-learning scale χ (Eq. 6, Fig. 2c) in fleos.theory.fls (tiny sizes, fast)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import fleos  # noqa: F401
-from fleos import fls
-from fleos import gp as gpmod
-from fleos.eos import fcn
-from fleos.kernels import fcn_gp_kernels
+from fleos.core import gp as gpmod
+from fleos.core.kernels import fcn_gp_kernels
+from fleos.theory import fls
+from fleos.theory.eos import fcn
 
 
 def test_chi_scales_as_inverse_width_and_is_one_at_the_crossover():
@@ -53,7 +53,7 @@ def test_cnn2_chi_matrix_matches_finite_differences():
     y = X[:, :S] @ rng.standard_normal(S)
     M, Qf = fls.cnn2_chi_matrix(X, y, S, N, 2.0, 2.0, 0.1)
     eps = gpmod.discrepancy(gpmod.gp_fit(Qf, jnp.asarray(y), 0.1))
-    from fleos.kernels import cnn2_output_kernel, patches
+    from fleos.core.kernels import cnn2_output_kernel, patches
 
     P = patches(jnp.asarray(X), N, S)
 
@@ -120,7 +120,7 @@ def test_both_fls_normalizations_match_a_hand_computation_fcn(arch):
     # n = 5 points in d = 3, depth 3, erf: K1 = σ_w² XXᵀ/d, K2 = σ_w² G(K1), Q_f = σ_L² G(K2).
     # Ours: N·χ = σ_L² εᵀ K2 ε with ε = (Q_f + σ²I)⁻¹ y = (y − f̄)/σ².
     # Eq. 6 as printed: N·χ = ε_pᵀ K2 ε_p with ε_p = (y − f̄)/σ = σ ε (σ_L² absorbed).
-    from fleos.data import make_dataset
+    from fleos.nets.data import make_dataset
 
     kw = {"d": 3, "sigma2": 0.05}
     cfg = {**fls.DEFAULTS[arch], **kw}
@@ -145,7 +145,7 @@ def test_both_fls_normalizations_match_a_hand_computation_cnn():
     # Linear activation, n = 4, N = 2 patches of S = 3: Q_f = (σ_a²/N) Σ_i P_i Σ P_iᵀ, so
     # M = ∂(εᵀ Q_f ε)/∂Σ = (σ_a²/N) Σ_i P_iᵀ ε εᵀ P_i, and C·χ = λ_max(Σ_GP M) (Σ_GP ∝ I).
     # Printed: ε → σ ε and σ_a² absorbed, i.e. × σ²/σ_a².
-    from fleos.data import make_dataset
+    from fleos.nets.data import make_dataset
 
     kw = {"S": 3, "N": 2, "sigma2": 0.1, "activation": "linear"}
     cfg = {**fls.DEFAULTS["cnn2"], **kw}

@@ -1,4 +1,4 @@
-"""Tests of fleos.gp: GP inference (Eq. 5 line 1 / Eq. 8 line 1), α and the normalized MSE.
+"""Tests of fleos.core.gp: GP inference (Eq. 5 line 1 / Eq. 8 line 1), α and the normalized MSE.
 
 All comparisons here are exact linear algebra in float64, so tolerances are round-off level
 (relative 1e-10 for well-conditioned matrices with condition number < 1e4).
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fleos  # noqa: F401  (enables float64 in JAX)
-from fleos import gp
+from fleos.core import gp
 
 
 def _psd(rng, n, rank=None):

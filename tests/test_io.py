@@ -1,4 +1,4 @@
-"""fleos.io: atomic writes, sample-file validation, checkpoints."""
+"""fleos.sampling.io: atomic writes, sample-file validation, checkpoints."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from fleos.io import (
+from fleos.sampling.io import (
     REQUIRED_DATASETS,
     CorruptFileError,
     atomic_path,

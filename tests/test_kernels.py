@@ -1,4 +1,4 @@
-"""Tests of fleos.kernels against Monte Carlo of Gaussian pairs and of random finite networks.
+"""Tests of fleos.core.kernels against Monte Carlo of Gaussian pairs and of random finite networks.
 
 Tolerances: every Monte Carlo comparison allows Z_TOL = 5 standard errors of the MC mean,
 the standard error computed from the same sample (sample std / sqrt(M)). With a few dozen
@@ -19,7 +19,7 @@ import pytest
 from scipy.special import erf
 
 import fleos  # noqa: F401  (enables float64 in JAX)
-from fleos import kernels
+from fleos.core import kernels
 
 Z_TOL = 5.0
 

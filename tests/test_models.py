@@ -1,4 +1,4 @@
-"""Tests of fleos.models: shapes, parameter counts, reference forward passes, and the priors.
+"""Tests of fleos.nets.models: shapes, parameter counts, reference forward passes, and the priors.
 
 The prior checks compare the empirical output (or pre-activation) covariance over M independent
 prior draws with an exact reference. Each comparison is exact at *finite* width (so no width
@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 import fleos  # noqa: F401  (enables float64)
-from fleos.kernels import cnn2_output_kernel, fcn_gp_kernels, patches, relu_g
-from fleos.models import CNN2, CNN3, FCN, Myrtle5, build_model
+from fleos.core.kernels import cnn2_output_kernel, fcn_gp_kernels, patches, relu_g
+from fleos.nets.models import CNN2, CNN3, FCN, Myrtle5, build_model
 
 Z = 4.5  # Bonferroni z for ≤ 100 simultaneous entries, family-wise false alarm < 1e-3
 M = 4000  # prior draws per covariance check

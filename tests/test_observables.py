@@ -1,4 +1,4 @@
-"""fleos.observables: Gaussian fits, QQ data, KS distance, projections on kernel eigenvectors.
+"""fleos.core.observables: Gaussian fits, QQ data, KS distance, projections on kernel eigenvectors.
 
 Tolerances are statistical: for m i.i.d. N(μ, v) values the sample mean has SE √(v/m) and the
 sample variance SE v√(2/(m−1)); we allow 5 SE (a false failure rate below 1e-6 per check).
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fleos.observables import (
+from fleos.core.observables import (
     gaussian_fit,
     overlap,
     project_on_eigenvectors,

@@ -1,4 +1,4 @@
-"""fleos.recording: online sums equal a direct computation over the same trajectory."""
+"""fleos.sampling.recording: online sums equal a direct computation over the same trajectory."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import fleos  # noqa: F401  (enables float64 for the accumulators)
-from fleos.models import build_model
-from fleos.recording import Recorder, finalize, random_directions
-from fleos.sampler import ChainState, make_potential, run_steps, ula_step
+from fleos.nets.models import build_model
+from fleos.sampling.recording import Recorder, finalize, random_directions
+from fleos.sampling.sampler import ChainState, make_potential, run_steps, ula_step
 
 MODELS = {
     "cnn2": {"S": 4, "N": 3, "sigma_w2": 2.0, "sigma_a2": 2.0},
@@ -153,7 +153,8 @@ def test_vmapped_chains_mask_and_real_branch() -> None:
     keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
 
     def chunk(ps, accs):
-        def one(p, k, a):  # step shared by all chains, not vmapped (as in fleos.experiment)
+        # step shared by all chains, not vmapped (as in fleos.sampling.experiment)
+        def one(p, k, a):
             st, a, _ = run_steps(pot, ChainState(p, jnp.int32(0)), k, 1e-3, 8,
                                  accumulate=rec.accumulator(data), acc=a)
             return a

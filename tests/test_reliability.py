@@ -54,7 +54,7 @@ KILL_EXPERIMENT = {
 DRIVER = textwrap.dedent("""
     import sys, yaml
     from fleos.config import ExperimentConfig, JobSpec
-    from fleos.experiment import run_job
+    from fleos.sampling.experiment import run_job
     cfg_path, data, out, ckpt = sys.argv[1:5]  # argv[5]: n
     exp = ExperimentConfig.from_dict("cnn2", yaml.safe_load(open(cfg_path)))
     job = JobSpec("cnn2", int(sys.argv[5]), exp.widths[0], tuple(range(exp.seeds_per_job)))
@@ -75,7 +75,8 @@ def _h5_datasets(path: Path) -> dict[str, np.ndarray]:
 
 
 def _kill_job_setup(tmp_path: Path) -> tuple[Path, Path, Path]:
-    from fleos.data import make_dataset, save_dataset
+    from fleos.nets.data import make_dataset
+    from fleos.nets.datasets import save_dataset
 
     d = KILL_EXPERIMENT["data"]
     ds = make_dataset("cnn2", KILL_EXPERIMENT["model"], d["n"][0], d["n_test"],
@@ -140,7 +141,7 @@ def test_kill9_at_random_points_then_restart_is_identical(tmp_path: Path) -> Non
         kills += 1
         if out.exists():  # killed after the (atomic) final write: the file must be complete
             break
-        from fleos.io import load_checkpoint
+        from fleos.sampling.io import load_checkpoint
 
         resumed_steps.append(int(load_checkpoint(ckpt)["meta"]["step"]))
     if not out.exists():
@@ -152,7 +153,7 @@ def test_kill9_at_random_points_then_restart_is_identical(tmp_path: Path) -> Non
     # Progress across restarts: every restart resumed from a later checkpoint.
     steps = resumed_steps
     assert all(b > a for a, b in zip(steps[:-1], steps[1:], strict=True)), steps
-    from fleos.io import read_samples
+    from fleos.sampling.io import read_samples
 
     read_samples(out)  # complete and well-formed
 
@@ -236,8 +237,8 @@ def test_invalid_config_refused_before_any_job(case: str, workflow_copy: Path) -
 # --------------------------------------------------------------------------------------------
 
 def _sample_file(path: Path, seeds: tuple[int, ...]) -> None:
-    """A well-formed sample file (fleos.io layout) with random contents."""
-    from fleos.io import REQUIRED_DATASETS, write_samples
+    """A well-formed sample file (fleos.sampling.io layout) with random contents."""
+    from fleos.sampling.io import REQUIRED_DATASETS, write_samples
 
     rng = np.random.default_rng(seeds[0])
     tree: dict = {}
@@ -257,8 +258,8 @@ def test_corrupt_sample_file_stops_aggregation_naming_it(damage: str, tmp_path: 
     damaged chunk file with its path and the reason, and writes no aggregate."""
     import h5py
 
-    from fleos.aggregate import aggregate_experiment
-    from fleos.io import CorruptFileError
+    from fleos.analysis.aggregate import aggregate_experiment
+    from fleos.sampling.io import CorruptFileError
 
     good, bad = tmp_path / "chunk0.h5", tmp_path / "chunk1.h5"
     _sample_file(good, (0, 1))
@@ -270,7 +271,7 @@ def test_corrupt_sample_file_stops_aggregation_naming_it(damage: str, tmp_path: 
     elif damage == "not HDF5":
         bad.write_bytes(b"\x00garbage" * 100)
         why = "unreadable"
-    else:  # a writer that died before its final flag (not possible through fleos.io)
+    else:  # a writer that died before its final flag (not possible through fleos.sampling.io)
         with h5py.File(bad, "r+") as h5:
             h5.attrs["complete"] = False
         why = "incomplete"
@@ -290,7 +291,7 @@ def test_corrupt_sample_file_stops_aggregation_naming_it(damage: str, tmp_path: 
 def test_second_snakemake_run_is_refused_by_the_lock(workflow_copy: Path) -> None:
     """While a run holds the directory, the same command started again fails with Snakemake's
     lock error and touches nothing; the first run then finishes with valid results."""
-    from fleos.io import read_samples
+    from fleos.sampling.io import read_samples
 
     cfg = yaml.safe_load((workflow_copy / "config" / "smoke.yaml").read_text())
     name = "cnn2"
@@ -331,8 +332,9 @@ def test_nonconverged_eos_is_marked_in_figure_and_table(tmp_path: Path) -> None:
 
     import matplotlib.pyplot as plt
 
-    from fleos import plotting
-    from fleos.aggregate import write_json
+    from fleos.figures import fig2b
+    from fleos.figures.render import render_figure
+    from fleos.theory.runs import write_json
 
     n, widths, bad_width = 16, [8, 16, 32], 8
     aggs = []
@@ -354,7 +356,8 @@ def test_nonconverged_eos_is_marked_in_figure_and_table(tmp_path: Path) -> None:
     theory = tmp_path / "theory.json"
     write_json(theory, {"n": n, "teacher_seed": 0, "rows": rows})
 
-    fig, _ = plotting.fig2b({"aggregate": aggs, "theory": [str(theory)]}, {})
+    inputs = {"aggregate": aggs, "theory": [str(theory)]}
+    fig = fig2b.draw(fig2b.table(inputs, {}), inputs, {})
     ax = fig.axes[0]
     curves = [ln for ln in ax.lines if ln.get_linestyle() == "-" and len(ln.get_xdata())]
     assert curves, "no EoS curve drawn"
@@ -366,8 +369,8 @@ def test_nonconverged_eos_is_marked_in_figure_and_table(tmp_path: Path) -> None:
     plt.close(fig)
 
     csv_path, summary = tmp_path / "fig2b.csv", tmp_path / "fig2b.rst"
-    plotting.render_figure("fig2b", {"aggregate": aggs, "theory": [str(theory)]}, {},
-                  tmp_path / "fig2b.png", tmp_path / "fig2b.pdf", csv_path, summary)
+    render_figure("fig2b", inputs, {}, tmp_path / "fig2b.png", tmp_path / "fig2b.pdf", csv_path,
+                  summary)
     with open(csv_path) as fh:
         written = list(csv.DictReader(fh))
     assert "eos_converged" in written[0]
@@ -396,10 +399,11 @@ def _ckpt_experiment():
 
 def _checkpoint_after_first_save(tmp_path: Path) -> tuple[Path, Path]:
     """(data file, checkpoint) of a job stopped right after its first checkpoint."""
-    from fleos import experiment
     from fleos.config import JobSpec
-    from fleos.data import make_dataset, save_dataset
-    from fleos.experiment import run_job
+    from fleos.nets.data import make_dataset
+    from fleos.nets.datasets import save_dataset
+    from fleos.sampling import experiment
+    from fleos.sampling.experiment import run_job
 
     data = tmp_path / "n8.npz"
     save_dataset(make_dataset("cnn2", CKPT_MODEL, 8, 5, 0, 1), data)
@@ -428,7 +432,7 @@ def _checkpoint_after_first_save(tmp_path: Path) -> tuple[Path, Path]:
 def test_checkpoint_on_other_data_content_is_refused(tmp_path: Path) -> None:
     """Same config, same n, y negated: the checkpoint must not be resumed."""
     from fleos.config import JobSpec
-    from fleos.experiment import CheckpointMismatchError, run_job
+    from fleos.sampling.experiment import CheckpointMismatchError, run_job
 
     data, ckpt = _checkpoint_after_first_save(tmp_path)
     with np.load(data) as z:
@@ -448,8 +452,8 @@ def test_hand_edited_checkpoint_is_refused_naming_it(tmp_path: Path) -> None:
     import h5py
 
     from fleos.config import JobSpec
-    from fleos.experiment import run_job
-    from fleos.io import CorruptFileError, load_checkpoint
+    from fleos.sampling.experiment import run_job
+    from fleos.sampling.io import CorruptFileError, load_checkpoint
 
     data, ckpt = _checkpoint_after_first_save(tmp_path)
     with h5py.File(ckpt, "r+") as h5:
@@ -475,7 +479,8 @@ def test_full_checkpoint_folder_is_one_line(tmp_path: Path, monkeypatch, capsys)
     import errno
 
     from fleos.cli import main
-    from fleos.data import make_dataset, save_dataset
+    from fleos.nets.data import make_dataset
+    from fleos.nets.datasets import save_dataset
 
     data = tmp_path / "n8.npz"
     save_dataset(make_dataset("cnn2", CKPT_MODEL, 8, 5, 0, 1), data)

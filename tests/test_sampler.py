@@ -1,4 +1,4 @@
-"""Tests of fleos.sampler: ULA on an exactly solvable posterior, determinism, dtype, vmap.
+"""Tests of fleos.sampling.sampler: ULA on an exactly solvable posterior, determinism, dtype, vmap.
 
 Reference problem: Bayesian linear regression f = X θ with θ split into two leaves "a", "b"
 with different prior variances (a per-layer weight decay, Eq. 15). The posterior is Gaussian
@@ -6,7 +6,7 @@ with precision A = XᵀX/σ² + diag(1/v) and mean A⁻¹Xᵀy/σ². ULA on a Ga
 known stationary law too: mean A⁻¹Xᵀy/σ² (unbiased) and covariance C solving the discrete
 Lyapunov equation C = M C Mᵀ + 2η P, M = I − ηPA. We use C to *show* that the O(η) bias at our
 η is well below the Monte Carlo error, and then test the ensemble against the posterior itself.
-Monte Carlo errors come from the multi-chain ESS (fleos.diagnostics) of each statistic's trace.
+Monte Carlo errors come from the multi-chain ESS (fleos.core.diagnostics) of each statistic's trace.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from fleos.diagnostics import effective_sample_size
-from fleos.sampler import (
+from fleos.core.diagnostics import effective_sample_size
+from fleos.sampling.sampler import (
     ChainState,
     Integrator,
     auto_chain_batch,

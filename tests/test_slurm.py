@@ -222,7 +222,7 @@ def _h5_arrays(path: Path) -> dict[str, np.ndarray]:
 def test_cancelled_sampling_job_resumes_identically(slurm_cluster, workflow_copy: Path,
                                                     tmp_path: Path) -> None:
     """scancel a sampling job after a checkpoint; the retry resumes and matches a clean run."""
-    from fleos.io import load_checkpoint, read_samples
+    from fleos.sampling.io import load_checkpoint, read_samples
 
     cfg_path, target, ckpt = _long_sampling_config(workflow_copy)
     cancelled: dict[str, object] = {}

@@ -1,4 +1,4 @@
-"""Tests of the generic solvers (fleos.solvers): known roots, reported non-convergence,
+"""Tests of the generic solvers (fleos.theory.solvers): known roots, reported non-convergence,
 domain safeguards, and the annealing continuation with step insertion."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fleos  # noqa: F401  (enables float64)
-from fleos.solvers import SolveResult, anderson, anneal, newton_krylov
+from fleos.theory.solvers import SolveResult, anderson, anneal, newton_krylov
 
 RNG = np.random.default_rng(0)
 A5 = jnp.asarray(RNG.normal(size=(5, 5)) * 0.3 + 3.0 * np.eye(5))
@@ -176,7 +176,7 @@ def test_newton_krylov_arnoldi_gmres_terminates_early_and_matches():
 
 
 def test_gmres_arnoldi_relative_tolerance_and_restarts():
-    from fleos.solvers import _gmres_arnoldi
+    from fleos.theory.solvers import _gmres_arnoldi
 
     rng = np.random.default_rng(3)
     n = 60
@@ -235,7 +235,7 @@ def test_newton_krylov_merit_accepts_a_rise_of_the_residual_norm():
 def test_anneal_reports_progress_per_solve() -> None:
     # The theory rules log one line per solve (issue #12): anneal calls `progress` after every
     # solve, the intermediate widths it inserts included, and progress_printer formats it.
-    from fleos.solvers import SolveResult, anneal, progress_printer
+    from fleos.theory.solvers import SolveResult, anneal, progress_printer
 
     def solve_at(w, x):
         ok = x / w <= 3  # a solve fails when the warm start is more than 3x the width

@@ -165,7 +165,7 @@ def test_registry_and_schema_agree():
     assert {k for d in fconfig.THEORY_DEFAULTS.values() for k in d} == set(
         defs["theory"]["properties"])
     assert defs["theory"]["properties"]["method"]["enum"] == list(fconfig.THEORY_METHODS)
-    from fleos.eos import cnn2, cnn2_analytic, fcn
+    from fleos.theory.eos import cnn2, cnn2_analytic, fcn
 
     assert set(fconfig.THEORY_METHODS) == set(cnn2.METHODS) == set(fcn.SOLVERS)
     assert set(fconfig.Q_TRAIN_MODES) == set(cnn2_analytic.Q_TRAIN_MODES)

@@ -26,7 +26,8 @@ ARCHS = ("fcn", "cnn2", "cnn3", "myrtle5")
 DTYPES = ("float32", "float64")
 SCHEDULE_KINDS = ("constant", "spike", "fixed")
 PRECONDITIONERS = (None, "prior")
-INTEGRATORS = ("ula", "lm", "baoab", "mala")  # fleos.sampler.INTEGRATORS (docs/langevin.md §7)
+# = fleos.sampling.sampler.INTEGRATORS (docs/langevin.md §7)
+INTEGRATORS = ("ula", "lm", "baoab", "mala")
 KERNEL_NAMES = ("sigma", "K2", "Q2", "probe")
 PROBE_SPATIAL = ("mean", "full")
 WORKFLOW_ONLY_KEYS = ("theory", "resources", "label")
@@ -99,7 +100,7 @@ class SamplerConfig:
     """``experiments.<name>.sampler``: the Langevin run of one chain.
 
     steps: total epochs (one full-batch ULA step = one epoch).
-    schedule: the lr protocol, passed to `fleos.schedules.schedule_from_config` (kind
+    schedule: the lr protocol, passed to `fleos.sampling.schedules.schedule_from_config` (kind
         constant | spike | fixed; ``total_steps`` defaults to `steps`).
     record_every: epochs between samples added to the online sums (f, Σ, kernels).
     snapshot_every: epochs between thinned low-dimensional snapshots (projections).
@@ -128,11 +129,11 @@ class SamplerConfig:
     check_stability: estimate λ_max of the preconditioned Hessian at the start (20 Hessian-
         vector products) and warn if lr·λ_max ≥ 2, naming both numbers.
     data_blocks: the gradient is accumulated over this many equal blocks of training rows
-        (`fleos.sampler.Potential.value_and_grad`; must divide every n), or "auto"
-        (`fleos.sampler.auto_data_blocks`: blocks of ~2M pre-activation floats on CPU, one
+        (`fleos.sampling.sampler.Potential.value_and_grad`; must divide every n), or "auto"
+        (`fleos.sampling.sampler.auto_data_blocks`: blocks of ~2M pre-activation floats on CPU, one
         block on GPU). Changes float rounding only, not the posterior.
-    chain_batch: how many chains of a job are vmapped together (`fleos.sampler.map_chains`;
-        groups run one after the other), or "auto" (`fleos.sampler.auto_chain_batch`: all
+    chain_batch: how many chains of a job are vmapped together (`fleos.sampling.sampler.map_chains`;
+        groups run one after the other), or "auto" (`fleos.sampling.sampler.auto_chain_batch`: all
         on GPU; on CPU as many as fit one block). Changes float rounding only.
     """
 
@@ -250,7 +251,7 @@ def _int_or_auto(d: Mapping, key: str, path: str, *, default: int | str) -> int 
 def _validate_schedule(sched: dict, path: str) -> None:
     """Let the schedule module validate its own keys; re-raise with the key path."""
     try:
-        from fleos.schedules import schedule_from_config
+        from fleos.sampling.schedules import schedule_from_config
     except ImportError:  # schedules not installed yet: the kind check above must do
         return
     try:
@@ -263,9 +264,9 @@ def _validate_schedule(sched: dict, path: str) -> None:
 class ExperimentConfig:
     """One entry of ``experiments:``: architecture, model, data, posterior and sampler.
 
-    model / data are kept as dicts: `fleos.models.build_model` and `fleos.data.make_dataset`
-    validate their own keys (arch-dependent). `seeds` is the number of chains (seeds
-    0..seeds-1); `seeds_per_job` chains are vmapped in one job.
+    model / data are kept as dicts: `fleos.nets.models.build_model` and
+    `fleos.nets.data.make_dataset` validate their own keys (arch-dependent). `seeds` is the
+    number of chains (seeds 0..seeds-1); `seeds_per_job` chains are vmapped in one job.
     """
 
     name: str
@@ -278,8 +279,8 @@ class ExperimentConfig:
     seeds_per_job: int
     sampler: SamplerConfig
     # The device request (``resources.gpu``, ``resources.allow_cpu``): checked by the sampling
-    # job against the devices JAX sees (fleos.experiment.check_device). Not part of `to_dict`,
-    # hence not of the config hash: it does not change the posterior being sampled.
+    # job against the devices JAX sees (fleos.sampling.experiment.check_device). Not part of
+    # `to_dict`, hence not of the config hash: it does not change the posterior being sampled.
     gpu: int = 0
     allow_cpu: bool = False
 
@@ -369,8 +370,9 @@ class ExperimentConfig:
         return [tuple(range(i, min(i + k, s))) for i in range(0, s, k)]
 
 
-THEORY_METHODS = ("anderson", "newton_krylov")  # = fleos.eos.cnn2.METHODS = fleos.eos.fcn.SOLVERS
-Q_TRAIN_MODES = ("first_order", "renormalized")  # = fleos.eos.cnn2_analytic.Q_TRAIN_MODES
+# = fleos.theory.eos.cnn2.METHODS = fleos.theory.eos.fcn.SOLVERS
+THEORY_METHODS = ("anderson", "newton_krylov")
+Q_TRAIN_MODES = ("first_order", "renormalized")  # = fleos.theory.eos.cnn2_analytic.Q_TRAIN_MODES
 
 # ``experiments.<name>.theory`` per architecture: the keys its theory reads and their defaults
 # (written nowhere else; `theory_options` fills them in). cnn2: the EoS sweep of Eq. 8 and

@@ -12,7 +12,8 @@ results folder. The Snakemake rules (workflow/rules/*.smk) ask it for
   (`sampling_params`, ...), so an edit that cannot change a finished output never reruns it;
 * the theory stage's dispatch (`run_theory`).
 
-The equations the jobs solve are cited where they run (fleos.aggregate, fleos.eos.*).
+The equations the jobs solve are cited where they run (fleos.analysis.aggregate,
+fleos.theory.eos.*).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ EXPERIMENTS: dict[str, ExperimentKind] = {
     "myrtle5": ExperimentKind("myrtle5", None, "Myrtle-5, ReLU"),
 }
 
-# ``fls`` is the theory-only block of Fig. 2c (fleos.fls), not an experiment.
+# ``fls`` is the theory-only block of Fig. 2c (fleos.theory.fls), not an experiment.
 FLS = "fls"
 
 FIGURES: dict[str, FigureSpec] = {
@@ -400,7 +401,7 @@ def schema_errors(config: Mapping[str, Any], schema_path: str | os.PathLike) -> 
 
 
 # Images available to the Myrtle-5 experiment: (train pool, test pool); None = one shared pool
-# from which train and test are drawn disjointly (the digits stand-in, fleos.data).
+# from which train and test are drawn disjointly (the digits stand-in, fleos.nets.data).
 IMAGE_POOLS: dict[str, tuple[int, int | None]] = {
     "cifar10": (50_000, 10_000),
     "digits": (1797, None),
@@ -410,7 +411,7 @@ IMAGE_POOLS: dict[str, tuple[int, int | None]] = {
 def _check_image_counts(key: str, dataset: str, data: Mapping[str, Any]) -> None:
     """n (every value) and n_test must fit in the images the dataset has."""
     if dataset not in IMAGE_POOLS:
-        return  # the schema / fleos.models name an unknown dataset
+        return  # the schema / fleos.nets.models name an unknown dataset
     n_max, n_test = max(data["n"]), data.get("n_test", 0)
     train_pool, test_pool = IMAGE_POOLS[dataset]
     if test_pool is None and n_max + n_test > train_pool:
@@ -485,7 +486,7 @@ def validate_config(
     In order: ``experiments`` present and named as in `EXPERIMENTS`; the JSON schema (each
     value; unknown keys anywhere refused); the cross-key checks of `check_config`; then the
     engines' typed configs (fleos.config.ExperimentConfig, with the theory options, and
-    fleos.models.validate_model_cfg), so nothing is left to fail inside a job.
+    fleos.nets.models.validate_model_cfg), so nothing is left to fail inside a job.
     """
     exps = config.get("experiments")
     if not isinstance(exps, Mapping) or not exps:
@@ -502,7 +503,7 @@ def validate_config(
         raise ConfigError("; ".join(errors))
     check_config(config, root, check_paths)
     from fleos.config import ExperimentConfig
-    from fleos.models import validate_model_cfg
+    from fleos.nets.models import validate_model_cfg
 
     for name, exp in exps.items():
         try:
@@ -523,13 +524,14 @@ def validate_config(
 def run_theory(key: str, config: Mapping[str, Any], inputs: Mapping[str, str],
                out_path: str | os.PathLike) -> dict[str, Any]:
     """Run theory job `key` (see `theory_keys`) on its `theory_inputs` into `out_path`."""
-    from fleos import aggregate
+    from fleos.analysis.aggregate import load_aggregate
+    from fleos.theory import runs
 
     if key == FLS:
-        return aggregate.theory_fls(config[FLS], out_path=out_path)
+        return runs.theory_fls(config[FLS], out_path=out_path)
     name, _, width = parse_theory_key(key)
     exp = config["experiments"][name]
     if EXPERIMENTS[name].theory == "sweep":
-        return aggregate.theory_sweep(name, exp, data_path=inputs["data"], out_path=out_path)
-    return aggregate.theory_cnn3(exp, width=width, data_path=inputs["data"],
-                                 aggregate_path=inputs["aggregate"], out_path=out_path)
+        return runs.theory_sweep(name, exp, data_path=inputs["data"], out_path=out_path)
+    return runs.theory_cnn3(exp, width=width, data_path=inputs["data"],
+                            kernels=load_aggregate(inputs["aggregate"]), out_path=out_path)

@@ -3,7 +3,7 @@ import sys
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821, SIM115
 
-from fleos.aggregate import aggregate_experiment  # noqa: E402
+from fleos.analysis.aggregate import aggregate_experiment  # noqa: E402
 
 name = snakemake.wildcards.experiment  # noqa: F821
 aggregate_experiment(

@@ -3,7 +3,7 @@ import sys
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821, SIM115
 
-from fleos.plotting import render_figure  # noqa: E402
+from fleos.figures.render import render_figure  # noqa: E402
 
 render_figure(
     snakemake.wildcards.fig,  # noqa: F821

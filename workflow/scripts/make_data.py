@@ -3,7 +3,8 @@ import sys
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821, SIM115
 
-from fleos.data import make_dataset, save_dataset  # noqa: E402
+from fleos.nets.data import make_dataset  # noqa: E402
+from fleos.nets.datasets import save_dataset  # noqa: E402
 
 exp = snakemake.config["experiments"][snakemake.wildcards.experiment]  # noqa: F821
 data = exp["data"]

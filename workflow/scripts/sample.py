@@ -4,8 +4,8 @@ import sys
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821, SIM115
 
 from fleos.config import ExperimentConfig, JobSpec  # noqa: E402
-from fleos.experiment import run_job  # noqa: E402
 from fleos.pipeline import Layout, chunk_seeds  # noqa: E402
+from fleos.sampling.experiment import run_job  # noqa: E402
 
 cfg, wc = snakemake.config, snakemake.wildcards  # noqa: F821
 exp = cfg["experiments"][wc.experiment]

@@ -5,9 +5,9 @@ Example (Fig. 3, n = 1600):
         --C 1280 640 320 160 --n-test 1000 --data-seed 0 --teacher-seed 0 --json --analytic
 Output: ONE JSON document {"gp": {...}, "solutions": [...], "settings": {...}}. `gp` holds the
 C → ∞ observables; each solution holds C, the solver status (converged, iterations, residual,
-seconds, message) and the observables of fleos.eos.cnn2.cnn2_observables (alpha_train,
+seconds, message) and the observables of fleos.theory.eos.cnn2.cnn2_observables (alpha_train,
 alpha_test, normalized train MSE, test MSE, sigma_eigs descending) with their ratios to the
-GP. With --analytic each solution also holds "analytic": Eq. 9 (fleos.eos.cnn2_analytic) and
+GP. With --analytic each solution also holds "analytic": Eq. 9 (fleos.theory.eos.cnn2_analytic) and
 the test α of GP inference with Q_f(analytic Σ). Exit code 1 if any requested C did not
 converge (the JSON is still printed, with converged=false); exit code 2 for bad input.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fleos.cli import (
+from fleos.cli.args import (
     InputError,
     check_training_data,
     nonneg_int,
@@ -69,39 +69,38 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
-    """(CNN2Problem, teacher arrays, data settings) from --data or a fleos.data teacher draw."""
-    from fleos.eos.cnn2 import CNN2Problem
+    """(CNN2Problem, teacher arrays, data settings) from --data or a fleos.nets.data teacher
+    draw; the problem is built as the workflow builds it (fleos.theory.runs.cnn2_problem)."""
+    from fleos.nets.datasets import Dataset
+    from fleos.theory.runs import cnn2_problem
 
-    hyper = {"sigma2": args.sigma2, "sigma_a2": args.sigma_a2, "sigma_w2": args.sigma_w2,
+    model = {"S": args.S, "N": args.N, "sigma_w2": args.sigma_w2, "sigma_a2": args.sigma_a2,
              "activation": args.activation}
     if args.data:
         arrays = read_npz(args.data, "--data", ("X", "y"))
-        X = arrays["X"]
+        X, y = arrays["X"], arrays["y"]
         source = f"--data {args.data}"
         if X.ndim != 2:
             raise InputError(f"{source}: X must be 2-D (n × N·S), got shape {X.shape}")
-        check_training_data(X, arrays["y"], source, arrays.get("X_test"), arrays.get("y_test"))
+        check_training_data(X, y, source, arrays.get("X_test"), arrays.get("y_test"))
         if X.shape[1] % args.S:
             raise InputError(f"{source}: the width {X.shape[1]} of X is not a multiple of "
                              f"--S {args.S}")
         if args.N is not None and args.N * args.S != X.shape[1]:
             raise InputError(f"--N {args.N}: X of {source} has {X.shape[1]} columns = "
                              f"{X.shape[1] // args.S} patches of --S {args.S}")
-        problem = CNN2Problem.from_npz(args.data, args.S, **hyper)
+        if ("X_test" in arrays) != ("y_test" in arrays):
+            raise InputError(f"{source}: X_test and y_test must be given together")
+        model["N"] = X.shape[1] // args.S
         teacher = {k: v for k, v in arrays.items() if k.startswith("teacher_")}
-        return problem, teacher, {"data": args.data}
-    args.N = 20 if args.N is None else args.N
-    from fleos.data import make_dataset
+        ds = Dataset(X, y, arrays.get("X_test", X[:0]), arrays.get("y_test", y[:0]), teacher)
+        return cnn2_problem(ds, model, args.sigma2), teacher, {"data": args.data}
+    args.N = model["N"] = 20 if args.N is None else args.N
+    from fleos.nets.data import make_dataset
 
-    cfg = {"S": args.S, "N": args.N, "sigma_w2": args.sigma_w2, "sigma_a2": args.sigma_a2,
-           "activation": args.activation}
-    ds = make_dataset("cnn2", cfg, args.n, args.n_test, args.teacher_seed, args.data_seed)
-    has_test = len(ds.X_test) > 0
-    problem = CNN2Problem.from_arrays(
-        ds.X, ds.y, args.N, args.S, ds.X_test if has_test else None,
-        ds.y_test if has_test else None, **hyper,
-    )
-    return problem, ds.teacher, {"data_seed": args.data_seed, "teacher_seed": args.teacher_seed}
+    ds = make_dataset("cnn2", model, args.n, args.n_test, args.teacher_seed, args.data_seed)
+    return (cnn2_problem(ds, model, args.sigma2), ds.teacher,
+            {"data_seed": args.data_seed, "teacher_seed": args.teacher_seed})
 
 
 def _public(obs: dict[str, Any]) -> dict[str, Any]:
@@ -117,8 +116,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401  (float64)
-    from fleos.eos.cnn2 import cnn2_gp_observables, cnn2_observables, sweep_cnn2
-    from fleos.eos.cnn2_analytic import analytic_observables
+    from fleos.theory.eos.cnn2 import cnn2_gp_observables, cnn2_observables, sweep_cnn2
+    from fleos.theory.eos.cnn2_analytic import analytic_observables
 
     t0 = time.perf_counter()
     try:

@@ -6,7 +6,7 @@ Q2 (nN × nN, rows μ·N + j) from the files the workflow itself writes: an aggr
 files ``results/samples/cnn3/n{n}/w{C}/chunk*.h5`` of one configuration (sigma/mean,
 K2/mean, Q2/mean, averaged over all chains); an npz with keys Sigma, K2 [, Q2] also works.
 With the training data from `--data` (npz: X, y) it prints, as JSON, the same spectra as the
-workflow's Fig. 5 theory file (`fleos.eos.cnn3.fig5_spectra`).
+workflow's Fig. 5 theory file (`fleos.theory.eos.cnn3.fig5_spectra`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", required=True, nargs="+",
                    help="the workflow's aggregate .npz of one (n, C), or its sample chunk "
                         ".h5 files (all chains averaged), or an npz with Sigma, K2[, Q2]")
-    p.add_argument("--data", required=True, help="npz with X, y (fleos.data format)")
+    p.add_argument("--data", required=True, help="npz with X, y (fleos.nets.data format)")
     p.add_argument("--N", type=int, required=True)
     p.add_argument("--S1", type=int, required=True)
     p.add_argument("--S0", type=int, required=True)
@@ -58,7 +58,7 @@ def read_kernels(paths: list[str]) -> dict[str, Any]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"kernel file {path} not found")
     if all(Path(p).suffix in (".h5", ".hdf5") for p in paths):
-        from fleos.aggregate import load_chunks
+        from fleos.analysis.aggregate import load_chunks
 
         raw = {k: np.asarray(v, np.float64).mean(axis=0) for k, v in load_chunks(paths).items()
                if k in ("sigma/mean", "K2/mean", "Q2/mean")}
@@ -80,9 +80,9 @@ def read_kernels(paths: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401
-    from fleos.cli import InputError, check_training_data, read_npz
-    from fleos.data import load_dataset
-    from fleos.eos import cnn3
+    from fleos.cli.args import InputError, check_training_data, read_npz
+    from fleos.nets.datasets import load_dataset
+    from fleos.theory.runs import cnn3_spectra
 
     # Input validation: one line naming the argument or file, exit 2 (fleos.cli).
     limits = {"> 0": ("C1", "C2", "sigma2", "sigma_w2", "sigma_v2", "sigma_a2"),
@@ -123,11 +123,12 @@ def run(args: argparse.Namespace) -> int:
         )
     doc = {"N": args.N, "S1": args.S1, "S0": args.S0, "C1": args.C1, "C2": args.C2,
            "sigma2": args.sigma2, "ridge": args.ridge}
-    doc.update(cnn3.fig5_spectra(
-        X, ds.y, ker["Sigma"], ker["K2"], ker.get("Q2"), args.C1, args.C2, N=args.N,
-        S1=args.S1, S0=args.S0, sigma2=args.sigma2, sigma_w2=args.sigma_w2,
-        sigma_v2=args.sigma_v2, sigma_a2=args.sigma_a2, ridge=args.ridge,
-        top_sigma=args.top_sigma, top_q2=args.top_q2))
+    model = {"N": args.N, "S1": args.S1, "S0": args.S0, "sigma_w2": args.sigma_w2,
+             "sigma_v2": args.sigma_v2, "sigma_a2": args.sigma_a2}
+    # evaluated as the workflow evaluates it
+    doc.update(cnn3_spectra(ds, ker["Sigma"], ker["K2"], ker.get("Q2"), model, args.sigma2,
+                            args.C1, args.C2, args.ridge, top_sigma=args.top_sigma,
+                            top_q2=args.top_q2))
     text = json.dumps(doc, indent=1)
     if args.out:
         with open(args.out, "w") as f:

@@ -6,7 +6,7 @@ Example (Fig. 2b setting):
 Output: one JSON document {"problem": {...}, "gp": [...], "solutions": [...]}; `gp` holds the
 GP-limit observables per width (width-independent in standard scaling, width-dependent in
 mean-field scaling where Q_f ∝ 1/N), each solution holds the solver status and the
-observables of fleos.eos.fcn.fcn_observables (ratios to the GP of the same width).
+observables of fleos.theory.eos.fcn.fcn_observables (ratios to the GP of the same width).
 Exit code 1 if any width did not converge (the JSON is still printed), 2 for bad input.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fleos.cli import (
+from fleos.cli.args import (
     InputError,
     check_training_data,
     nonneg_float,
@@ -39,7 +39,7 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
         "fcn",
         help="FCN equations of state (Eq. 5) over widths, solved from the GP limit down",
         description="Solve Eq. 5 for an L-layer erf FCN at each width, from large to small, each "
-        "warm-started at the previous one (Newton on the precision form, fleos.eos.fcn).",
+        "warm-started at the previous one (Newton on the precision form, fleos.theory.eos.fcn).",
     )
     p.add_argument("--data", help="npz file with X, y, X_test, y_test (else a teacher draw)")
     p.add_argument("--n", type=positive_int, default=1024,
@@ -67,10 +67,10 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_problem_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    """(X, y, X_test, y_test) from --data or a fleos.data teacher draw."""
+def load_dataset_arg(args: argparse.Namespace) -> Any:
+    """The Dataset of --data, or a fleos.nets.data teacher draw."""
     if args.data:
-        from fleos.data import load_dataset
+        from fleos.nets.datasets import load_dataset
 
         read_npz(args.data, "--data")  # missing file or not an npz: named as the argument
         try:
@@ -79,28 +79,26 @@ def load_problem_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
             raise InputError(f"--data {args.data}: {err}") from None
         check_training_data(np.asarray(ds.X), np.asarray(ds.y), f"--data {args.data}",
                             np.asarray(ds.X_test), np.asarray(ds.y_test))
-    else:
-        from fleos.data import make_dataset
+        return ds
+    from fleos.nets.data import make_dataset
 
-        cfg = {"d": args.d, "sigma_w2": args.sigma_w2, "sigma_a2": args.sigma_a2,
-               "depth": args.depth, "activation": args.activation}
-        ds = make_dataset("fcn", cfg, args.n, args.n_test, args.teacher_seed, args.data_seed)
-    X = np.asarray(ds.X).reshape(len(ds.X), -1)
-    Xt = np.asarray(ds.X_test).reshape(len(ds.X_test), -1)
-    if len(Xt) == 0:
-        return X, ds.y, None, None
-    return X, ds.y, Xt, ds.y_test
+    return make_dataset("fcn", _model(args), args.n, args.n_test, args.teacher_seed,
+                        args.data_seed)
+
+
+def _model(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``model:`` block of an fcn experiment with these settings."""
+    return {"d": args.d, "sigma_w2": args.sigma_w2, "sigma_a2": args.sigma_a2,
+            "depth": args.depth, "scaling": args.scaling, "activation": args.activation}
 
 
 def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401  (float64)
-    from fleos.eos import fcn
+    from fleos.theory.eos import fcn
+    from fleos.theory.runs import fcn_problem
 
-    X, y, Xt, yt = load_problem_data(args)
-    pb = fcn.FCNProblem(
-        X, y, Xt, yt, sigma_w2=args.sigma_w2, sigma_a2=args.sigma_a2, sigma2=args.sigma2,
-        depth=args.depth, scaling=args.scaling, activation=args.activation, ridge=args.ridge,
-    )
+    # built as the workflow builds it
+    pb = fcn_problem(load_dataset_arg(args), _model(args), args.sigma2, args.ridge)
     results = fcn.sweep_fcn(pb, args.widths, tol=args.tol, max_iter=args.max_iter,
                             method=args.method,
                          progress=terminal_progress("N"))
@@ -110,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         gp_rows.append({"width": w, **{k: o[k] for k in
                                        ("train_mse", "alpha_train", "alpha_test", "sigma_eigs")}})
     doc = {
-        "problem": {"n": pb.n, "d": pb.d, "n_test": 0 if Xt is None else len(Xt),
+        "problem": {"n": pb.n, "d": pb.d, "n_test": 0 if pb.X_test is None else len(pb.X_test),
                     "depth": pb.depth, "scaling": pb.scaling, "activation": pb.activation,
                     "sigma2": pb.sigma2, "sigma_w2": pb.sigma_w2, "sigma_a2": pb.sigma_a2,
                     "ridge": pb.ridge, "tol": args.tol, "method": args.method,

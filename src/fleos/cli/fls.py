@@ -2,7 +2,7 @@
 
 Example:
     fleos fls --arch fcn_standard fcn_mf cnn2 --n 64 128 256 512 1024 --seeds 1 2 3 --json
-Prints one JSON document {"curves": [fleos.fls.fls_curve(...) per arch]}.
+Prints one JSON document {"curves": [fleos.theory.fls.fls_curve(...) per arch]}.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import argparse
 import json
 import sys
 
-from fleos.cli import nonneg_int, positive_float, positive_int
+from fleos.cli.args import nonneg_int, positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from fleos.fls import ARCHS
+    from fleos.theory.fls import ARCHS
 
     p = subparsers.add_parser(
         "fls",
@@ -32,14 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--S", type=positive_int, help="CNN patch size (default 64)")
     p.add_argument("--N", type=positive_int, help="CNN number of patches (default 20)")
     p.add_argument("--sigma2", type=positive_float,
-                   help="noise σ² (default: per arch, see fleos.fls)")
+                   help="noise σ² (default: per arch, see fleos.theory.fls)")
     p.add_argument("--json", action="store_true", help="print JSON (the default output)")
     p.add_argument("--out", help="write the JSON to this file instead of stdout")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fleos.fls import fls_curve
+    from fleos.theory.fls import fls_curve
 
     curves = []
     for arch in args.arch:

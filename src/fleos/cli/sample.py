@@ -1,6 +1,6 @@
 """`fleos sample`: run one sampling job (experiment × n × width × seed chunk) to an HDF5 file.
 
-Thin wrapper around `fleos.experiment.run_job`; the configuration is the workflow's YAML
+Thin wrapper around `fleos.sampling.experiment.run_job`; the configuration is the workflow's YAML
 (docs/architecture.md, "Configuration"), validated by `fleos.config.ExperimentConfig`.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fleos.cli import nonneg_int, positive_float, positive_int
+from fleos.cli.args import nonneg_int, positive_float, positive_int
 
 EPILOG = """\
 examples:
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     """Validate the config and run the job; errors go to stderr on one line (exit 2 for bad
     input, 1 for a failed run)."""
     from fleos.config import JobSpec, experiment_from_file
-    from fleos.experiment import run_job
+    from fleos.sampling.experiment import run_job
 
     try:
         exp = experiment_from_file(args.config, args.experiment, args.overrides)

@@ -1,7 +1,7 @@
-"""Pool sampling jobs into observables with error bars, and run the theory per configuration.
+"""Pool sampling jobs into observables with error bars across seeds.
 
-The workflow's aggregation and theory stages (docs/workflow.md) as library functions; the
-Snakemake rule scripts are one call each.
+The workflow's aggregation stage (docs/workflow.md) as library functions; the Snakemake rule
+script is one call. The theory per configuration is `fleos.theory.runs`.
 
 Statistics. Each seed is an independent Langevin chain and each sample file stores per-seed
 *time averages* (docs/hdf5-layout.md). Time samples within a chain are correlated, so error
@@ -12,33 +12,29 @@ bars are computed ACROSS SEEDS only:
 * non-linear functionals of posterior means (the normalized train MSE, eigenvalues of Σ,
   K^(2), Q^(2)) are computed from the seed-pooled mean, with a delete-one jackknife SE over
   seeds (`jackknife`); a per-seed estimate would be biased by each chain's finite-time noise;
-* Gaussian fits of snapshot projections use `fleos.observables.gaussian_fit` with the seed as
+* Gaussian fits of snapshot projections use `fleos.core.observables.gaussian_fit` with the seed as
   group, so their SEs are also across seeds.
 
 Equilibration. The same files hold per-seed time series (thinned snapshots of weight and
 pre-activation projections, the training loss). For each headline observable a scalar series
 per seed (`equilibration_series`) gets the rank-normalized split-R̂ across seeds, the bulk ESS
 and the drift between the first and second half of the sampling window in SE
-(fleos.diagnostics); a point with R̂ > EQ_RHAT_MAX or |drift| > EQ_DRIFT_MAX SE is "not
+(fleos.core.diagnostics); a point with R̂ > EQ_RHAT_MAX or |drift| > EQ_DRIFT_MAX SE is "not
 equilibrated" (`equilibrated`). The lr back-offs of all chunks are counted (`n_backoffs`).
 
-Outputs: one ``.npz`` per (experiment, n, width) (flat keys, documented in `aggregate_job`),
-one JSON per theory configuration.
+Output: one ``.npz`` per (experiment, n, width) (flat keys, documented in `aggregate_job`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fleos.config import theory_options
-from fleos.observables import GaussianFit, gaussian_fit, top_eigh
+from fleos.core.observables import GaussianFit, gaussian_fit, top_eigh
 
 # Workflow-only keys of an experiment entry (not part of fleos.config.ExperimentConfig).
 WORKFLOW_KEYS = ("theory", "resources", "label")
@@ -111,7 +107,7 @@ def alpha_per_seed(f_mean: np.ndarray, y: np.ndarray, sigma2: float) -> np.ndarr
 
 
 def normalized_mse(f_mean: np.ndarray, y: np.ndarray, sigma2: float) -> float:
-    """Σ(f̄ − y)²/(σ² Σ y²) at the pooled posterior mean (fleos.gp.normalized_mse, in numpy)."""
+    """Σ(f̄ − y)²/(σ² Σ y²) at the pooled posterior mean (fleos.core.gp.normalized_mse, in numpy)."""
     y = np.asarray(y, dtype=np.float64)
     return float(np.sum((f_mean - y) ** 2) / (sigma2 * (y @ y)))
 
@@ -136,7 +132,7 @@ def load_chunks(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     """Read the seed-chunk files of one (experiment, n, width) and join them along the chain
     axis. Returns flat keys ('f_train/mean', 'snapshots/w_teacher', ...) plus 'config' (of
     the first file). Files must agree on n, width and config; seeds must not repeat."""
-    from fleos.io import flatten_tree, read_samples
+    from fleos.sampling.io import flatten_tree, read_samples
 
     if not paths:
         raise ValueError("load_chunks: no sample files given")
@@ -258,8 +254,8 @@ def equilibration_series(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def equilibration_record(x: np.ndarray) -> np.ndarray:
     """[rhat, ess, drift, drift_se] (EQ_FIELDS) of a (chains, draws) series:
-    `fleos.diagnostics.rhat_rank`, `ess_bulk` and `half_drift`; NaN where undefined."""
-    from fleos.diagnostics import ess_bulk, half_drift, rhat_rank
+    `fleos.core.diagnostics.rhat_rank`, `ess_bulk` and `half_drift`; NaN where undefined."""
+    from fleos.core.diagnostics import ess_bulk, half_drift, rhat_rank
 
     try:
         drift, drift_se = half_drift(x)
@@ -301,7 +297,7 @@ def aggregate_job(
 ) -> dict[str, np.ndarray]:
     """Observables with error bars across seeds for one (experiment, n, width).
 
-    samples: the output of `load_chunks`; data: the `fleos.data.Dataset` the chains saw.
+    samples: the output of `load_chunks`; data: the `fleos.nets.datasets.Dataset` the chains saw.
     Keys of the result (all numpy arrays):
       seeds, count; alpha_{train,test}_seeds, alpha_{train,test}, alpha_{train,test}_se;
       mse_train_norm, mse_train_norm_se (jackknife), f_train_mean, f_test_mean;
@@ -395,7 +391,7 @@ def aggregate_job(
         Kp = np.asarray(samples[f"probe/{layer}/mean"], np.float64)
         out[f"probe_{layer}_mean"] = Kp.mean(0)
         if f"snapshots/{layer}" in samples and mask is not None:
-            from fleos.observables import project_on_eigenvectors
+            from fleos.core.observables import project_on_eigenvectors
 
             H = np.asarray(samples[f"snapshots/{layer}"], np.float64)  # (chains, T, P, c)
             H = np.moveaxis(H, 2, -1)  # (chains, T, c, P)
@@ -432,12 +428,12 @@ def prior_overlaps(
 ) -> dict[str, np.ndarray]:
     """Projections of PRIOR draws (the untrained networks, 'before training'): the same
     quantities as the sampled snapshots, for Fig. 4 insets (w·w*, w·w_r, h2 overlaps) and
-    Fig. 6 (Myrtle-5 pre-activations). Uses the model's own prior (fleos.models)."""
+    Fig. 6 (Myrtle-5 pre-activations). Uses the model's own prior (fleos.nets.models)."""
     import jax
     import jax.numpy as jnp
 
-    from fleos.models import build_model
-    from fleos.observables import overlap
+    from fleos.core.observables import overlap
+    from fleos.nets.models import build_model
 
     model = build_model(exp["arch"], exp["model"], width, param_dtype=jnp.float64)
     out: dict[str, list[np.ndarray]] = {}
@@ -472,7 +468,7 @@ def aggregate_experiment(
 
     Adds prior-draw projections (``prior_*``) where a figure compares with the untrained
     network (Figs. 4, 6), and the experiment's teacher_seed."""
-    from fleos.data import load_dataset
+    from fleos.nets.datasets import load_dataset
 
     samples = load_chunks(chunk_paths)
     data = load_dataset(data_path)
@@ -499,8 +495,8 @@ def _myrtle_prior(exp: Mapping[str, Any], width: int, data: Any, samples: Mappin
     import jax
     import jax.numpy as jnp
 
-    from fleos.models import build_model
-    from fleos.observables import project_on_eigenvectors
+    from fleos.core.observables import project_on_eigenvectors
+    from fleos.nets.models import build_model
 
     cfg = samples["config"]["sampler"]
     P, nch = int(cfg.get("probe_size", 64)), int(cfg.get("probe_channels", 4))
@@ -531,7 +527,7 @@ def _myrtle_prior(exp: Mapping[str, Any], width: int, data: Any, samples: Mappin
 
 def _save_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
     """Atomic .npz write (temporary file + rename) so a reader never sees a partial file."""
-    from fleos.io import atomic_path
+    from fleos.sampling.io import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
@@ -544,239 +540,3 @@ def load_aggregate(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError) as err:
         raise ValueError(f"aggregate file {path} is unreadable: {err}") from err
-
-
-# ---------------------------------------------------------------------------------------------
-# Theory per configuration (JSON records)
-# ---------------------------------------------------------------------------------------------
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-
-def write_json(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
-    """Atomic JSON write; NaN/inf are written as null (JSON has no NaN)."""
-    from fleos.io import atomic_path
-
-    def clean(o: Any) -> Any:
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        if isinstance(o, (np.ndarray, np.generic)):
-            return clean(np.asarray(o).tolist())
-        return o
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(clean(dict(doc)), indent=1, default=_json_default))
-
-
-def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"theory file {path} is unreadable: {err}") from err
-
-
-def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[str, Any]:
-    """Fig. 3 theory at one n: numeric EoS (Eq. 8) annealed over the widths (the sampled
-    ones and `theory.C_grid`; rows say which were sampled), the analytic Eq. 9 (train α
-    analytic; test α by GP inference with the analytic Σ, as in the paper) twice: as printed
-    (``*_eq9_printed``: q_train = 1, unit teacher norms) and corrected (``*_analytic``:
-    `theory.q_train` (default renormalized), K_f⁻¹ term, finite-S leakage, actual teacher
-    norms); and the GP limit. Non-converged points are kept with converged = False."""
-    from fleos.data import load_dataset
-    from fleos.eos.cnn2 import CNN2Problem, cnn2_gp_observables, cnn2_observables, sweep_cnn2
-    from fleos.eos.cnn2_analytic import (
-        PRINTED_OPTIONS,
-        RECOMMENDED_OPTIONS,
-        analytic_observables,
-    )
-
-    m = exp["model"]
-    th = theory_options("cnn2", exp.get("theory"))
-    ds = load_dataset(data_path)
-    problem = CNN2Problem.from_arrays(
-        ds.X, ds.y, int(m["N"]), int(m["S"]), ds.X_test, ds.y_test, sigma2=float(exp["sigma2"]),
-        sigma_a2=float(m["sigma_a2"]), sigma_w2=float(m["sigma_w2"]),
-        activation=m.get("activation", "erf"),
-    )
-    # The EoS curves of Fig. 3 are drawn through the sampled widths and through
-    # `theory.C_grid` (theory only: cheap, and a line through 2-3 points hides its shape).
-    sampled = {int(w) for w in exp["widths"]}
-    widths = sorted(sampled | set(th["C_grid"]), reverse=True)
-    from fleos.solvers import progress_printer
-
-    # one line per solve (residual, iterations) to the rule's log: a sweep takes minutes
-    results = sweep_cnn2(problem, widths, tol=th["tol"], max_iter=th["max_iter"],
-                         method=th["method"], progress=progress_printer(_log_line, "C"))
-    gp = cnn2_gp_observables(problem)
-    q_train = th["q_train"]
-    rows = []
-    for C, res in zip(widths, results, strict=True):
-        obs = cnn2_observables(problem, res.x)
-        an = analytic_observables(problem, float(C), ds.teacher, q_train=q_train)
-        pr = analytic_observables(problem, float(C), ds.teacher, unit_teacher_norms=True,
-                                  **PRINTED_OPTIONS)
-        rows.append({
-            "C": C, "sampled": C in sampled,
-            "eos_converged": bool(res.converged), "eos_residual": float(res.residual),
-            "eos_iterations": int(res.iterations), "eos_seconds": float(res.seconds),
-            "eos_message": res.message,
-            "alpha_test_eos": obs["alpha_test"], "alpha_train_eos": obs["alpha_train"],
-            "mse_train_norm_eos": obs["train_mse_normalized"],
-            "sigma_top_eos": float(obs["sigma_eigs"][0]),
-            "analytic_converged": an["converged"],
-            "alpha_train_analytic": an["alpha_train"],
-            "alpha_test_analytic": an["alpha_test_gp_inference"],
-            "alpha_test_analytic_ek": an["alpha_test_ek"], "chi2_analytic": an["chi2"],
-            "l_star_analytic": an["l_star"],
-            "eq9_printed_converged": pr["converged"],
-            "alpha_train_eq9_printed": pr["alpha_train"],
-            "alpha_test_eq9_printed": pr["alpha_test_gp_inference"],
-        })
-    return {
-        "experiment": "cnn2", "n": ds.n, "teacher_seed": exp["data"].get("teacher_seed"),
-        "analytic_options": {**RECOMMENDED_OPTIONS, "q_train": q_train},
-        "eq9_printed_options": {**PRINTED_OPTIONS, "teacher_norms": "unit"},
-        "gp": {"alpha_test": gp["alpha_test"], "alpha_train": gp["alpha_train"],
-               "mse_train_norm": gp["train_mse_normalized"],
-               "sigma_top": float(gp["sigma_eigs"][0])},
-        "rows": rows,
-    }
-
-
-def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[str, Any]:
-    """Fig. 2b theory at one n: the 3-layer FCN EoS (Eq. 5) annealed over the widths.
-
-    Each row holds the EoS observables (normalized train MSE, top Σ eigenvalue, α) and their
-    GP values AT THE SAME WIDTH (in mean-field scaling the readout variance σ_a²/N makes the
-    GP itself width dependent; fleos.eos.fcn.fcn_observables)."""
-    from fleos.data import load_dataset
-    from fleos.eos.fcn import FCNProblem, fcn_observables, residual_blocks, sweep_fcn
-
-    ds = load_dataset(data_path)
-    m = exp["model"]
-    th = theory_options("fcn", exp.get("theory"))
-    problem = FCNProblem(
-        ds.X, ds.y, ds.X_test, ds.y_test, sigma_w2=float(m["sigma_w2"]),
-        sigma_a2=float(m["sigma_a2"]), sigma2=float(exp["sigma2"]),
-        depth=int(m.get("depth", 3)), scaling=m.get("scaling", "standard"),
-        activation=m.get("activation", "erf"), ridge=th["ridge"],
-    )
-    widths = [int(w) for w in exp["widths"]]
-    from fleos.solvers import progress_printer
-
-    results = sweep_fcn(problem, widths, tol=th["tol"], max_iter=th["max_iter"],
-                        method=th["method"], progress=progress_printer(_log_line, "N"))
-    rows = []
-    for N, res in zip(widths, results, strict=True):
-        row: dict[str, Any] = {
-            "width": N,
-            "eos_converged": bool(res.converged), "eos_residual": float(res.residual),
-            "eos_iterations": int(res.iterations), "eos_seconds": float(res.seconds),
-            "eos_message": res.message,
-        }
-        finite = bool(np.all(np.isfinite(np.asarray(res.x["Sigma"]))))
-        obs = fcn_observables(problem, res.x, N) if finite else None
-        # The solver iterates on the precision form; also report Eq. 5 as printed, T(x) − x.
-        row["eos_residual_paper_form"] = (
-            max(residual_blocks(problem, res.x, N).values()) if finite else math.nan)
-        # A non-finite (failed) solve gets NaN observables; its GP values are still defined.
-        gp = fcn_observables(problem, _fcn_gp_x(problem), N)
-        row.update({
-            "alpha_train_eos": obs["alpha_train"] if obs else math.nan,
-            "alpha_test_eos": obs["alpha_test"] if obs else math.nan,
-            "mse_train_norm_eos": obs["train_mse"] if obs else math.nan,
-            "sigma_top_eos": float(obs["sigma_eigs"][0]) if obs else math.nan,
-            "alpha_train_gp": gp["alpha_train"], "alpha_test_gp": gp["alpha_test"],
-            "mse_train_norm_gp": gp["train_mse"], "sigma_top_gp": float(gp["sigma_eigs"][0]),
-        })
-        rows.append(row)
-    return {"experiment": "fcn3", "n": ds.n, "teacher_seed": exp["data"].get("teacher_seed"),
-            "scaling": problem.scaling, "rows": rows}
-
-
-def _fcn_gp_x(problem: Any) -> Any:
-    from fleos.eos.fcn import gp_x
-
-    return gp_x(problem)
-
-
-def theory_sweep(
-    name: str, exp: Mapping[str, Any], data_path: str | os.PathLike, out_path: str | os.PathLike
-) -> dict[str, Any]:
-    """The theory rule of the cnn2 / fcn3 experiments: one JSON per n."""
-    if exp["arch"] == "cnn2":
-        doc = theory_cnn2(exp, data_path)
-    elif exp["arch"] == "fcn":
-        doc = theory_fcn3(exp, data_path)
-    else:
-        raise ValueError(f"theory_sweep: experiment {name!r} (arch {exp['arch']!r}) has no "
-                         "width sweep; allowed archs: cnn2, fcn")
-    write_json(out_path, doc)
-    return doc
-
-
-def theory_cnn3(
-    exp: Mapping[str, Any], width: int, data_path: str | os.PathLike,
-    aggregate_path: str | os.PathLike, out_path: str | os.PathLike,
-) -> dict[str, Any]:
-    """Fig. 5 theory (`fleos.eos.cnn3.fig5_spectra`): Σ predicted by the last line of Eq. 5
-    at the empirical Σ and K^(2), with the empirical Q^(2) in the KL term (the paper's
-    estimate) and, for comparison, the analytic Q2(Σ_emp); Q^(2) predicted from the empirical
-    K^(2) (Eq. 5, line 2); the GP (C → ∞) kernels. Spectra (descending) go to the JSON;
-    ``*_valid`` is False where the predicted Σ is not positive definite."""
-    from fleos.data import load_dataset
-    from fleos.eos import cnn3
-
-    ds = load_dataset(data_path)
-    agg = load_aggregate(aggregate_path)
-    m = exp["model"]
-    spectra = cnn3.fig5_spectra(
-        ds.X, ds.y, agg["sigma_mean"], agg["K2_mean"], agg.get("Q2_mean"), float(width),
-        float(width), N=int(m["N"]), S1=int(m["S1"]), S0=int(m["S0"]),
-        sigma2=float(exp["sigma2"]), sigma_w2=float(m["sigma_w2"]),
-        sigma_v2=float(m["sigma_v2"]), sigma_a2=float(m["sigma_a2"]),
-        ridge=theory_options("cnn3", exp.get("theory"))["ridge"],
-        activation=m.get("activation", "erf"))
-    doc = {"experiment": "cnn3", "n": ds.n, "width": width,
-           "teacher_seed": exp["data"].get("teacher_seed"), **spectra}
-    write_json(out_path, doc)
-    return doc
-
-
-def _log_line(line: str) -> None:
-    """Progress of a theory run: stdout, which the workflow's scripts send to the rule's log."""
-    print(line, flush=True)
-
-
-def theory_fls(fls_cfg: Mapping[str, Any], out_path: str | os.PathLike) -> dict[str, Any]:
-    """Fig. 2c (fleos.fls.fls_curve): width (channels) at which χ = 1 (Eq. 6) vs n, for the
-    FCN in standard and mean-field scaling and the 2-layer CNN; mean over `data_seeds`; in
-    our normalization (``width``) and in Eq. 6's printed one (``width_eq6_printed``).
-    Per-architecture overrides (``fls.fcn_standard: {d: 64}``, ...) go to fleos.fls."""
-    from fleos.fls import fls_curve
-
-    ns = [int(n) for n in fls_cfg["n"]]
-    labels = {"fcn_standard": "FCN, standard scaling", "fcn_mf": "FCN, mean-field scaling",
-              "cnn2": "2-layer CNN (channels)"}
-    curves = {}
-    for arch in fls_cfg.get("archs", list(labels)):
-        c = fls_curve(arch, ns, data_seeds=tuple(fls_cfg.get("data_seeds", (1, 2, 3))),
-                      teacher_seed=int(fls_cfg.get("teacher_seed", 0)),
-                      **dict(fls_cfg.get(arch, {})))
-        curves[arch] = {"label": labels.get(arch, arch), "width": c["width_mean"],
-                        "width_std": c["width_std"], "config": c["config"],
-                        "width_eq6_printed": c["width_mean_eq6_printed"],
-                        "printed_factor": c["printed_factor"], "y_var": c["y_var"]}
-    doc = {"n": ns, "teacher_seed": int(fls_cfg.get("teacher_seed", 0)), "curves": curves}
-    write_json(out_path, doc)
-    return doc

@@ -14,9 +14,9 @@ independent entries, so ∂/∂Σ_ss' is the plain (unsymmetrized) matrix gradie
 Numerics. The unknown is the precision Λ = Σ⁻¹ (S × S, symmetric); Eq. 8 is the fixed point
 Λ = T(Λ) := (S/σ_w²) I − B(Λ⁻¹)/C with B(Σ) = Tr{A ∂Q_f/∂Σ}, A = εεᵀ − K_f⁻¹. The trace term is
 one vector-Jacobian product: B = ∇_Σ ⟨A, Q_f(Σ)⟩ with A held fixed (`jax.vjp` of
-`fleos.kernels.cnn2_output_kernel`), so no S² × n² Jacobian is ever formed. Λ must stay
+`fleos.core.kernels.cnn2_output_kernel`), so no S² × n² Jacobian is ever formed. Λ must stay
 positive definite: T is evaluated through a Cholesky factor of Λ, and a non-PD Λ yields NaN,
-which the solvers in `fleos.solvers` treat as "outside the domain" and step back from.
+which the solvers in `fleos.theory.solvers` treat as "outside the domain" and step back from.
 The residual reported is the relative one, ||T(Λ) − Λ||_F / ||(S/σ_w²) I||_F (a fixed scale,
 so that it is a function of Λ alone). Everything is float64: K_f has eigenvalues down to σ²
 while its top ones are O(n), and K_f⁻¹ enters the trace term.
@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
-from fleos import gp
-from fleos.kernels import ACTIVATION_KERNELS, cnn2_output_kernel, fast_arcsin, patches
-from fleos.solvers import SolveResult, anderson, anneal, newton_krylov
+from fleos.core import gp
+from fleos.core.kernels import ACTIVATIONS, cnn2_output_kernel, fast_arcsin, patches
+from fleos.theory.solvers import SolveResult, anderson, anneal, newton_krylov
 
 Array = jnp.ndarray
 
@@ -53,7 +53,7 @@ class CNN2Problem:
     P_test, y_test: optional test patches (n_test, N, S) and targets.
     sigma2: σ² (likelihood noise = Langevin temperature / 2); sigma_a2, sigma_w2: prior weight
     variances σ_a², σ_w² (a ~ N(0, σ_a²/(NC)), w ~ N(0, σ_w²/S I)); activation: "erf" or
-    "linear" (the kernels of `fleos.kernels`; "relu" would need the mean as a slow variable).
+    "linear" (the kernels of `fleos.core.kernels`; "relu" would need the mean as a slow variable).
     """
 
     P: Array
@@ -70,7 +70,7 @@ class CNN2Problem:
         if self.activation not in ("erf", "linear"):
             raise ValueError(
                 f"CNN2Problem: activation {self.activation!r} not supported; allowed: "
-                f"'erf', 'linear' (known kernels: {sorted(ACTIVATION_KERNELS)})"
+                f"'erf', 'linear' (known kernels: {sorted(ACTIVATIONS)})"
             )
         if self.P.ndim != 3:
             raise ValueError(f"CNN2Problem: P must be (n, N, S), got shape {self.P.shape}")
@@ -167,8 +167,8 @@ class CNN2Problem:
 def _patch_g(Pa: Array, Pb: Array, Sigma: Array, activation: str) -> Array:
     """G(P_a Σ P_bᵀ) for one patch position (n_a × n_b), erf via `fast_arcsin`.
 
-    Same function as `fleos.kernels.erf_g` / `linear_g` (tested against
-    `fleos.kernels.cnn2_output_kernel` to 1e-13), restructured so that a loop over patches
+    Same function as `fleos.core.kernels.erf_g` / `linear_g` (tested against
+    `fleos.core.kernels.cnn2_output_kernel` to 1e-13), restructured so that a loop over patches
     keeps only n_a × n_b arrays alive instead of N of them.
     """
     Za = Pa @ Sigma
@@ -189,7 +189,7 @@ def output_kernel(
     Pa: Array, Pb: Array, Sigma: Array, sigma_a2: float, activation: str = "erf"
 ) -> Array:
     """Q_f (Eq. 8) between patch sets Pa (n_a, N, S) and Pb (n_b, N, S): the same values as
-    `fleos.kernels.cnn2_output_kernel`, computed one patch position at a time."""
+    `fleos.core.kernels.cnn2_output_kernel`, computed one patch position at a time."""
     N = Pa.shape[1]
     PaT, PbT = jnp.swapaxes(Pa, 0, 1), jnp.swapaxes(Pb, 0, 1)
 
@@ -230,7 +230,7 @@ def trace_term(
 def trace_term_reference(
     P: Array, y: Array, Sigma: Array, sigma2: float, sigma_a2: float, activation: str = "erf"
 ) -> Array:
-    """B(Σ) by one `jax.vjp` of `fleos.kernels.cnn2_output_kernel` (all patches at once):
+    """B(Σ) by one `jax.vjp` of `fleos.core.kernels.cnn2_output_kernel` (all patches at once):
     the straightforward form of `trace_term`, kept as its test reference (slow, O(N n²)
     memory)."""
     Qf, pullback = jax.vjp(lambda s: cnn2_output_kernel(P, P, s, sigma_a2, activation), Sigma)
@@ -367,10 +367,10 @@ def sweep_cnn2(
     progress: Callable[[float, SolveResult], None] | None = None,
 ) -> list[SolveResult]:
     """Solve Eq. 8 at every C of Cs by annealing from the GP solution (C = ∞) downward
-    (`fleos.solvers.anneal`: warm starts, geometric step insertion on failure). With
+    (`fleos.theory.solvers.anneal`: warm starts, geometric step insertion on failure). With
     `extrapolate`, each start is the linear extrapolation in 1/C of the last two precisions
     Λ = Σ⁻¹ (Λ is linear in 1/C to first order, Eq. 8). Results (x = Σ) in the order of Cs.
-    `progress(C, result)` is called after every solve (`fleos.solvers.progress_printer`)."""
+    `progress(C, result)` is called after every solve (`fleos.theory.solvers.progress_printer`)."""
     Cs = [float(c) for c in Cs]
 
     def solve_at(C: float, Lam0: Array) -> SolveResult:

@@ -47,9 +47,10 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
-from fleos import gp as gpmod
-from fleos.kernels import activation_kernel, post_kernel, post_kernel_cross
-from fleos.solvers import SolveResult, anderson, anneal, newton_krylov
+from fleos.core import gp as gpmod
+from fleos.core.kernels import activation_kernel, post_kernel, post_kernel_cross
+from fleos.core.linalg import spd_inverse, sym
+from fleos.theory.solvers import SolveResult, anderson, anneal, newton_krylov
 
 Array = jnp.ndarray
 
@@ -152,30 +153,6 @@ class FCNProblem:
 # ---------------------------------------------------------------------------------------------
 # Building blocks (pure functions of arrays)
 # ---------------------------------------------------------------------------------------------
-
-
-@jax.custom_jvp
-def spd_inverse(M: Array) -> Array:
-    """Inverse of a symmetric positive-definite matrix through its Cholesky factor.
-
-    NaN if M is not positive definite (the caller's solvers treat that as leaving the domain).
-    The custom JVP, d(M⁻¹) = −M⁻¹ dM M⁻¹, costs two matrix products per tangent instead of
-    re-running triangular solves, which dominate the cost on CPU.
-    """
-    L = jnp.linalg.cholesky(M)
-    Linv = jsl.solve_triangular(L, jnp.eye(M.shape[-1], dtype=M.dtype), lower=True)
-    return Linv.T @ Linv
-
-
-@spd_inverse.defjvp
-def _spd_inverse_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    (M,), (dM,) = primals, tangents
-    Mi = spd_inverse(M)
-    return Mi, -Mi @ dM @ Mi
-
-
-def _sym(M: Array) -> Array:
-    return 0.5 * (M + M.T)
 
 
 def kl_gauss(K: Array, Q: Array) -> Array:
@@ -287,14 +264,14 @@ def _precisions_core(
         # Layer l = m + 2: pre-kernel K^(l) = Ks[m], post-kernel Q^(l) = Qs[m], width N_l.
         Q_inv = spd_inverse(Qs[m])
         N_l = Ns[m + 1]
-        P_K[m] = _sym(Q_inv + (2.0 / N_l) * g)
+        P_K[m] = sym(Q_inv + (2.0 / N_l) * g)
         # Gradient of N_l D_KL(K^(l) ‖ Q^(l)(K^(l-1))) w.r.t. K^(l-1), K^(l) held fixed.
         K_prev = Ks[m - 1] if m > 0 else X @ Sigma @ X.T
         g = N_l * trace_term(kl_grad_wrt_q(Ks[m], Q_inv), K_prev, p["sigma_w2"], activation)
     # g is now ∂(downstream)/∂K^(1); chain rule through K^(1) = X Σ Xᵀ.
     g_Sigma = X.T @ g @ X
     P_S = (d / p["sigma_w2"]) * jnp.eye(d, dtype=jnp.float64) + (2.0 / Ns[0]) * g_Sigma
-    return {"Sigma": _sym(P_S), "K": P_K}
+    return {"Sigma": sym(P_S), "K": P_K}
 
 
 def _fixed_point_core(
@@ -362,7 +339,7 @@ def _scales(x_ref: dict[str, Any]) -> dict[str, Any]:
 
 def _invert_blocks(x: dict[str, Any]) -> dict[str, Any]:
     """(Σ, K^(l)) ↦ (Σ⁻¹, K^(l)⁻¹), and back: the map is its own inverse."""
-    return _blockwise(lambda M: _sym(spd_inverse(M)), x)
+    return _blockwise(lambda M: sym(spd_inverse(M)), x)
 
 
 def _precision_residual_core(
@@ -401,7 +378,7 @@ def _retract_spd(u: dict[str, Any], du: dict[str, Any], t: Array, *_: Any) -> di
     """
     def curve(a: Array, b: Array) -> Array:
         tb = t * b
-        return _sym(a + tb + 0.5 * tb @ spd_inverse(a) @ tb)
+        return sym(a + tb + 0.5 * tb @ spd_inverse(a) @ tb)
 
     return _blockwise(curve, u, du)
 
@@ -422,7 +399,7 @@ def _scaled_map_core(
     return _rescale(_fixed_point_core(_unscale(u, sc), data, p, activation), sc)
 
 
-# One object per activation: fleos.solvers compiles once per function object and passes data,
+# One object per activation: fleos.theory.solvers compiles once per function object and passes data,
 # width-dependent scalars and scales as traced `args`, so a whole sweep (any widths) reuses one
 # compiled program.
 _ACTIVATIONS = ("erf", "linear")
@@ -430,8 +407,8 @@ _RESIDUALS = {a: partial(_precision_residual_core, activation=a) for a in _ACTIV
 _MERITS = {a: partial(_free_energy_of_precisions, activation=a) for a in _ACTIVATIONS}
 _MAPS = {a: partial(_scaled_map_core, activation=a) for a in _ACTIVATIONS}
 
-# Newton-Krylov settings (fleos.solvers.newton_krylov): early-terminating GMRES (one exact JVP
-# per Krylov vector, stopping at the Eisenstat-Walker forcing term, capped at 0.5: far from
+# Newton-Krylov settings (fleos.theory.solvers.newton_krylov): early-terminating GMRES (one exact
+# JVP per Krylov vector, stopping at the Eisenstat-Walker forcing term, capped at 0.5: far from
 # the root an accurate direction is wasted), the free energy as line-search merit, and the
 # positive-definite step curve. The residual norm may rise while F falls, hence the longer
 # stall window.
@@ -459,7 +436,7 @@ def solve_fcn(
     the paper-size problems converge from there without annealing (docs/derivations/fcn.md
     §5); at extreme widths it can stall: `sweep_fcn` anneals. `tol` bounds the precision-form
     residual; `residual_blocks` gives Eq. 5 as printed (T(x) − x), up to ~40× larger.
-    method 'anderson': fleos.solvers.anderson on x ← T(x) (Eq. 5 inverted, scaled by the GP
+    method 'anderson': fleos.theory.solvers.anderson on x ← T(x) (Eq. 5 inverted, scaled by the GP
     norms); converges at large widths, stalls at small mean-field widths.
     The returned SolveResult's `x` is (Σ, K) and its `residual` the solver's residual
     evaluated at that point; `residual_blocks` gives the paper form T(x) − x.
@@ -502,10 +479,10 @@ def sweep_fcn(
 ) -> list[SolveResult]:
     """Solve Eq. 5 at each width, from large to small (the paper's annealing, Methods).
 
-    Uses fleos.solvers.anneal: each width is warm-started at the previous solution, and
+    Uses fleos.theory.solvers.anneal: each width is warm-started at the previous solution, and
     intermediate widths are inserted where a solve stalls (rare with the default Newton
     solver, which also converges from the GP point). `progress(width, result)` is called after
-    every solve (`fleos.solvers.progress_printer`).
+    every solve (`fleos.theory.solvers.progress_printer`).
     """
     def solve_at(w: float, x_start: Any) -> SolveResult:
         return solve_fcn(problem, w, x_start, tol=tol, max_iter=max_iter, method=method)
@@ -565,7 +542,7 @@ def _basic_observables(problem: FCNProblem, x: dict[str, Any], width: Any) -> di
         "train_mse": float(gpmod.normalized_mse(problem.y, f_tr, problem.sigma2)),
         "alpha_train": float(gpmod.alpha(problem.y, f_tr, problem.sigma2)),
         "alpha_test": None,
-        "sigma_eigs": [float(v) for v in jnp.linalg.eigvalsh(_sym(x["Sigma"]))[::-1]],
+        "sigma_eigs": [float(v) for v in jnp.linalg.eigvalsh(sym(x["Sigma"]))[::-1]],
     }
     if Qf_st is not None:
         f_te = gpmod.gp_predict(fit, Qf_st)
@@ -637,6 +614,5 @@ __all__ = [
     "residual_blocks",
     "solve_fcn",
     "sweep_fcn",
-    "spd_inverse",
     "trace_term",
 ]

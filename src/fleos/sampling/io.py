@@ -10,7 +10,7 @@
   step, schedule states, accumulators, loss history, ...) as nested dicts of arrays plus JSON
   metadata, written atomically, with a SHA-256 of all arrays (`arrays_checksum`). A corrupt
   checkpoint, or one whose arrays no longer match their checksum (edited by hand), raises
-  `CorruptFileError` naming the file; `fleos.experiment.run_job` then warns, moves it aside
+  `CorruptFileError` naming the file; `fleos.sampling.experiment.run_job` then warns, moves it aside
   (``.corrupt``) and restarts from scratch, which gives the same result because runs are
   deterministic. A checkpoint that cannot be written for lack of space (or quota) raises
   `CheckpointWriteError` with that one-line reason; the previous checkpoint stays intact.

@@ -1,20 +1,26 @@
-"""fleos.plotting: figures and agreement tables from synthetic workflow files.
+"""fleos.figures: figures and agreement tables from synthetic workflow files.
 
 The end-to-end smoke run (tests/test_workflow.py) draws every figure from real files; here
-the figure functions get hand-made inputs with known numbers so the tables can be checked
+the figure modules get hand-made inputs with known numbers so the tables can be checked
 exactly, including the marking of a non-converged EoS point.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from fleos.aggregate import FIT_FIELDS, write_json
-from fleos.plotting import FIG3_COLUMNS, render_figure
+from fleos.analysis.aggregate import FIT_FIELDS
+from fleos.figures import fig3
+from fleos.figures.render import render_figure
+from fleos.theory.runs import write_json
 
 
 def _fit(var: float) -> np.ndarray:
@@ -67,7 +73,7 @@ def test_fig3_table_and_files(tmp_path, fig3_inputs):
     assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0])[: len(FIG3_COLUMNS)] == FIG3_COLUMNS
+    assert list(rows[0])[: len(fig3.FIRST_COLUMNS)] == list(fig3.FIRST_COLUMNS)
     by_c = {int(r["C"]): r for r in rows}
     assert sorted(by_c) == [16, 64]  # sampled widths only
     assert float(by_c[64]["alpha_test_exp"]) == pytest.approx(0.8)
@@ -118,3 +124,29 @@ def test_fig2c_table(tmp_path):
 def test_unknown_figure(tmp_path):
     with pytest.raises(ValueError, match="unknown figure"):
         render_figure("fig9", {}, {}, tmp_path / "a.png", tmp_path / "a.pdf", tmp_path / "a.csv")
+
+
+def test_tables_build_without_matplotlib(fig3_inputs):
+    # table() is pure: with matplotlib made unimportable it still gives the rows.
+    inputs, config = fig3_inputs
+    code = (
+        "import json, sys\n"
+        "sys.modules['matplotlib'] = None  # any import of matplotlib now fails\n"
+        "from fleos.figures import fig3\n"
+        f"rows = fig3.table({json.dumps(dict(inputs))}, {json.dumps(config)})\n"
+        "print(json.dumps([r['C'] for r in rows]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [16, 64]
+
+
+def test_every_registered_figure_has_a_module():
+    from fleos import pipeline
+    from fleos.figures.render import FIGURES
+
+    assert list(FIGURES) == list(pipeline.FIGURES)
+    for name, module in FIGURES.items():
+        assert module.__name__ == f"fleos.figures.{name}"
+        assert all(callable(getattr(module, f)) for f in ("table", "draw", "summary"))

@@ -363,7 +363,7 @@ def analytic_observables(
     problem: Any, C: float, teacher: Mapping[str, np.ndarray], *,
     unit_teacher_norms: bool = False, **options: Any,
 ) -> dict[str, Any]:
-    """Eq. 9 at C for a `fleos.eos.cnn2.CNN2Problem`, and GP inference with Q_f(Σ_Eq.9).
+    """Eq. 9 at C for a `fleos.theory.eos.cnn2.CNN2Problem`, and GP inference with Q_f(Σ_Eq.9).
 
     As in the paper's Fig. 3 (dashed lines): Σ is obtained analytically (l* along w*), then
     the test α comes from numerical GP inference with that Σ. `teacher` holds `teacher_w`
@@ -373,7 +373,7 @@ def analytic_observables(
     teacher's norms). A root that Eq. 9 does not have is reported with converged = False and
     NaN predictions.
     """
-    from fleos.eos.cnn2 import cnn2_observables
+    from fleos.theory.eos.cnn2 import cnn2_observables
 
     if "teacher_w" not in teacher:
         raise ValueError("the analytic solution needs the teacher input weight: key "

@@ -366,7 +366,7 @@ class FixedSchedule:
     lr(epoch) = lr0 · Π_{milestones m with m.epoch <= epoch} m.factor; sampling for epochs in
     [sample_start, sample_end); run until total_steps (default: sample_end). `milestones` is a
     list of [epoch, factor] pairs (defaults: the paper's ÷2 at 100, 1e5, 1e6, 3e6 and ÷4 at 4e6,
-    5e6; lr0 is half the largest stable lr, see `fleos.sampler.stiffest_curvature`).
+    5e6; lr0 is half the largest stable lr, see `fleos.sampling.sampler.stiffest_curvature`).
     """
 
     lr0: float

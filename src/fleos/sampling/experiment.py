@@ -1,10 +1,10 @@
 """One sampling job: a chunk of seeds of one (experiment, n, width), run to an HDF5 file.
 
-`run_job` draws each seed's initial parameters from the prior, runs the vmapped Langevin
-chains (Eq. 15 / Methods; `fleos.sampler`) under the per-chain lr schedule
-(`fleos.schedules`), records online sums and snapshots (`fleos.recording`), checkpoints,
-resumes, handles divergence, and writes the result atomically (`fleos.io`, layout in
-docs/hdf5-layout.md).
+`run_job` draws each seed's initial parameters from the prior, runs the Langevin chains
+(Eq. 15 / Methods; `fleos.sampling.sampler`; vmapped in groups, docs/langevin.md §8) under the
+per-chain lr schedule (`fleos.sampling.schedules`), records online sums and snapshots
+(`fleos.sampling.recording`), checkpoints, resumes, handles divergence, and writes the result
+atomically (`fleos.sampling.io`, layout in docs/hdf5-layout.md).
 
 Keys: seed s of job (n, width) uses ``k = fold_in(fold_in(PRNGKey(s), n), width)``;
 ``fold_in(k, 0)`` draws the initial parameters and ``fold_in(k, 1)`` is the chain key whose
@@ -27,7 +27,7 @@ Checkpoints: ``checkpoint_path`` (if given) is written atomically every ``checkp
 epochs with the whole state (params, chain keys, accumulators, schedule states, loss history,
 snapshots, back-off state). A run finding a checkpoint resumes from it if its identity
 matches: the config hash (`fleos.config.config_hash`) and the SHA-256 of the data arrays
-(`fleos.io.arrays_checksum`). It refuses with a clear error otherwise, and discards a
+(`fleos.sampling.io.arrays_checksum`). It refuses with a clear error otherwise, and discards a
 corrupt checkpoint (unreadable, or arrays that do not match their stored checksum) with a
 warning naming it (restarting from scratch gives the identical result). The checkpoint is
 deleted after the output is written.
@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fleos.config import ExperimentConfig, JobSpec, config_hash
-from fleos.io import (
+from fleos.sampling.io import (
     CorruptFileError,
     arrays_checksum,
     load_checkpoint,
@@ -59,8 +59,8 @@ from fleos.io import (
     save_checkpoint,
     write_samples,
 )
-from fleos.recording import Recorder, finalize
-from fleos.sampler import (
+from fleos.sampling.recording import Recorder, finalize
+from fleos.sampling.sampler import (
     ChainState,
     Integrator,
     auto_chain_batch,
@@ -121,7 +121,7 @@ class _State:
 
     step: int
     params: Any  # pytree, leading chain axis
-    extra: Any  # the integrator's state (fleos.sampler.ChainState.extra), leading chain axis
+    extra: Any  # the integrator's state (sampler.ChainState.extra), leading chain axis
     acc: dict
     sched: list[dict]
     losses: list[np.ndarray]  # chunks of (chains, k) sse
@@ -165,7 +165,7 @@ def _run_chunk(potential, rec_data, params, extra, step, keys, lrs, acc, precond
 def _chain_layout(sc: Any, model: Any, params0: Any, X: jax.Array, n_chains: int,
                   backend: str) -> tuple[int, int]:
     """(chain_batch, data_blocks) of a job: the config's integers, or the `auto` choices of
-    `fleos.sampler` from the number of pre-activation floats one training row makes."""
+    `fleos.sampling.sampler` from the number of pre-activation floats one training row makes."""
     one = jax.tree.map(lambda a: a[0], params0)
     shapes = jax.eval_shape(lambda p, x: model.forward(p, x)[1], one, X[:1])
     per_row = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
@@ -218,15 +218,15 @@ def run_job(
     """Run the chains of `job` and write `out_path` (HDF5, docs/hdf5-layout.md).
 
     exp: the validated experiment; job: (experiment name, n, width, seeds); data_path: the
-    npz of `fleos.data.save_dataset` (its n must equal job.n); checkpoint_path: where to
+    npz of `fleos.nets.datasets.save_dataset` (its n must equal job.n); checkpoint_path: where to
     checkpoint / resume (None: in-memory rollback points only). Progress lines (no carriage
     returns, for SLURM logs) go to `log` (default: stderr) every `progress_every` seconds.
     Returns out_path. Raises NoGPUError (before any work: `check_device`),
     ChainDivergedError, CheckpointMismatchError, ValueError.
     """
-    from fleos.data import load_dataset
-    from fleos.models import build_model
-    from fleos.schedules import schedule_from_config
+    from fleos.nets.datasets import load_dataset
+    from fleos.nets.models import build_model
+    from fleos.sampling.schedules import schedule_from_config
 
     if job.experiment != exp.name:
         raise ValueError(f"job is for experiment {job.experiment!r} but the config is "
@@ -527,7 +527,7 @@ def _match_tree(ref: Any, loaded: Any) -> Any:
 def _diag_series(x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """IAT and ESS per chain and component, split-R-hat per component, of snapshot series
     x (chains, T, ...) restricted to each chain's sampling snapshots ``mask`` (chains, T)."""
-    from fleos.diagnostics import integrated_autocorr_time, split_rhat
+    from fleos.core.diagnostics import integrated_autocorr_time, split_rhat
 
     c, t = x.shape[:2]
     flat = x.reshape(c, t, -1)[:, :, :MAX_DIAG_COMPONENTS].astype(np.float64)
@@ -585,7 +585,7 @@ def _output_datasets(st: _State, job: JobSpec, sc: Any, rec_data: dict, recorder
         out["snapshots"]["teacher_direction"] = np.asarray(rec_data["teacher_dir"], np.float64)
     diag: dict[str, Any] = {name: _diag_series(v, mask) for name, v in snaps.items()}
     # loss during sampling: IAT per chain in epochs (the loss is recorded every epoch)
-    from fleos.diagnostics import integrated_autocorr_time
+    from fleos.core.diagnostics import integrated_autocorr_time
 
     loss_iat = np.full(n_chains, np.nan)
     for c in range(n_chains):

@@ -33,16 +33,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fleos.kernels import patches
+from fleos.core.kernels import ACTIVATIONS, patches
 
 Array = jax.Array
 Params = dict[str, Array]
 
-ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "erf": jax.lax.erf,
-    "relu": jax.nn.relu,
-    "linear": lambda h: h,
-}
 SCALINGS = ("standard", "mean_field")
 ARCHS = ("fcn", "cnn2", "cnn3", "myrtle5")
 
@@ -172,7 +167,8 @@ class FCN(_PriorModule):
 class CNN2(_PriorModule):
     """2-layer CNN of Eq. 7: f(x) = Σ_{i=1..N} Σ_{c=1..C} a_ic φ(w_c · x_i).
 
-    x ∈ R^{N·S} is cut into N non-overlapping patches x_i = x[iS:(i+1)S] (`fleos.kernels.patches`).
+    x ∈ R^{N·S} is cut into N non-overlapping patches x_i = x[iS:(i+1)S]
+    (`fleos.core.kernels.patches`).
     Params: ``w`` (C, S) with w_c ~ N(0, σ_w²/S · I); ``a`` (N, C) with a_ic ~ N(0, σ_a²/(N C)).
     Pre-activations: ``h1`` (batch, N, C) = w_c · x_i.
     """
@@ -298,7 +294,7 @@ class Myrtle5(_PriorModule):
 
     # vmapping chains through `lax.conv` makes grouped convolutions, which XLA:CPU runs ~10x
     # slower per chain (16 ms vs 147 ms per gradient, 1 vs 4 chains at n = 128, C = 16):
-    # `fleos.sampler.auto_chain_batch` runs such chains one at a time on CPU.
+    # `fleos.sampling.sampler.auto_chain_batch` runs such chains one at a time on CPU.
     vmap_makes_grouped_conv = True
 
     width: int
@@ -358,7 +354,7 @@ class Myrtle5(_PriorModule):
 # ---------------------------------------------------------------------------------------------
 
 # Per architecture: required keys and optional keys with their defaults. Data-side keys of
-# myrtle5 (dataset, cifar_path, classes) are accepted and read by `fleos.data.make_dataset`.
+# myrtle5 (dataset, cifar_path, classes) are accepted and read by `fleos.nets.data.make_dataset`.
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "fcn": ("d", "sigma_w2", "sigma_a2"),
     "cnn2": ("S", "N", "sigma_w2", "sigma_a2"),
@@ -430,7 +426,7 @@ def validate_model_cfg(arch: str, model_cfg: Mapping[str, Any]) -> dict[str, Any
             f"got {cfg['scaling']!r}"
         )
     if arch == "myrtle5":
-        from fleos.data import IMAGE_DATASETS  # local import: fleos.data imports this module
+        from fleos.nets.datasets import IMAGE_DATASETS
 
         if cfg["dataset"] not in IMAGE_DATASETS:
             raise ValueError(
@@ -458,7 +454,7 @@ def build_model(
       cnn2:    S, N, sigma_w2, sigma_a2 / activation='erf'
       cnn3:    N, S0, S1, sigma_w2, sigma_v2, sigma_a2 / activation='erf'
       myrtle5: sigma_w2, sigma_a2 / activation='relu', in_channels (from `dataset`),
-               dataset='cifar10', cifar_path, classes (the last three are read by fleos.data)
+               dataset='cifar10', cifar_path, classes (the last three are read by fleos.nets.data)
     Raises ValueError naming the offending key and the allowed values.
     """
     cfg = validate_model_cfg(arch, model_cfg)

@@ -40,13 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Array = jax.Array
+from fleos.core.kernels import ACTIVATIONS
 
-_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "erf": jax.scipy.special.erf,
-    "relu": jax.nn.relu,
-    "linear": lambda x: x,
-}
+Array = jax.Array
 
 
 def accumulator_dtype() -> jnp.dtype:
@@ -154,16 +150,16 @@ class Recorder:
 
     def _q2(self, params: Any, X: Array) -> Array:
         """Q̂2 of the 3-layer CNN (Eq. 14) from the model's h1 pre-activations, indexed
-        [μ, j, i, c] (fleos.models.CNN3): Q̂2 = σ_v²/(C1 S1) Φ Φᵀ with Φ_{(μj),(ic)} = φ(h1)."""
+        [μ, j, i, c] (fleos.nets.models.CNN3): Q̂2 = σ_v²/(C1 S1) Φ Φᵀ with Φ_{(μj),(ic)} = φ(h1)."""
         cfg = self.model_cfg
-        act = _ACTIVATIONS[cfg.get("activation", "erf")]
+        act = ACTIVATIONS[cfg.get("activation", "erf")]
         h1 = self.preactivations(params, X)["h1"]  # (n, N, S1, C1)
         n, N, S1, C1 = h1.shape
         Phi = act(h1).reshape(n * N, S1 * C1)
         return (float(cfg["sigma_v2"]) / (C1 * S1)) * (Phi @ Phi.T)
 
     def accumulator(self, data: Mapping[str, Any]) -> Callable[[dict, Any, Any], dict]:
-        """`accumulate(acc, state, info)` for `fleos.sampler.run_steps` (one chain).
+        """`accumulate(acc, state, info)` for `fleos.sampling.sampler.run_steps` (one chain).
 
         Adds the sample at `state` (the post-step parameters) when ``acc["sampling"]`` and
         ``state.step % record_every == 0``. The step test is a `lax.cond`, so nothing is

@@ -21,7 +21,7 @@ the analytic ∂Q2/∂Σ at Σ_emp (`post_kernel="empirical"`). With the analyti
 KL term instead (`post_kernel="analytic"`), K̂2 − Q2 in Q2's small-eigenvalue directions
 (Q2 is ill-conditioned) dominates and Σ_pred⁻¹ can turn indefinite (docs/figures.md, Fig. 5).
     Q2_pred  = [K2⁻¹ + (1/C2) Tr{A ∂Q_f/∂K2}]⁻¹,  A = εεᵀ − K_f⁻¹, f̄ from Q_f(K2)  (line 2)
-with ∂D_KL(K‖Q)/∂Q = −½ Q⁻¹(K − Q)Q⁻¹ (see fleos.eos.fcn). float64 throughout (inverses of
+with ∂D_KL(K‖Q)/∂Q = −½ Q⁻¹(K − Q)Q⁻¹ (see fleos.theory.eos.fcn). float64 throughout (inverses of
 2000 × 2000 kernels); `ridge`·I regularizes empirical kernels of limited rank.
 """
 
@@ -35,9 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import fleos  # noqa: F401  (float64)
-from fleos import gp as gpmod
-from fleos.eos.fcn import kl_grad_wrt_q, spd_inverse
-from fleos.kernels import activation_kernel, patches, post_kernel
+from fleos.core import gp as gpmod
+from fleos.core.kernels import activation_kernel, patches, post_kernel
+from fleos.core.linalg import spd_inverse
+from fleos.theory.eos.fcn import kl_grad_wrt_q
 
 Array = jnp.ndarray
 

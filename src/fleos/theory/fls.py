@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import fleos  # noqa: F401  (float64)
-from fleos import gp as gpmod
-from fleos.kernels import cnn2_output_kernel, fcn_gp_kernels, patches
+from fleos.core import gp as gpmod
+from fleos.core.kernels import cnn2_output_kernel, fcn_gp_kernels, patches
 
 Array = jnp.ndarray
 
@@ -88,7 +88,7 @@ def cnn2_chi_matrix(
     """(M, Q_f) for the 2-layer CNN: M = ∂(εᵀ Q_f(Σ) ε)/∂Σ with ε from GP inference at Σ.
 
     Σ defaults to the GP value σ_w²/S I. The per-patch kernels of Eq. 8 are summed patch by
-    patch (fleos.kernels.cnn2_output_kernel on one patch, scaled by 1/N).
+    patch (fleos.core.kernels.cnn2_output_kernel on one patch, scaled by 1/N).
     """
     P = patches(jnp.asarray(X), N, S)
     if Sigma is None:
@@ -135,7 +135,7 @@ def printed_factor(cfg: dict[str, Any]) -> float:
 
 def _teacher_data(arch: str, cfg: dict[str, Any], n: int, data_seed: int,
                   teacher_seed: int) -> Any:
-    from fleos.data import make_dataset
+    from fleos.nets.data import make_dataset
 
     if arch.startswith("fcn"):
         # The teacher has the standard readout (width 1); MF only changes the student's σ_L².
@@ -152,7 +152,7 @@ def width_at_chi_one(
 ) -> float:
     """Width N_{L-1} (FCN) or channels C (CNN) at which χ = 1, for n teacher samples.
 
-    Data: fleos.data.make_dataset with the arch's teacher (iid Gaussian inputs). χ is
+    Data: fleos.nets.data.make_dataset with the arch's teacher (iid Gaussian inputs). χ is
     evaluated at the GP solution, in `convention` "fleos" (ε/σ², σ_L² kept) or "eq6_printed"
     (ε/σ, σ_L² absorbed); see the module docstring.
     """

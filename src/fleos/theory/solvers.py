@@ -42,7 +42,7 @@ Solvers are plain Python loops around jitted evaluations; they are not themselve
 
 Norms: ``tol`` bounds the Euclidean norm of the (flattened) residual as the caller defines it,
 so a caller wanting a relative criterion passes a residual already divided by its scale
-(e.g. `fleos.eos.cnn2` divides the Eq. 8 residual by ||(S/σ_w²) I||_F).
+(e.g. `fleos.theory.eos.cnn2` divides the Eq. 8 residual by ||(S/σ_w²) I||_F).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from fleos.diagnostics import effective_sample_size, split_rhat
+from fleos.core.diagnostics import effective_sample_size, split_rhat
 
 Array = jax.Array
 Params = Any
@@ -667,7 +667,7 @@ class DiscretizationCheck:
 
     Each field is a dict name -> array with the observable's shape. `se` is the standard error
     of `diff`, from the pooled variance and the multi-chain effective sample size of each run
-    (`fleos.diagnostics.effective_sample_size`); `z = diff / se`; `rhat` is the split-R̂ of
+    (`fleos.core.diagnostics.effective_sample_size`); `z = diff / se`; `rhat` is the split-R̂ of
     each run (max of the two), which should be close to 1 for `se` to be trusted.
     """
 

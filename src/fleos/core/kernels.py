@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -87,20 +88,38 @@ def linear_g(k_ab: Array, k_aa: Array, k_bb: Array) -> Array:
     return k_ab
 
 
-ACTIVATION_KERNELS: dict[str, Callable[[Array, Array, Array], Array]] = {
-    "erf": erf_g,
-    "relu": relu_g,
-    "linear": linear_g,
+@dataclass(frozen=True)
+class Activation:
+    """An activation φ and its kernel G(k_ab, k_aa, k_bb) = E[φ(u) φ(v)], defined together so
+    that a network (fleos.nets.models) and its equations of state use the same φ. Calling it
+    applies φ."""
+
+    name: str
+    fn: Callable[[Array], Array]
+    kernel: Callable[[Array, Array, Array], Array]
+
+    def __call__(self, h: Array) -> Array:
+        return self.fn(h)
+
+
+def _identity(h: Array) -> Array:
+    return h
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "erf": Activation("erf", jax.lax.erf, erf_g),
+    "relu": Activation("relu", jax.nn.relu, relu_g),
+    "linear": Activation("linear", _identity, linear_g),
 }
 
 
 def activation_kernel(activation: str) -> Callable[[Array, Array, Array], Array]:
     """The G-function of an activation by name ('erf', 'relu' or 'linear')."""
     try:
-        return ACTIVATION_KERNELS[activation]
+        return ACTIVATIONS[activation].kernel
     except KeyError:
         raise ValueError(
-            f"unknown activation {activation!r}; allowed: {sorted(ACTIVATION_KERNELS)}"
+            f"unknown activation {activation!r}; allowed: {sorted(ACTIVATIONS)}"
         ) from None
 
 

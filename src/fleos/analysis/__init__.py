@@ -1,0 +1,1 @@
+"""Aggregation of sampled chains across seeds into observables with error bars."""

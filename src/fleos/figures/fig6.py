@@ -1,0 +1,83 @@
+"""Fig. 6: Myrtle-5 (ReLU). Pre-activations (position-averaged, per channel) of layers 2 and 4
+on the probe images, projected on the 1st and 10th eigenvectors of the trained network's
+empirical kernel of that layer: trained (blue) vs untrained prior draws (grey), with Gaussian
+fits (dashed).
+
+Table: one row per (layer, eigenvector, trained / untrained): the Gaussian fit and the
+equilibration evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fleos.analysis.aggregate import equilibration_summary
+from fleos.figures.common import PRIOR_EQ, Inputs, Row, agg_index, fit_row, fmt
+
+FIRST_COLUMNS = ("layer",)  # the header of an empty table (no eigenvector available)
+LAYERS, EIGENVECTORS = ("layer2", "layer4"), (1, 10)
+STATES = (("prior_", "untrained"), ("", "trained"))  # drawing order: the prior below
+
+
+def _eq(a: Mapping[str, Any], pre: str, k: str) -> dict[str, Any]:
+    return equilibration_summary(a, (f"{k}_sq",)) if not pre else PRIOR_EQ
+
+
+def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
+    aggs = agg_index(inputs["aggregate"])
+    key = max(aggs)
+    a = aggs[key]
+    rows = []
+    for layer in LAYERS:
+        for ev in EIGENVECTORS:
+            k = f"{layer}_proj{ev}"
+            if f"{k}_values" not in a:
+                continue
+            for pre, lab in STATES:
+                if f"{pre}{k}_values" in a:
+                    f = fit_row(f"{pre}{k}", a)
+                    rows.append({"layer": layer, "eigenvector": ev, "state": lab,
+                                 "mean": f["mean"], "mean_se": f["mean_se"], "var": f["var"],
+                                 "var_se": f["var_se"], "ks": f["ks"],
+                                 "excess_kurtosis": f["excess_kurtosis"],
+                                 "n": key[0], "C": key[1], **_eq(a, pre, k)})
+    return rows
+
+
+def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
+
+    from fleos.figures.style import BLUE, GREY, hist_with_fit, plt
+
+    exp = config["experiments"]["myrtle5"]
+    aggs = agg_index(inputs["aggregate"])
+    key = max(aggs)
+    a = aggs[key]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 7))
+    colors = {"untrained": GREY, "trained": BLUE}
+    for i, layer in enumerate(LAYERS):
+        for j, ev in enumerate(EIGENVECTORS):
+            ax = axes[i, j]
+            k = f"{layer}_proj{ev}"
+            if f"{k}_values" not in a:
+                ax.text(0.5, 0.5, f"eigenvector {ev} unavailable\n(probe too small)",
+                        ha="center", transform=ax.transAxes)
+                continue
+            for pre, lab in STATES:
+                if f"{pre}{k}_values" in a:
+                    hist_with_fit(ax, a[f"{pre}{k}_values"], fit_row(f"{pre}{k}", a),
+                                  colors[lab], lab, bins=40, eq=_eq(a, pre, k))
+            ax.set_title(f"{'abcd'[2 * i + j]}) {layer}, eigenvector {ev}", fontsize=9)
+            ax.set_xlabel(f"pre-activation projected on eigenvector {ev}")
+            ax.set_ylabel("density")
+            ax.legend(fontsize=7)
+    label = exp.get("label", "CIFAR-10")
+    fig.suptitle(f"Fig. 6 - Myrtle-5 (ReLU), C = {key[1]}, n = {key[0]}; data: {label}",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def summary(rows: list[Row]) -> list[str]:
+    return [f"{r['layer']}, eigenvector {r['eigenvector']}, {r['state']}: mean "
+            f"{fmt(r['mean'])}, variance {fmt(r['var'])}, KS {fmt(r['ks'])}." for r in rows]
