@@ -113,7 +113,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     exp = config["experiments"]["cnn2"]
     aggs = agg_index(inputs["aggregate"])
     theory = theory_index(inputs["theory"])
-    fig, (ax, axh) = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1.3, 1]})
+    fig, (ax, axh) = plt.subplots(1, 2, figsize=(11, 5.2), gridspec_kw={"width_ratios": [1.3, 1]})
     # Lower right, low: below the rising test-α curve and its points (upper right would hide
     # the largest C).
     axin = ax.inset_axes([0.6, 0.05, 0.37, 0.25])
@@ -177,7 +177,9 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     ax.set_ylabel(r"test $\alpha / \alpha_{\mathrm{GP}}$")
     axin.set_title("train", fontsize=8)
     axin.tick_params(labelsize=7)
-    ax.legend(loc="upper left", fontsize=8)
+    # Below the axes: inside, six entries hid the points near the top of the curves.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7.5,
+              frameon=False)
     # Right panel: weight overlaps.
     fcfg = dict(config.get("figures", {}).get("fig3", {}))
     n_max = max(n for n, _ in aggs)
@@ -193,7 +195,8 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     axh.set_title(f"n = {n_max}, C = {hw} (dashed: Gaussian fits)", fontsize=9)
     axh.set_xlabel("overlap")
     axh.set_ylabel("density")
-    axh.legend(fontsize=8)
+    axh.set_ylim(top=1.3 * axh.get_ylim()[1])  # room for the legend above the histograms
+    axh.legend(fontsize=8, loc="upper right")
     m = exp["model"]
     fig.suptitle(f"Fig. 3 - 2-layer CNN, S={m['S']}, N={m['N']}, σ²={exp['sigma2']}, "
                  f"teacher seed {exp['data'].get('teacher_seed')}", fontsize=10)
