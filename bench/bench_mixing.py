@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import time
@@ -48,7 +49,15 @@ from fleos.nets.data import make_dataset
 from fleos.nets.models import build_model
 from fleos.sampling.experiment import chain_keys
 from fleos.sampling.recording import Recorder
-from fleos.sampling.sampler import ChainState, Integrator, init_extra, make_potential, run_ensemble
+from fleos.sampling.sampler import (
+    ChainState,
+    Integrator,
+    auto_chain_batch,
+    auto_data_blocks,
+    init_extra,
+    make_potential,
+    run_ensemble,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"laptop": ROOT / "config" / "config.yaml", "paper": ROOT / "config" / "paper_cpu.yaml"}
@@ -79,7 +88,15 @@ def build(arch: str, size: str, width: int | None, n_chains: int, n: int | None 
         return model.forward(p, x)[0]
 
     X, y = jnp.asarray(ds.X, dtype), jnp.asarray(ds.y, dtype)
-    pot = make_potential(apply_fn, model.prior_variances(), X, y, exp.sigma2)
+    # The chain layout a job would use on this backend (docs/langevin.md §8).
+    per_row = sum(math.prod(a.shape) for a in jax.tree.leaves(jax.eval_shape(
+        lambda x: model.forward(model.init_prior(jax.random.PRNGKey(0), dtype), x)[1], X[:1])))
+    backend = jax.default_backend()
+    chain_batch = auto_chain_batch(n_chains, n, per_row, backend,
+                                   grouped_conv=model.vmap_makes_grouped_conv)
+    blocks = auto_data_blocks(n, per_row, backend, chains=chain_batch)
+    pot = make_potential(apply_fn, model.prior_variances(), X, y, exp.sigma2,
+                         data_blocks=blocks)
     precond = model.prior_variances()
     init_keys, keys = chain_keys(tuple(range(n_chains)), n, width)
     params0 = jax.vmap(lambda k: model.init_prior(k, dtype))(init_keys)
@@ -105,12 +122,13 @@ def build(arch: str, size: str, width: int | None, n_chains: int, n: int | None 
         return out
 
     meta = {"arch": arch, "size": size, "n": n, "width": width, "sigma2": exp.sigma2,
-            "model": dict(exp.model), "chains": n_chains}
-    return pot, precond, params0, keys, jax.jit(jax.vmap(observables)), meta
+            "model": dict(exp.model), "chains": n_chains, "chain_batch": chain_batch,
+            "data_blocks": blocks}
+    return pot, precond, params0, keys, jax.jit(jax.vmap(observables)), meta, chain_batch
 
 
 def run_setting(pot, precond, params0, keys, obs_fn, integ: Integrator, lr: float,
-                burn: int, steps: int, thin: int) -> dict:
+                burn: int, steps: int, thin: int, chain_batch: int | None = None) -> dict:
     n_chains = keys.shape[0]
     extra = jax.vmap(lambda p, k: init_extra(pot, p, k, 0, integrator=integ,
                                              precond=precond))(params0, keys)
@@ -118,15 +136,17 @@ def run_setting(pot, precond, params0, keys, obs_fn, integ: Integrator, lr: floa
     # compile once (a thin-step chunk), untimed; then burn-in and sampling in thin-step chunks
     t0 = time.perf_counter()
     jax.block_until_ready(run_ensemble(pot, st, keys, lr, thin, precond=precond,
-                                       integrator=integ))
+                                       integrator=integ, chain_batch=chain_batch))
     t_compile = time.perf_counter() - t0
     for _ in range(burn // thin):
-        st, _, _ = run_ensemble(pot, st, keys, lr, thin, precond=precond, integrator=integ)
+        st, _, _ = run_ensemble(pot, st, keys, lr, thin, precond=precond, integrator=integ,
+                                chain_batch=chain_batch)
     jax.block_until_ready(st)
     rec: dict[str, list] = {}
     t0 = time.perf_counter()
     for _ in range(steps // thin):
-        st, _, _ = run_ensemble(pot, st, keys, lr, thin, precond=precond, integrator=integ)
+        st, _, _ = run_ensemble(pot, st, keys, lr, thin, precond=precond, integrator=integ,
+                                chain_batch=chain_batch)
         for k, v in obs_fn(st.params).items():
             rec.setdefault(k, []).append(v)
     jax.block_until_ready(st)
@@ -169,12 +189,12 @@ def main() -> None:
     args = ap.parse_args()
     fleos.limit_blas_threads()
     settings = [parse_setting(s) for s in args.settings]
-    pot, precond, params0, keys, obs_fn, meta = build(args.arch, args.size, args.width,
-                                                      args.chains, args.n)
+    pot, precond, params0, keys, obs_fn, meta, chain_batch = build(
+        args.arch, args.size, args.width, args.chains, args.n)
     results = {}
     for label, integ, lr in settings:
         res = run_setting(pot, precond, params0, keys, obs_fn, integ, lr, args.burn,
-                          args.steps, args.thin)
+                          args.steps, args.thin, chain_batch)
         results[label] = {"summary": summarize(res, args.thin), "wall_s": res["wall_s"],
                           "compile_s": res["compile_s"], "finite": res["finite"],
                           "chain_steps_per_s": res["chain_steps_per_s"]}
