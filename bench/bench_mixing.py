@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import time
@@ -47,13 +46,11 @@ from fleos.config import ExperimentConfig
 from fleos.core.diagnostics import ess_mean, rhat_rank
 from fleos.nets.data import make_dataset
 from fleos.nets.models import build_model
-from fleos.sampling.experiment import chain_keys
+from fleos.sampling.experiment import chain_keys, chain_layout
 from fleos.sampling.recording import Recorder
 from fleos.sampling.sampler import (
     ChainState,
     Integrator,
-    auto_chain_batch,
-    auto_data_blocks,
     init_extra,
     make_potential,
     run_ensemble,
@@ -88,18 +85,14 @@ def build(arch: str, size: str, width: int | None, n_chains: int, n: int | None 
         return model.forward(p, x)[0]
 
     X, y = jnp.asarray(ds.X, dtype), jnp.asarray(ds.y, dtype)
-    # The chain layout a job would use on this backend (docs/langevin.md §8).
-    per_row = sum(math.prod(a.shape) for a in jax.tree.leaves(jax.eval_shape(
-        lambda x: model.forward(model.init_prior(jax.random.PRNGKey(0), dtype), x)[1], X[:1])))
-    backend = jax.default_backend()
-    chain_batch = auto_chain_batch(n_chains, n, per_row, backend,
-                                   grouped_conv=model.vmap_makes_grouped_conv)
-    blocks = auto_data_blocks(n, per_row, backend, chains=chain_batch)
+    init_keys, keys = chain_keys(tuple(range(n_chains)), n, width)
+    params0 = jax.vmap(lambda k: model.init_prior(k, dtype))(init_keys)
+    # The chain layout a job of this config would use on this backend (docs/langevin.md §8).
+    chain_batch, blocks = chain_layout(exp.sampler, model, params0, X, n_chains,
+                                       jax.default_backend())
     pot = make_potential(apply_fn, model.prior_variances(), X, y, exp.sigma2,
                          data_blocks=blocks)
     precond = model.prior_variances()
-    init_keys, keys = chain_keys(tuple(range(n_chains)), n, width)
-    params0 = jax.vmap(lambda k: model.init_prior(k, dtype))(init_keys)
     rec = Recorder(arch=exp.arch, apply_fn=apply_fn, input_weights=model.input_weights,
                    preactivations=model.preactivations, record_every=1,
                    model_cfg=dict(exp.model), snapshot_channels=None)

@@ -162,10 +162,11 @@ def _run_chunk(potential, rec_data, params, extra, step, keys, lrs, acc, precond
     return map_chains(one, (params, extra, keys, lrs, acc), chain_batch)
 
 
-def _chain_layout(sc: Any, model: Any, params0: Any, X: jax.Array, n_chains: int,
-                  backend: str) -> tuple[int, int]:
-    """(chain_batch, data_blocks) of a job: the config's integers, or the `auto` choices of
-    `fleos.sampling.sampler` from the number of pre-activation floats one training row makes."""
+def chain_layout(sc: Any, model: Any, params0: Any, X: jax.Array, n_chains: int,
+                 backend: str) -> tuple[int, int]:
+    """(chain_batch, data_blocks) of a job: the sampler config's (`sc`) integers, or the `auto`
+    choices of `fleos.sampling.sampler` from the number of pre-activation floats one training
+    row makes. params0: the chains' initial parameters (leading chain axis)."""
     one = jax.tree.map(lambda a: a[0], params0)
     shapes = jax.eval_shape(lambda p, x: model.forward(p, x)[1], one, X[:1])
     per_row = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
@@ -252,7 +253,7 @@ def run_job(
     n_chains = len(job.seeds)
     init_keys, keys = chain_keys(job.seeds, job.n, job.width)
     params0 = jax.vmap(lambda k: model.init_prior(k, dtype))(init_keys)
-    chain_batch, data_blocks = _chain_layout(sc, model, params0, X, n_chains,
+    chain_batch, data_blocks = chain_layout(sc, model, params0, X, n_chains,
                                              device["jax_backend"])
     emit(f"{tag} layout: {chain_batch} chain(s) vmapped at a time, gradient over "
          f"{data_blocks} data block(s) of {job.n // data_blocks} rows")
