@@ -107,6 +107,10 @@ def test_valid_config_roundtrip() -> None:
                                    ">= 1 or 'auto', got 0"),
         ("sampler.chain_batch", "all", "experiments.cnn2.sampler.chain_batch must be an "
                                        "integer >= 1 or 'auto', got 'all'"),
+        ("sampler.rao_blackwell_every", -5, "experiments.cnn2.sampler.rao_blackwell_every "
+                                            "must be >= 0, got -5"),
+        ("sampler.kernels", ["sigma", "Qf"], "experiments.cnn2.sampler.kernels has 'Qf', which "
+                                             "is recorded at the Rao-Blackwellization steps"),
     ],
 )
 def test_errors_name_the_key(path: str, value, message: str) -> None:

@@ -269,11 +269,13 @@ class _Stop(Exception):
 @pytest.mark.parametrize("integrator,layout", [
     ("lm", {}), ("baoab", {}), ("mala", {}),
     ("baoab", {"chain_batch": 1, "data_blocks": 4}),
+    ("baoab", {"rao_blackwell_every": 10, "kernels": ["sigma", "Qf"]}),
 ])
 def test_integrators_resume_bit_identically(data_path, tmp_path, integrator, layout) -> None:
     """Every integrator's state (BAOAB's velocity and cached gradient, MALA's cached U and
     gradient) goes into the checkpoint: an interrupted run resumes to the same bytes, also
-    with chains run one at a time and the gradient accumulated over data blocks."""
+    with chains run one at a time, the gradient accumulated over data blocks, and the
+    Rao-Blackwellized sums."""
     exp = _exp(integrator=integrator, friction=2.0, **layout)
     ref = tmp_path / "ref.h5"
     run_job(exp, JOB, data_path, ref, progress=False)
@@ -312,3 +314,28 @@ def test_unstable_lr_warns_naming_both_numbers(data_path, tmp_path) -> None:
         with pytest.raises(ChainDivergedError):
             run_job(_exp(steps=200, lr=5.0, max_backoffs=0), JOB, data_path,
                     tmp_path / "x.h5", progress=False)
+
+
+def test_rao_blackwellized_outputs(data_path, tmp_path) -> None:
+    """The job stores the readout-integrated means beside the sampled ones: counts follow
+    rao_blackwell_every over the sampling stage, Qf is a PSD kernel, and both estimators of
+    α agree (they estimate the same posterior mean; per seed the difference is compared with
+    its standard error over the 2 seeds' spread, a loose 5 SE bound)."""
+    from fleos.analysis.aggregate import aggregate_job, load_chunks
+    from fleos.nets.datasets import load_dataset
+
+    exp = _exp(steps=2000, rao_blackwell_every=10, kernels=["sigma", "Qf"])
+    out = tmp_path / "rb.h5"
+    run_job(exp, JOB, data_path, out, progress=False)
+    r = read_samples(out)
+    assert list(r["rb_count"]) == [190, 190]  # steps 110, 120, ..., 2000
+    assert r["f_train_rb"]["mean"].shape == (2, 8) and r["f_test_rb"]["mean"].shape == (2, 5)
+    Q = r["Qf"]["mean"]
+    assert Q.shape == (2, 8, 8) and np.linalg.eigvalsh(Q).min() > -1e-12
+    agg = aggregate_job("cnn2", {"sigma2": exp.sigma2}, load_chunks([out]),
+                        load_dataset(data_path))
+    for split in ("train", "test"):
+        diff = agg[f"alpha_{split}_seeds"] - agg[f"alpha_{split}_rb_seeds"]
+        se = np.hypot(agg[f"alpha_{split}_se"], agg[f"alpha_{split}_rb_se"])
+        assert abs(diff.mean()) < 5 * se, (split, diff, se)
+    assert np.isfinite(agg["alpha_train_meankernel"])

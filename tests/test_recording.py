@@ -176,3 +176,73 @@ def test_snapshot_channel_subset() -> None:
     for k in ("w_random", "w_teacher", "h2_teacher"):
         assert sub[k].shape[0] == 2
         np.testing.assert_array_equal(sub[k], full[k][:2])
+
+
+def _rb_recorder(arch: str, model, rb_every: int, sigma2: float = 0.1) -> Recorder:
+    return Recorder(arch=arch, apply_fn=lambda p, x: model.forward(p, x)[0],
+                    input_weights=model.input_weights, preactivations=model.preactivations,
+                    record_every=4, kernels=(*KERNELS[arch], "Qf"), model_cfg=MODELS[arch],
+                    readout_features=model.readout_features,
+                    readout_variance=model.prior_variances()[model.readout], sigma2=sigma2,
+                    rb_every=rb_every)
+
+
+@pytest.mark.parametrize("arch", ["cnn2", "cnn3", "fcn"])
+def test_rao_blackwell_is_the_readout_posterior_mean(arch: str) -> None:
+    """Given the hidden weights, the readout posterior is Bayesian linear regression on the
+    features Φ = ∂f/∂a. Reference: its primal (weight-space) solution, with Φ from autodiff
+    of `forward`: E[a] = (ΦᵀΦ/σ² + I/v_a)⁻¹ Φᵀy/σ², E[f] = Φ E[a]. The recorder uses the
+    dual (function-space) form; in float64 the two agree to rounding (1e-9 relative)."""
+    model, _, _, _, params, X, Xt = _setup(arch, n=7, width=3)
+    sigma2 = 0.1
+    rec = _rb_recorder(arch, model, rb_every=1, sigma2=sigma2)
+    y = np.random.default_rng(5).normal(size=X.shape[0])
+    teacher = {"teacher_w": np.ones(model.input_weights(params).shape[1])}
+    data = rec.make_data(X, Xt, teacher, teacher["teacher_w"].size, 2, 7, jnp.float64, y=y)
+    p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+    out = {k: np.asarray(v) for k, v in rec.rao_blackwell(p64, data).items()}
+
+    name, v_a = model.readout, model.prior_variances()[model.readout]
+
+    def features(x):
+        jac = jax.jacfwd(lambda a: model.forward({**p64, name: a}, jnp.asarray(x))[0])
+        return np.asarray(jac(p64[name])).reshape(x.shape[0], -1)
+
+    phi, phi_t = features(X), features(Xt)
+    A = phi.T @ phi / sigma2 + np.eye(phi.shape[1]) / v_a
+    a_mean = np.linalg.solve(A, phi.T @ y / sigma2)
+    np.testing.assert_allclose(out["f_train_rb_sum"], phi @ a_mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out["f_test_rb_sum"], phi_t @ a_mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out["Qf_sum"], v_a * phi @ phi.T, rtol=1e-12, atol=1e-14)
+
+
+def test_rao_blackwell_accumulates_every_rb_every_steps_of_the_sampling_stage() -> None:
+    model, _, _, pot, params, X, Xt = _setup("cnn2")
+    rec = _rb_recorder("cnn2", model, rb_every=3)
+    y = np.random.default_rng(5).normal(size=X.shape[0])
+    data = rec.make_data(X, Xt, {}, 4, 2, 7, jnp.float32, y=y)
+    acc = rec.init_acc(data, params)
+    acc["sampling"] = jnp.asarray(True)
+    key = jax.random.PRNGKey(3)
+    run = jax.jit(lambda s, a: run_steps(pot, s, key, 1e-3, 14,
+                                         accumulate=rec.accumulator(data), acc=a))
+    _, acc, _ = run(ChainState(params, jnp.int32(0)), acc)
+    step = jax.jit(lambda s: ula_step(pot, s, key, 1e-3)[0])
+    s, kept = ChainState(params, jnp.int32(0)), []
+    for _ in range(14):
+        s = step(s)
+        if int(s.step) % 3 == 0:
+            kept.append(s.params)
+    assert int(acc["rb_count"]) == len(kept) == 4  # steps 3, 6, 9, 12
+    assert int(acc["count"]) == 3  # record_every = 4 is unchanged
+    direct = [rec.rao_blackwell(p, data) for p in kept]
+    fin = finalize(jax.tree.map(lambda a: np.asarray(a)[None], acc))
+    for key_sum, name in (("f_train_rb_sum", "f_train_rb"), ("f_test_rb_sum", "f_test_rb"),
+                          ("Qf_sum", "Qf")):
+        want = np.mean([np.asarray(d[key_sum]) for d in direct], axis=0)
+        np.testing.assert_allclose(fin[name]["mean"][0], want, rtol=1e-12, atol=1e-12)
+    # outside the sampling stage nothing is added
+    acc0 = rec.init_acc(data, params)
+    _, acc0, _ = run(ChainState(params, jnp.int32(0)), acc0)
+    assert int(acc0["rb_count"]) == 0
+    assert not np.any(np.asarray(acc0["f_train_rb_sum"]))

@@ -28,7 +28,7 @@ SCHEDULE_KINDS = ("constant", "spike", "fixed")
 PRECONDITIONERS = (None, "prior")
 # = fleos.sampling.sampler.INTEGRATORS (docs/langevin.md §7)
 INTEGRATORS = ("ula", "lm", "baoab", "mala")
-KERNEL_NAMES = ("sigma", "K2", "Q2", "probe")
+KERNEL_NAMES = ("sigma", "K2", "Q2", "probe", "Qf")
 PROBE_SPATIAL = ("mean", "full")
 WORKFLOW_ONLY_KEYS = ("theory", "resources", "label")
 
@@ -111,8 +111,14 @@ class SamplerConfig:
         file) on which input weights are projected, the paper's "random direction" (Fig. 3).
     max_backoffs / backoff_factor: NaN/Inf handling; a diverged chain is rolled back to the
         last checkpoint with lr *= backoff_factor, at most max_backoffs times per chain.
-    kernels: online kernel sums to record (subset of sigma, K2, Q2, probe); None = the
-        architecture's default (`DEFAULT_KERNELS`).
+    kernels: online kernel sums to record (subset of sigma, K2, Q2, probe, Qf); None = the
+        architecture's default (`DEFAULT_KERNELS`). Qf, the readout's post-kernel v_a ΦΦᵀ on
+        the training inputs, is summed at the Rao-Blackwellization steps and needs
+        `rao_blackwell_every` > 0.
+    rao_blackwell_every: every this many steps of the sampling stage, add the posterior means
+        of f on train and test given the hidden weights, the readout integrated out exactly
+        (`fleos.sampling.recording`, docs/langevin.md §9); 0 = off. Costs one n × n Gram
+        matrix and Cholesky factorisation (float64) per chain and addition.
     loss_every: thinning of the stored per-epoch loss trace (the full trace drives schedules).
     full_snapshots / top_modes: keep the last `full_snapshots` input-weight snapshots taken
         while sampling and project them at the end on the `top_modes` leading eigenvectors of
@@ -161,6 +167,7 @@ class SamplerConfig:
     check_stability: bool = True
     data_blocks: int | str = "auto"
     chain_batch: int | str = "auto"
+    rao_blackwell_every: int = 0
 
     @classmethod
     def from_dict(cls, d: Mapping, path: str = "sampler") -> SamplerConfig:
@@ -196,6 +203,9 @@ class SamplerConfig:
                 raise _err(f"{path}.kernels", f"has unknown kernel(s) {bad}; allowed: "
                            f"{list(KERNEL_NAMES)}")
             kernels = tuple(kernels)
+            if "Qf" in kernels and not d.get("rao_blackwell_every"):
+                raise _err(f"{path}.kernels", "has 'Qf', which is recorded at the "
+                           "Rao-Blackwellization steps: set rao_blackwell_every > 0")
         integrator = d.get("integrator", cls.integrator)
         if integrator not in INTEGRATORS:
             raise _err(f"{path}.integrator", f"must be one of {list(INTEGRATORS)}, got "
@@ -236,6 +246,7 @@ class SamplerConfig:
             check_stability=_bool(d, "check_stability", path, default=cls.check_stability),
             data_blocks=_int_or_auto(d, "data_blocks", path, default=cls.data_blocks),
             chain_batch=_int_or_auto(d, "chain_batch", path, default=cls.chain_batch),
+            rao_blackwell_every=num("rao_blackwell_every", minimum=0),
         )
 
 

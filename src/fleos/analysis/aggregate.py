@@ -106,6 +106,13 @@ def alpha_per_seed(f_mean: np.ndarray, y: np.ndarray, sigma2: float) -> np.ndarr
     return (y[None, :] - f_mean) @ y / (sigma2 * (y @ y))
 
 
+def gp_train_mean(Q: np.ndarray, y: np.ndarray, sigma2: float) -> np.ndarray:
+    """f̄ = Q(Q + σ²I)⁻¹y = y − σ²(Q + σ²I)⁻¹y: the GP posterior mean on the training
+    inputs for the kernel Q (MISSION §3)."""
+    y = np.asarray(y, dtype=np.float64)
+    return y - sigma2 * np.linalg.solve(np.asarray(Q, np.float64) + sigma2 * np.eye(y.size), y)
+
+
 def normalized_mse(f_mean: np.ndarray, y: np.ndarray, sigma2: float) -> float:
     """Σ(f̄ − y)²/(σ² Σ y²) at the pooled posterior mean (fleos.core.gp.normalized_mse, in numpy)."""
     y = np.asarray(y, dtype=np.float64)
@@ -301,6 +308,10 @@ def aggregate_job(
     Keys of the result (all numpy arrays):
       seeds, count; alpha_{train,test}_seeds, alpha_{train,test}, alpha_{train,test}_se;
       mse_train_norm, mse_train_norm_se (jackknife), f_train_mean, f_test_mean;
+      with Rao-Blackwellized outputs (recording.Recorder.rao_blackwell): the same with suffix
+      ``_rb`` (alpha_{train,test}_rb[_se|_seeds], mse_train_norm_rb[_se]), and with ``Qf``:
+      alpha_train_meankernel[_se] and mse_train_norm_meankernel[_se], train α and MSE of the
+      GP whose kernel is the sampled mean post-kernel ⟨Q⟩ (jackknife over seeds);
       sigma_mean, sigma_eigs, sigma_eigs_se (if Σ was recorded);
       {w_teacher,w_random,h2_teacher,h2_random}_values / _fit (snapshot projections);
       w_random_var_dirs (fitted variance per random direction);
@@ -335,6 +346,23 @@ def aggregate_job(
     out["mse_test_norm"], out["mse_test_norm_se"] = jackknife(
         lambda fm: np.array(normalized_mse(fm, y_test, sigma2)), f_te)
     out["f_train_mean"], out["f_test_mean"] = f_tr.mean(0), f_te.mean(0)
+    if "f_train_rb/mean" in samples:
+        f_tr_rb = np.asarray(samples["f_train_rb/mean"], np.float64)
+        f_te_rb = np.asarray(samples["f_test_rb/mean"], np.float64)
+        for split, f, yy in (("train", f_tr_rb, y), ("test", f_te_rb, y_test)):
+            a = alpha_per_seed(f, yy, sigma2)
+            out[f"alpha_{split}_rb_seeds"] = a
+            out[f"alpha_{split}_rb"], out[f"alpha_{split}_rb_se"] = (
+                np.array(v) for v in mean_se(a))
+        out["mse_train_norm_rb"], out["mse_train_norm_rb_se"] = jackknife(
+            lambda fm: np.array(normalized_mse(fm, y, sigma2)), f_tr_rb)
+        out["rb_count"] = np.asarray(samples["rb_count"])
+    if "Qf/mean" in samples:
+        Qf = np.asarray(samples["Qf/mean"], np.float64)
+        out["alpha_train_meankernel"], out["alpha_train_meankernel_se"] = jackknife(
+            lambda q: alpha_per_seed(gp_train_mean(q, y, sigma2)[None], y, sigma2)[0], Qf)
+        out["mse_train_norm_meankernel"], out["mse_train_norm_meankernel_se"] = jackknife(
+            lambda q: np.array(normalized_mse(gp_train_mean(q, y, sigma2), y, sigma2)), Qf)
 
     if "sigma/mean" in samples:
         sig = np.asarray(samples["sigma/mean"], np.float64)

@@ -33,6 +33,12 @@ def nan(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
+def optional(agg: Mapping[str, Any] | None, key: str) -> float:
+    """A scalar of an aggregate that only some runs record (e.g. the Rao-Blackwellized
+    ``alpha_train_rb``), NaN where absent."""
+    return float(agg[key]) if agg is not None and key in agg else math.nan
+
+
 def fmt(v: Any) -> str:
     """A number with 4 significant digits for the summaries; anything else as is."""
     try:

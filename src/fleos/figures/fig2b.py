@@ -4,7 +4,8 @@ the same width, against the width N (largest n). In MF scaling the GP itself dep
 (fleos.theory.eos.fcn).
 
 Table: one row per (quantity, N): experiment ± SE, EoS, GP, their ratios, whether the EoS
-converged, the equilibration evidence.
+converged, the Rao-Blackwellized experiment and the GP at the sampled mean kernel ⟨Q⟩ where
+recorded (docs/langevin.md §9), the equilibration evidence.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from fleos.analysis.aggregate import equilibration_summary
-from fleos.figures.common import SERIES_SIGMA, Inputs, Row, agg_index, fmt, nan, theory_index
+from fleos.figures.common import (
+    SERIES_SIGMA,
+    Inputs,
+    Row,
+    agg_index,
+    fmt,
+    nan,
+    optional,
+    theory_index,
+)
 
 QUANTITIES = (("mse_train_norm", "train MSE"), ("sigma_top", r"top $\Sigma$ eigenvalue"),
               ("alpha_train", r"train $\alpha$"))
@@ -43,7 +53,13 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
                          "exp_over_gp": ex / g, "exp_over_gp_se": se / g,
                          "eos_over_gp": nan(r[f"{key}_eos"]) / g,
                          "eos_converged": bool(r["eos_converged"]),
-                         "teacher_seed": th.get("teacher_seed"), **eq})
+                         "teacher_seed": th.get("teacher_seed"),
+                         # Rao-Blackwellized estimate and the GP at the sampled mean kernel
+                         # ⟨Q⟩ (NaN unless recorded; docs/langevin.md §9)
+                         "exp_rb": optional(a, f"{key}_rb"),
+                         "exp_rb_se": optional(a, f"{key}_rb_se"),
+                         "meankernel": optional(a, f"{key}_meankernel"),
+                         "meankernel_se": optional(a, f"{key}_meankernel_se"), **eq})
     return rows
 
 

@@ -7,7 +7,8 @@ width ``figures.fig3.hist_width`` (default: the largest width, as in the paper's
 
 Table: one row per sampled (n, C): α train/test of the experiment, the EoS, Eq. 9 as
 printed and corrected, the GP; the deviation experiment − EoS in SE; the top eigenvalue of Σ;
-the equilibration evidence.
+the Rao-Blackwellized α and the train α of the GP at the sampled mean kernel ⟨Q⟩ where
+recorded (docs/langevin.md §9); the equilibration evidence.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fleos.figures.common import (
     fit_row,
     fmt,
     nan,
+    optional,
     theory_index,
 )
 
@@ -35,6 +37,12 @@ FIRST_COLUMNS = (
     "alpha_test_eq9_printed", "alpha_test_eq9_corrected", "alpha_test_gp", "alpha_train_exp",
     "alpha_train_exp_se", "alpha_train_eos", "alpha_train_eq9_printed",
     "alpha_train_eq9_corrected", "alpha_train_gp",
+)
+
+
+RB_COLUMNS = (
+    "alpha_train_rb", "alpha_train_rb_se", "alpha_test_rb", "alpha_test_rb_se",
+    "alpha_train_meankernel", "alpha_train_meankernel_se",
 )
 
 
@@ -99,6 +107,9 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
                 "teacher_seed": th.get("teacher_seed"),
                 "n_seeds": int(len(a["seeds"])) if a is not None else 0,
                 **_sigma_top_columns(a, r, th["gp"]),
+                # Rao-Blackwellized estimates and the GP at the sampled mean kernel
+                # (NaN unless the run recorded them: sampler.rao_blackwell_every, kernel Qf)
+                **{k: optional(a, k) for k in RB_COLUMNS},
                 **eq,
             })
     return rows

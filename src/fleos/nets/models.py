@@ -15,7 +15,12 @@ Every module is a frozen dataclass (a linen Module) and exposes, besides `__call
 * `forward(params, x)`  — (outputs, dict of named pre-activations), a pure function;
 * `preactivations(params, x)` — the named hidden pre-activations that the figures need;
 * `input_weights(params)` — rows w_c of the input layer, (channels, d_in), whose second moment
-  is the input-weight covariance Σ of the EoS (Eqs. 5, 8).
+  is the input-weight covariance Σ of the EoS (Eqs. 5, 8);
+* `readout_features(params, x)` — (Φ, pre-activations): the last hidden layer's activations
+  Φ (batch, P), with f = Φ · vec(params[`readout`]). `forward` is computed from it, so the
+  two cannot disagree. Given the hidden weights f is linear in the readout, whose prior is
+  N(0, v_a I): f is then a GP with kernel v_a ΦΦᵀ (the Rao-Blackwellized outputs of
+  `fleos.sampling.recording` use this).
 
 `params` is the bare dict of weights (not the ``{"params": ...}`` collection), so
 ``model.apply({"params": params}, x)`` and ``model.forward(params, x)[0]`` agree. `model.init`
@@ -55,11 +60,20 @@ class _PriorModule(nn.Module):
     """Shared machinery: params from `param_shapes` / `prior_variances`, output from `forward`.
 
     Subclasses define the dataclass fields (including `param_dtype`), `param_shapes`,
-    `prior_variances`, `forward` and `input_weights`.
+    `prior_variances`, `readout_features` and `input_weights` (and `readout` if the readout
+    weight is not named "a").
     """
 
     # True where vmapping chains turns the model's convolutions into grouped ones (Myrtle5).
     vmap_makes_grouped_conv = False
+    # Name of the readout weight (the last, linear layer) in `params`.
+    readout = "a"
+
+    @nn.nowrap
+    def forward(self, params: Params, x: Array) -> tuple[Array, dict[str, Array]]:
+        """(outputs (batch,), named pre-activations): f = Φ · vec(readout)."""
+        phi, pre = self.readout_features(params, x)
+        return phi @ params[self.readout].reshape(-1), pre
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -144,14 +158,15 @@ class FCN(_PriorModule):
         return var
 
     @nn.nowrap
-    def forward(self, params: Params, x: Array) -> tuple[Array, dict[str, Array]]:
+    def readout_features(self, params: Params, x: Array) -> tuple[Array, dict[str, Array]]:
+        """Φ = φ(h^(L-1)), (batch, N)."""
         phi = ACTIVATIONS[self.activation]
         h = x @ params["W1"]
         pre = {"h1": h}
         for layer in range(2, self.depth):
             h = phi(h) @ params[f"W{layer}"]
             pre[f"h{layer}"] = h
-        return phi(h) @ params["a"], pre
+        return phi(h), pre
 
     @nn.nowrap
     def input_weights(self, params: Params) -> Array:
@@ -190,10 +205,11 @@ class CNN2(_PriorModule):
         return {"w": self.sigma_w2 / self.S, "a": self.sigma_a2 / (self.N * self.width)}
 
     @nn.nowrap
-    def forward(self, params: Params, x: Array) -> tuple[Array, dict[str, Array]]:
+    def readout_features(self, params: Params, x: Array) -> tuple[Array, dict[str, Array]]:
+        """Φ_{b,(i,c)} = φ(w_c · x_i), (batch, N·C) in the order of ``a`` (N, C)."""
         phi = ACTIVATIONS[self.activation]
         h1 = jnp.einsum("bis,cs->bic", patches(x, self.N, self.S), params["w"])
-        return jnp.einsum("bic,ic->b", phi(h1), params["a"]), {"h1": h1}
+        return phi(h1).reshape(*h1.shape[:-2], -1), {"h1": h1}
 
     @nn.nowrap
     def input_weights(self, params: Params) -> Array:
@@ -242,7 +258,8 @@ class CNN3(_PriorModule):
         }
 
     @nn.nowrap
-    def forward(self, params: Params, x: Array) -> tuple[Array, dict[str, Array]]:
+    def readout_features(self, params: Params, x: Array) -> tuple[Array, dict[str, Array]]:
+        """Φ = φ(h2) with index (c', j), (batch, C2·N)."""
         phi = ACTIVATIONS[self.activation]
         # (batch, N·S1, S0) -> (batch, N, S1, S0): [b, j, i] is patch p = j·S1 + i (Eq. 14).
         P = patches(x, self.N * self.S1, self.S0).reshape(
@@ -250,8 +267,9 @@ class CNN3(_PriorModule):
         )
         h1 = jnp.einsum("bjis,cs->bjic", P, params["w"])
         h2 = jnp.einsum("bjic,kci->bjk", phi(h1), params["v"])
-        out = jnp.einsum("bjk,kj->b", phi(h2), params["a"])
-        return out, {"h1": h1, "h2": h2}
+        # Φ_{b,(k,j)} = φ(h2_{kj}) in the order of ``a`` (C2, N)
+        feats = jnp.swapaxes(phi(h2), -1, -2).reshape(*h2.shape[:-2], -1)
+        return feats, {"h1": h1, "h2": h2}
 
     @nn.nowrap
     def input_weights(self, params: Params) -> Array:
@@ -296,6 +314,7 @@ class Myrtle5(_PriorModule):
     # slower per chain (16 ms vs 147 ms per gradient, 1 vs 4 chains at n = 128, C = 16):
     # `fleos.sampling.sampler.auto_chain_batch` runs such chains one at a time on CPU.
     vmap_makes_grouped_conv = True
+    readout = "readout"
 
     width: int
     in_channels: int = 3
@@ -327,7 +346,8 @@ class Myrtle5(_PriorModule):
         }
 
     @nn.nowrap
-    def forward(self, params: Params, x: Array) -> tuple[Array, dict[str, Array]]:
+    def readout_features(self, params: Params, x: Array) -> tuple[Array, dict[str, Array]]:
+        """Φ = globally average-pooled φ(layer4), (batch, C)."""
         if x.ndim != 4 or x.shape[1] % 4 or x.shape[2] % 4 or x.shape[3] != self.in_channels:
             raise ValueError(
                 f"Myrtle5 expects NHWC images with H, W divisible by 4 and "
@@ -339,8 +359,7 @@ class Myrtle5(_PriorModule):
         h3 = _conv3x3(_avgpool2(phi(h2)), params["conv3"])
         h4 = _conv3x3(_avgpool2(phi(h3)), params["conv4"])
         pooled = phi(h4).mean(axis=(1, 2))
-        out = pooled @ params["readout"]
-        return out, {"layer1": h1, "layer2": h2, "layer3": h3, "layer4": h4}
+        return pooled, {"layer1": h1, "layer2": h2, "layer3": h3, "layer4": h4}
 
     @nn.nowrap
     def input_weights(self, params: Params) -> Array:

@@ -272,11 +272,13 @@ def run_job(
         preactivations=model.preactivations, record_every=sc.record_every,
         kernels=exp.kernels, model_cfg=dict(exp.model), probe_channels=sc.probe_channels,
         probe_spatial=sc.probe_spatial, keep_full_weights=sc.full_snapshots > 0,
-        snapshot_channels=sc.snapshot_channels,
+        snapshot_channels=sc.snapshot_channels, readout_features=model.readout_features,
+        readout_variance=model.prior_variances()[model.readout], sigma2=exp.sigma2,
+        rb_every=sc.rao_blackwell_every,
     )
     rec_data = recorder.make_data(np.asarray(ds.X), np.asarray(ds.X_test), ds.teacher, d_in,
                                   sc.n_random_directions, sc.directions_seed, dtype,
-                                  probe_size=sc.probe_size)
+                                  probe_size=sc.probe_size, y=np.asarray(ds.y))
     snap_fn = jax.jit(lambda p, data: jax.vmap(lambda q: recorder.snapshot(q, data))(p))
     acc1 = recorder.init_acc(rec_data, jax.tree.map(lambda a: a[0], params0))
     acc0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (n_chains, *a.shape)), acc1)

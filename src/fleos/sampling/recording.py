@@ -17,6 +17,20 @@ over the samples drawn in the equilibrium stage:
 * ``probe_<layer>_sum`` (Myrtle-5): (1/C) Σ_c ḡ_c(x_μ) ḡ_c(x_ν) on a probe batch, ḡ the
   position-averaged pre-activation of layers 2 and 4.
 
+Rao-Blackwellized outputs (``rb_every > 0``; docs/langevin.md §9). Given the hidden weights,
+f = Φ a is linear in the readout a ~ N(0, v_a I) and the likelihood is Gaussian, so the
+readout can be integrated out exactly: with Q = v_a ΦΦᵀ (the network's post-kernel at these
+hidden weights) and z = (Q + σ² I)⁻¹ y,
+
+    E[f(X) | hidden] = Q z = y − σ² z,        E[f(X_*) | hidden] = v_a Φ_* (Φᵀ z).
+
+Their averages over the sampled hidden weights estimate the same posterior means as the
+sampled f, without the readout's own noise. Every ``rb_every`` steps of the sampling stage
+the recorder adds them to ``f_train_rb_sum`` / ``f_test_rb_sum`` (count ``rb_count``), and,
+if ``"Qf"`` is in `kernels`, Q itself to ``Qf_sum``: its mean is the empirical post-kernel
+⟨Q⟩, which the EoS replaces by its Gaussian-channel average (Eq. 8). The solve is in float64:
+cond(Q + σ² I) ≈ λ_max(Q)/σ² reaches 10⁴-10⁵ at the paper's sizes.
+
 A sample is added after step t when the chain is in its sampling stage (per-chain flag
 ``acc["sampling"]``, set by the driver from the lr schedule) and t % record_every == 0.
 Sums are kept in float64 when JAX allows it: adding 10⁴–10⁵ float32 samples would lose
@@ -82,16 +96,21 @@ class Recorder:
     probe_spatial: str = "mean"
     keep_full_weights: bool = False
     snapshot_channels: int | None = None
+    readout_features: Callable[[Any, Array], tuple[Array, Any]] | None = None
+    readout_variance: float = 0.0
+    sigma2: float = 0.0
+    rb_every: int = 0
 
     # ---- data passed to the compiled functions ------------------------------------------
 
     def make_data(self, X: np.ndarray, X_test: np.ndarray, teacher: Mapping[str, np.ndarray],
                   d_in: int, n_random: int, directions_seed: int, dtype: Any,
-                  probe_size: int = 64) -> dict[str, Any]:
+                  probe_size: int = 64, y: np.ndarray | None = None) -> dict[str, Any]:
         """Arrays the recorder needs, in the sampler dtype: X, X_test, directions, ...
 
         ``dirs`` (d_in, R): random unit directions; ``teacher_dir`` (d_in,): w*/‖w*‖ when the
-        dataset has a ``teacher_w`` of length d_in (absent otherwise, e.g. CIFAR).
+        dataset has a ``teacher_w`` of length d_in (absent otherwise, e.g. CIFAR); ``y`` (n,)
+        the training targets, in float64 (required when ``rb_every > 0``).
         """
         # Dataset.teacher keys may or may not keep the npz prefix "teacher_": accept both.
         teacher = {str(k).removeprefix("teacher_"): v for k, v in teacher.items()}
@@ -113,6 +132,11 @@ class Recorder:
                     data[dst] = jnp.asarray(t / np.linalg.norm(t), dtype)
         if self.arch == "myrtle5":
             data["probe"] = jnp.asarray(X[:probe_size], dtype)
+        if self.rb_every:
+            if y is None or self.readout_features is None:
+                raise ValueError("Rao-Blackwellized outputs (rb_every > 0) need the targets y "
+                                 "and the model's readout_features")
+            data["y"] = jnp.asarray(y, accumulator_dtype()).reshape(-1)
         return data
 
     # ---- online sums ---------------------------------------------------------------------
@@ -124,6 +148,10 @@ class Recorder:
         acc = {k: jnp.zeros(v.shape, adt) for k, v in sample.items()}
         acc["count"] = jnp.zeros((), jnp.int32)
         acc["sampling"] = jnp.zeros((), jnp.bool_)
+        if self.rb_every:
+            rb = jax.eval_shape(lambda p: self.rao_blackwell(p, data), params)
+            acc.update({k: jnp.zeros(v.shape, adt) for k, v in rb.items()})
+            acc["rb_count"] = jnp.zeros((), jnp.int32)
         return acc
 
     def _sample(self, params: Any, data: Mapping[str, Any]) -> dict[str, Array]:
@@ -148,6 +176,22 @@ class Recorder:
                 out[f"probe_{layer}_sum"] = g @ g.T / g.shape[-1]
         return out
 
+    def rao_blackwell(self, params: Any, data: Mapping[str, Any]) -> dict[str, Array]:
+        """Posterior means of f on the train and test inputs given the hidden weights of
+        `params`, the readout integrated out (module docstring), and Q if "Qf" is recorded."""
+        adt = accumulator_dtype()
+        phi = self.readout_features(params, data["X"])[0].astype(adt)  # (n, P)
+        phi_test = self.readout_features(params, data["X_test"])[0].astype(adt)
+        v_a, s2 = float(self.readout_variance), float(self.sigma2)
+        Q = v_a * (phi @ phi.T)
+        chol = jax.scipy.linalg.cho_factor(Q + s2 * jnp.eye(Q.shape[0], dtype=adt))
+        z = jax.scipy.linalg.cho_solve(chol, data["y"])
+        out = {"f_train_rb_sum": data["y"] - s2 * z,
+               "f_test_rb_sum": v_a * (phi_test @ (phi.T @ z))}
+        if "Qf" in self.kernels:
+            out["Qf_sum"] = Q
+        return out
+
     def _q2(self, params: Any, X: Array) -> Array:
         """Q̂2 of the 3-layer CNN (Eq. 14) from the model's h1 pre-activations, indexed
         [μ, j, i, c] (fleos.nets.models.CNN3): Q̂2 = σ_v²/(C1 S1) Φ Φᵀ with Φ_{(μj),(ic)} = φ(h1)."""
@@ -168,20 +212,26 @@ class Recorder:
         sample every step; the driver therefore keeps `step` unbatched - all chains advance
         in lockstep - and only the mask is per chain.)
         """
-        every = int(self.record_every)
+        every, rb_every = int(self.record_every), int(self.rb_every)
 
-        def accumulate(acc: dict, state: Any, info: Any) -> dict:
-            del info
-
+        def adder(sample_fn: Callable, count_key: str) -> Callable[[dict], dict]:
             def add(a: dict) -> dict:
                 on = a["sampling"]
                 new = dict(a)
-                for k, v in self._sample(state.params, data).items():
+                for k, v in sample_fn().items():
                     new[k] = a[k] + jnp.where(on, v.astype(a[k].dtype), 0)
-                new["count"] = a["count"] + on.astype(a["count"].dtype)
+                new[count_key] = a[count_key] + on.astype(a[count_key].dtype)
                 return new
+            return add
 
-            return jax.lax.cond(state.step % every == 0, add, lambda a: dict(a), acc)
+        def accumulate(acc: dict, state: Any, info: Any) -> dict:
+            del info
+            add = adder(lambda: self._sample(state.params, data), "count")
+            acc = jax.lax.cond(state.step % every == 0, add, lambda a: dict(a), acc)
+            if rb_every:
+                add_rb = adder(lambda: self.rao_blackwell(state.params, data), "rb_count")
+                acc = jax.lax.cond(state.step % rb_every == 0, add_rb, lambda a: dict(a), acc)
+            return acc
 
         return accumulate
 
@@ -228,7 +278,8 @@ def finalize(acc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Turn summed accumulators (leading chain axis) into per-chain means.
 
     Returns f_train/mean, f_train/sq_mean, f_test/..., sigma/mean, K2/mean, Q2/mean,
-    probe/<layer>/mean and count. Means of a chain with count 0 are NaN (no samples).
+    probe/<layer>/mean, count, and with Rao-Blackwellization f_train_rb/mean, f_test_rb/mean,
+    Qf/mean and rb_count. Means of a chain with count 0 are NaN (no samples).
     """
     count = np.asarray(acc["count"])
     denom = np.where(count > 0, count, np.nan).astype(np.float64)
@@ -240,6 +291,15 @@ def finalize(acc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
     out["f_train"] = {"mean": mean("f_train_sum"), "sq_mean": mean("f_train_sq")}
     out["f_test"] = {"mean": mean("f_test_sum"), "sq_mean": mean("f_test_sq")}
+    if "rb_count" in acc:
+        rb_count = np.asarray(acc["rb_count"])
+        rb_denom = np.where(rb_count > 0, rb_count, np.nan).astype(np.float64)
+        out["rb_count"] = rb_count
+        for key, name in (("f_train_rb_sum", "f_train_rb"), ("f_test_rb_sum", "f_test_rb"),
+                          ("Qf_sum", "Qf")):
+            if key in acc:
+                a = np.asarray(acc[key], np.float64)
+                out[name] = {"mean": a / rb_denom.reshape((-1,) + (1,) * (a.ndim - 1))}
     for key, name in (("sigma_sum", "sigma"), ("K2_sum", "K2"), ("Q2_sum", "Q2")):
         if key in acc:
             out[name] = {"mean": mean(key)}
