@@ -1,0 +1,119 @@
+"""Where a paper-size 2-layer-CNN step spends its time: GEMMs against element-wise work.
+
+Run by hand (never in CI):
+
+    .venv/bin/python bench/bench_roofline.py [--rows 64] [--reps 20]
+
+One data block of the paper's Fig. 3 network (`rows` training points, S = 64, N = 20,
+C = 640; 64 rows is the block `sampler.data_blocks: auto` picks at n = 1600 on CPU), float32,
+timed three ways in one process, best of `reps`:
+
+* gemm:  the two matrix products of a step, h = P W (forward) and Pᵀ δh (∂U/∂w), alone;
+* elem:  the element-wise and reduction work on the same pre-activations, alone: erf(h),
+         f = Σ a erf(h), the residual, δh = r a erf'(h) and ∂U/∂a = Σ r erf(h);
+* full:  `jax.value_and_grad` of the block's data term, as the sampler computes it.
+
+If XLA overlapped nothing and ran the GEMMs at the measured peak, a step could reach at most
+t_gemm / (t_gemm + t_elem) of that peak in matmul FLOP/s. This bounds the "% of GEMM peak" of
+bench/RESULTS.md ("Chain layout") for erf networks on this CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import erf
+
+import fleos  # noqa: F401
+from fleos.core.kernels import patches
+
+S, N, C = 64, 20, 640
+SIGMA2 = 0.1
+
+
+def _best(fn, *args, reps: int) -> float:
+    jax.block_until_ready(fn(*args))  # compile
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=20)
+    args = ap.parse_args()
+    rows = args.rows
+    k = jax.random.split(jax.random.PRNGKey(0), 5)
+    X = jax.random.normal(k[0], (rows, N * S), jnp.float32)
+    y = jax.random.normal(k[1], (rows,), jnp.float32)
+    w = jax.random.normal(k[2], (C, S), jnp.float32) * (2.0 / S) ** 0.5
+    a = jax.random.normal(k[3], (N, C), jnp.float32) * (2.0 / (N * C)) ** 0.5
+    P = patches(X, N, S).reshape(rows * N, S)  # (rows·N, S)
+    h = (P @ w.T).reshape(rows, N, C)
+
+    @jax.jit
+    def gemm(P, w, G):
+        return P @ w.T, P.T @ G
+
+    @jax.jit
+    def elem(h, a, y):
+        phi = erf(h)
+        f = jnp.einsum("bic,ic->b", phi, a)
+        r = (f - y) / SIGMA2
+        dh = r[:, None, None] * a * (2 / jnp.sqrt(jnp.pi)) * jnp.exp(-h * h)
+        da = jnp.einsum("b,bic->ic", r, phi)
+        return dh, da
+
+    def data_term(params, X, y):
+        hh = jnp.einsum("bis,cs->bic", patches(X, N, S), params["w"])
+        f = jnp.einsum("bic,ic->b", erf(hh), params["a"])
+        return jnp.sum((f - y) ** 2) / (2 * SIGMA2)
+
+    full = jax.jit(jax.value_and_grad(data_term))
+    peak_m = 2048
+    A = jax.random.normal(k[4], (peak_m, peak_m), jnp.float32)
+    mm = jax.jit(jnp.dot)
+
+    G = h.reshape(rows * N, C)
+    t_peak = _best(mm, A, A, reps=args.reps)
+    t_gemm = _best(gemm, P, w, G, reps=args.reps)
+    t_elem = _best(elem, h, a, y, reps=args.reps)
+    t_full = _best(full, {"w": w, "a": a}, X, y, reps=args.reps)
+
+    peak = 2 * peak_m**3 / t_peak / 1e9
+    gemm_flops = 2 * 2 * rows * N * S * C  # the two products
+    elements = rows * N * C
+    print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+          f"load average {os.getloadavg()[0]:.2f}, jax {jax.__version__} "
+          f"{jax.default_backend()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(f"# block: {rows} rows x N = {N} x C = {C} = {elements / 1e6:.2f} M pre-activations, "
+          f"S = {S}; best of {args.reps}")
+    print()
+    print("| part | ms per block | ns per pre-activation | GFLOP/s (matmul FLOPs) | % of peak |")
+    print("|---|---|---|---|---|")
+    print(f"| GEMM peak ({peak_m}³) | - | - | {peak:.1f} | 100 % |")
+    for name, t in (("gemm (h = P W, Pᵀ δh)", t_gemm), ("elem (erf, erf', reductions)", t_elem),
+                    ("full value_and_grad", t_full)):
+        gf = gemm_flops / t / 1e9
+        pct = f"{100 * gf / peak:.0f} %" if name != "elem (erf, erf', reductions)" else "-"
+        gfs = f"{gf:.1f}" if name != "elem (erf, erf', reductions)" else "-"
+        print(f"| {name} | {1e3 * t:.2f} | {1e9 * t / elements:.2f} | {gfs} | {pct} |")
+    bound = gemm_flops / (t_gemm + t_elem) / 1e9
+    print()
+    print(f"Bound with no overlap: t_gemm / (t_gemm + t_elem) = "
+          f"{t_gemm / (t_gemm + t_elem):.2f}; matmul FLOP/s at most {bound:.1f} GFLOP/s = "
+          f"{100 * bound / peak:.0f} % of the peak.")
+
+
+if __name__ == "__main__":
+    main()
