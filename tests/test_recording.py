@@ -187,33 +187,63 @@ def _rb_recorder(arch: str, model, rb_every: int, sigma2: float = 0.1) -> Record
                     rb_every=rb_every)
 
 
-@pytest.mark.parametrize("arch", ["cnn2", "cnn3", "fcn"])
-def test_rao_blackwell_is_the_readout_posterior_mean(arch: str) -> None:
-    """Given the hidden weights, the readout posterior is Bayesian linear regression on the
-    features Φ = ∂f/∂a. Reference: its primal (weight-space) solution, with Φ from autodiff
-    of `forward`: E[a] = (ΦᵀΦ/σ² + I/v_a)⁻¹ Φᵀy/σ², E[f] = Φ E[a]. The recorder uses the
-    dual (function-space) form; in float64 the two agree to rounding (1e-9 relative)."""
-    model, _, _, _, params, X, Xt = _setup(arch, n=7, width=3)
+RB_CASES = {
+    "cnn2": ("cnn2", MODELS["cnn2"], (7, 12)),
+    "cnn3": ("cnn3", MODELS["cnn3"], (7, 12)),
+    "fcn": ("fcn", MODELS["fcn"], (7, 5)),
+    "fcn_mean_field": ("fcn", {**MODELS["fcn"], "scaling": "mean_field"}, (7, 5)),
+    "myrtle5": ("myrtle5", {"sigma_w2": 2.0, "sigma_a2": 1.5, "dataset": "digits"}, (7, 4, 4, 1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RB_CASES))
+def test_rao_blackwell_is_the_readout_posterior_mean(case: str) -> None:
+    """Given the hidden weights, the sampler's own U (`make_potential`) is quadratic in the
+    readout a, so its conditional mean is E[a] = −H⁻¹ ∇_a U(a = 0) with H = ∇²_a U, computed
+    here by autodiff of U alone (no Φ, no v_a, no σ² taken from the code under test). The
+    recorder's dual-form means E[f | hidden] must equal f at E[a] on train and test inputs,
+    and its Qf must be the kernel Cov(f | hidden) of the prior, to float64 rounding (1e-9)."""
+    arch, cfg, shape = RB_CASES[case]
+    model = build_model(arch, cfg, 3, param_dtype=jnp.float64)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=shape)
+    Xt = rng.normal(size=(3, *shape[1:]))
+    y = rng.normal(size=shape[0])
     sigma2 = 0.1
-    rec = _rb_recorder(arch, model, rb_every=1, sigma2=sigma2)
-    y = np.random.default_rng(5).normal(size=X.shape[0])
-    teacher = {"teacher_w": np.ones(model.input_weights(params).shape[1])}
-    data = rec.make_data(X, Xt, teacher, teacher["teacher_w"].size, 2, 7, jnp.float64, y=y)
-    p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-    out = {k: np.asarray(v) for k, v in rec.rao_blackwell(p64, data).items()}
+    params = model.init_prior(jax.random.PRNGKey(1), jnp.float64)
+    name = model.readout
+    rec = Recorder(arch=arch, apply_fn=lambda p, x: model.forward(p, x)[0],
+                   input_weights=model.input_weights, preactivations=model.preactivations,
+                   record_every=4, kernels=("sigma", "Qf"), model_cfg=cfg,
+                   readout_features=model.readout_features,
+                   readout_variance=model.prior_variances()[name], sigma2=sigma2, rb_every=1)
+    data = rec.make_data(X, Xt, {}, model.input_weights(params).shape[1], 2, 7, jnp.float64,
+                         y=y)
+    out = {k: np.asarray(v) for k, v in rec.rao_blackwell(params, data).items()}
 
-    name, v_a = model.readout, model.prior_variances()[model.readout]
+    pot = make_potential(lambda p, x: model.forward(p, x)[0], model.prior_variances(),
+                         jnp.asarray(X), jnp.asarray(y), sigma2)
 
-    def features(x):
-        jac = jax.jacfwd(lambda a: model.forward({**p64, name: a}, jnp.asarray(x))[0])
-        return np.asarray(jac(p64[name])).reshape(x.shape[0], -1)
+    def U_of_readout(a_flat):
+        a = a_flat.reshape(params[name].shape)
+        return pot({**params, name: a})[0]
 
-    phi, phi_t = features(X), features(Xt)
-    A = phi.T @ phi / sigma2 + np.eye(phi.shape[1]) / v_a
-    a_mean = np.linalg.solve(A, phi.T @ y / sigma2)
-    np.testing.assert_allclose(out["f_train_rb_sum"], phi @ a_mean, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(out["f_test_rb_sum"], phi_t @ a_mean, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(out["Qf_sum"], v_a * phi @ phi.T, rtol=1e-12, atol=1e-14)
+    zero = jnp.zeros(params[name].size, jnp.float64)
+    H = np.asarray(jax.hessian(U_of_readout)(zero))
+    g0 = np.asarray(jax.grad(U_of_readout)(zero))
+    a_mean = jnp.asarray(-np.linalg.solve(H, g0)).reshape(params[name].shape)
+    post = {**params, name: a_mean}
+    np.testing.assert_allclose(out["f_train_rb_sum"], model.forward(post, jnp.asarray(X))[0],
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out["f_test_rb_sum"], model.forward(post, jnp.asarray(Xt))[0],
+                               rtol=1e-9, atol=1e-12)
+    # Prior covariance of f(X) given the hidden weights, from the prior's own draws' algebra:
+    # Cov f = J diag(v_a) Jᵀ with J = ∂f/∂a, v_a read back from U's Hessian in a alone
+    # (the prior part of H is I/v_a).
+    J = np.asarray(jax.jacfwd(lambda a: model.forward(
+        {**params, name: a.reshape(params[name].shape)}, jnp.asarray(X))[0])(zero))
+    v_a = 1.0 / (H - J.T @ J / sigma2)[0, 0]
+    np.testing.assert_allclose(out["Qf_sum"], v_a * J @ J.T, rtol=1e-9, atol=1e-12)
 
 
 def test_rao_blackwell_accumulates_every_rb_every_steps_of_the_sampling_stage() -> None:

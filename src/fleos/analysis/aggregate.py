@@ -348,6 +348,11 @@ def aggregate_job(
     out["f_train_mean"], out["f_test_mean"] = f_tr.mean(0), f_te.mean(0)
     if "f_train_rb/mean" in samples:
         f_tr_rb = np.asarray(samples["f_train_rb/mean"], np.float64)
+        rb_count = np.asarray(samples["rb_count"])
+        if f_tr_rb.shape[0] != len(out["seeds"]) or np.any(rb_count == 0):
+            raise ValueError(f"{name}: Rao-Blackwellized means missing for some seeds (chunks "
+                             f"written with different sampler.rao_blackwell_every, or no sample "
+                             f"in the sampling stage): rb_count {rb_count.tolist()}")
         f_te_rb = np.asarray(samples["f_test_rb/mean"], np.float64)
         for split, f, yy in (("train", f_tr_rb, y), ("test", f_te_rb, y_test)):
             a = alpha_per_seed(f, yy, sigma2)
@@ -356,7 +361,7 @@ def aggregate_job(
                 np.array(v) for v in mean_se(a))
         out["mse_train_norm_rb"], out["mse_train_norm_rb_se"] = jackknife(
             lambda fm: np.array(normalized_mse(fm, y, sigma2)), f_tr_rb)
-        out["rb_count"] = np.asarray(samples["rb_count"])
+        out["rb_count"] = rb_count
     if "Qf/mean" in samples:
         Qf = np.asarray(samples["Qf/mean"], np.float64)
         out["alpha_train_meankernel"], out["alpha_train_meankernel_se"] = jackknife(

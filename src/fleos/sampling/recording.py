@@ -136,6 +136,12 @@ class Recorder:
             if y is None or self.readout_features is None:
                 raise ValueError("Rao-Blackwellized outputs (rb_every > 0) need the targets y "
                                  "and the model's readout_features")
+            if not (self.readout_variance > 0 and self.sigma2 > 0):
+                raise ValueError(f"Rao-Blackwellized outputs need readout_variance > 0 and "
+                                 f"sigma2 > 0, got {self.readout_variance!r}, {self.sigma2!r}")
+            if not jax.config.jax_enable_x64:
+                raise ValueError("Rao-Blackwellized outputs solve in float64: enable JAX's "
+                                 "x64 mode (import fleos does)")
             data["y"] = jnp.asarray(y, accumulator_dtype()).reshape(-1)
         return data
 
