@@ -234,6 +234,20 @@ def summary(rows: list[Row]) -> list[str]:
             f"(test α). "
             f"Train α experiment/EoS at C = {lo['C']}: {fmt(lo['alpha_train_exp'])} / "
             f"{fmt(lo['alpha_train_eos'])} (GP {fmt(lo['alpha_train_gp'])}).")
+        rb = [r for r in rs if math.isfinite(r["alpha_train_rb"])]
+        if rb:
+            def col(f, rb=rb) -> str:
+                return ", ".join(fmt(f(r)) for r in rb)
+
+            lines.append(
+                f"n = {n}, C = {col(lambda r: r['C'])}: train α with the readout integrated "
+                f"out (Rao-Blackwellized) {col(lambda r: r['alpha_train_rb'])} (SE "
+                f"{col(lambda r: r['alpha_train_rb_se'])}) against the EoS "
+                f"{col(lambda r: r['alpha_train_eos'])}; the GP at the sampled mean kernel ⟨Q⟩ "
+                f"gives {col(lambda r: r['alpha_train_meankernel'])}, so the kernel's "
+                f"fluctuations raise train α by "
+                f"{col(lambda r: r['alpha_train_rb'] - r['alpha_train_meankernel'])} "
+                f"(Jensen: ≥ 0; docs/langevin.md §9).")
         bad = [r["C"] for r in rs if not r["eos_converged"]]
         if bad:
             lines.append(f"EoS NOT converged at C = {bad} (marked x, not joined).")
