@@ -288,24 +288,21 @@ def finalize(acc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     Qf/mean and rb_count. Means of a chain with count 0 are NaN (no samples).
     """
     count = np.asarray(acc["count"])
-    denom = np.where(count > 0, count, np.nan).astype(np.float64)
     out: dict[str, Any] = {"count": count}
 
-    def mean(key: str) -> np.ndarray:
+    def mean(key: str, n: np.ndarray = count) -> np.ndarray:
         a = np.asarray(acc[key], np.float64)
+        denom = np.where(n > 0, n, np.nan).astype(np.float64)
         return a / denom.reshape((-1,) + (1,) * (a.ndim - 1))
 
     out["f_train"] = {"mean": mean("f_train_sum"), "sq_mean": mean("f_train_sq")}
     out["f_test"] = {"mean": mean("f_test_sum"), "sq_mean": mean("f_test_sq")}
     if "rb_count" in acc:
-        rb_count = np.asarray(acc["rb_count"])
-        rb_denom = np.where(rb_count > 0, rb_count, np.nan).astype(np.float64)
-        out["rb_count"] = rb_count
+        out["rb_count"] = np.asarray(acc["rb_count"])
         for key, name in (("f_train_rb_sum", "f_train_rb"), ("f_test_rb_sum", "f_test_rb"),
                           ("Qf_sum", "Qf")):
             if key in acc:
-                a = np.asarray(acc[key], np.float64)
-                out[name] = {"mean": a / rb_denom.reshape((-1,) + (1,) * (a.ndim - 1))}
+                out[name] = {"mean": mean(key, out["rb_count"])}
     for key, name in (("sigma_sum", "sigma"), ("K2_sum", "K2"), ("Q2_sum", "Q2")):
         if key in acc:
             out[name] = {"mean": mean(key)}
