@@ -13,9 +13,9 @@ timed three ways in one process, best of `reps`:
          f = Σ a erf(h), the residual, δh = r a erf'(h) and ∂U/∂a = Σ r erf(h);
 * full:  `jax.value_and_grad` of the block's data term, as the sampler computes it.
 
-If XLA overlapped nothing and ran the GEMMs at the measured peak, a step could reach at most
-t_gemm / (t_gemm + t_elem) of that peak in matmul FLOP/s. This bounds the "% of GEMM peak" of
-bench/RESULTS.md ("Chain layout") for erf networks on this CPU.
+The same cores do both parts, so a step's matmul FLOP rate is at most the GEMMs' own rate ×
+t_gemm / (t_gemm + t_elem): the bound printed at the end, which caps the "% of GEMM peak" of
+bench/RESULTS.md ("Chain layout") for erf networks on this CPU whatever the layout.
 """
 
 from __future__ import annotations
