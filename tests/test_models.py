@@ -101,6 +101,8 @@ def test_shapes_counts_and_trees(arch, cfg, width, xshape, count):
     assert out.shape == (xshape[0],) and out.dtype == jnp.float32
     np.testing.assert_allclose(out, model.forward(params, x)[0], rtol=1e-6)
     assert model.input_weights(params).shape[0] == width
+    # an empty batch (a dataset without a test set) gives empty outputs, not an error
+    assert model.forward(params, x[:0])[0].shape == (0,)
     pre = model.preactivations(params, x)
     b = xshape[0]
     if arch == "fcn":

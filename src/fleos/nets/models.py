@@ -209,7 +209,8 @@ class CNN2(_PriorModule):
         """Φ_{b,(i,c)} = φ(w_c · x_i), (batch, N·C) in the order of ``a`` (N, C)."""
         phi = ACTIVATIONS[self.activation]
         h1 = jnp.einsum("bis,cs->bic", patches(x, self.N, self.S), params["w"])
-        return phi(h1).reshape(*h1.shape[:-2], -1), {"h1": h1}
+        # explicit size, not -1: a batch of zero inputs (no test set) must reshape too
+        return phi(h1).reshape(*h1.shape[:-2], self.N * self.width), {"h1": h1}
 
     @nn.nowrap
     def input_weights(self, params: Params) -> Array:
@@ -268,7 +269,7 @@ class CNN3(_PriorModule):
         h1 = jnp.einsum("bjis,cs->bjic", P, params["w"])
         h2 = jnp.einsum("bjic,kci->bjk", phi(h1), params["v"])
         # Φ_{b,(k,j)} = φ(h2_{kj}) in the order of ``a`` (C2, N)
-        feats = jnp.swapaxes(phi(h2), -1, -2).reshape(*h2.shape[:-2], -1)
+        feats = jnp.swapaxes(phi(h2), -1, -2).reshape(*h2.shape[:-2], self.width * self.N)
         return feats, {"h1": h1, "h2": h2}
 
     @nn.nowrap
