@@ -175,7 +175,12 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     if hollow:
         hollow_legend(ax)
     all_c = sorted({int(c) for c in curve_c})
-    sampled_c = sorted({int(r["C"]) for r in rows} | {all_c[0], all_c[-1]})
+    sampled = {int(r["C"]) for r in rows}
+    # the inset's ticks: the sampled C and the curve's ends, unless an end would print over
+    # a sampled tick (closer than a factor 2 on the log axis)
+    ends = {c for c in (all_c[0], all_c[-1])
+            if all(max(c, s) >= 2 * min(c, s) for s in sampled)}
+    sampled_c = sorted(sampled | ends)
     for a, ticks in ((ax, all_c), (axin, sampled_c)):
         a.set_xscale("log")
         a.axhline(1.0, color="0.7", linewidth=0.8, zorder=0)
