@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from fleos.core import gp
 from fleos.core.observables import GaussianFit, gaussian_fit, top_eigh
 
 # Workflow-only keys of an experiment entry (not part of fleos.config.ExperimentConfig).
@@ -104,13 +105,6 @@ def alpha_per_seed(f_mean: np.ndarray, y: np.ndarray, sigma2: float) -> np.ndarr
     """α = (y − f̄)·y/(σ² y·y) for each seed's time-averaged f̄ (rows of f_mean)."""
     y = np.asarray(y, dtype=np.float64)
     return (y[None, :] - f_mean) @ y / (sigma2 * (y @ y))
-
-
-def gp_train_mean(Q: np.ndarray, y: np.ndarray, sigma2: float) -> np.ndarray:
-    """f̄ = Q(Q + σ²I)⁻¹y = y − σ²(Q + σ²I)⁻¹y: the GP posterior mean on the training
-    inputs for the kernel Q (MISSION §3)."""
-    y = np.asarray(y, dtype=np.float64)
-    return y - sigma2 * np.linalg.solve(np.asarray(Q, np.float64) + sigma2 * np.eye(y.size), y)
 
 
 def normalized_mse(f_mean: np.ndarray, y: np.ndarray, sigma2: float) -> float:
@@ -364,10 +358,14 @@ def aggregate_job(
         out["rb_count"] = rb_count
     if "Qf/mean" in samples:
         Qf = np.asarray(samples["Qf/mean"], np.float64)
+
+        def gp_at(q: np.ndarray) -> np.ndarray:  # the GP's train mean at kernel q
+            return np.asarray(gp.gp_train_mean(gp.gp_fit(q, y, sigma2), y))
+
         out["alpha_train_meankernel"], out["alpha_train_meankernel_se"] = jackknife(
-            lambda q: alpha_per_seed(gp_train_mean(q, y, sigma2)[None], y, sigma2)[0], Qf)
+            lambda q: alpha_per_seed(gp_at(q)[None], y, sigma2)[0], Qf)
         out["mse_train_norm_meankernel"], out["mse_train_norm_meankernel_se"] = jackknife(
-            lambda q: np.array(normalized_mse(gp_train_mean(q, y, sigma2), y, sigma2)), Qf)
+            lambda q: np.array(normalized_mse(gp_at(q), y, sigma2)), Qf)
 
     if "sigma/mean" in samples:
         sig = np.asarray(samples["sigma/mean"], np.float64)

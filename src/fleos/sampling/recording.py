@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fleos.core import gp
 from fleos.core.kernels import ACTIVATIONS
 
 Array = jax.Array
@@ -190,10 +191,10 @@ class Recorder:
         phi_test = self.readout_features(params, data["X_test"])[0].astype(adt)
         v_a, s2 = float(self.readout_variance), float(self.sigma2)
         Q = v_a * (phi @ phi.T)
-        chol = jax.scipy.linalg.cho_factor(Q + s2 * jnp.eye(Q.shape[0], dtype=adt))
-        z = jax.scipy.linalg.cho_solve(chol, data["y"])
-        out = {"f_train_rb_sum": data["y"] - s2 * z,
-               "f_test_rb_sum": v_a * (phi_test @ (phi.T @ z))}
+        fit = gp.gp_fit(Q, data["y"], s2)
+        # test mean Q_{*f} z with Q_{*f} = v_a Φ_* Φᵀ, as matrix-vector products
+        out = {"f_train_rb_sum": gp.gp_train_mean(fit, data["y"]),
+               "f_test_rb_sum": v_a * (phi_test @ (phi.T @ fit.weights))}
         if "Qf" in self.kernels:
             out["Qf_sum"] = Q
         return out
