@@ -248,8 +248,9 @@ def test_data_blocks_give_the_same_value_and_gradient(problem) -> None:
 
 
 def test_chain_batches_give_the_same_chains(problem) -> None:
-    """`chain_batch` groups (lax.map over vmapped groups) change the schedule of the work, not
-    the chains: every layout equals the all-vmapped ensemble to float32 round-off."""
+    """`chain_batch` groups (host calls of one compiled b-chain program) change the schedule
+    of the work, not the chains: every layout equals the all-vmapped ensemble to float32
+    round-off, and each group equals a job of just its b chains bit for bit."""
     n_chains = 4
     states = prior_states(jax.random.PRNGKey(0), n_chains)
     keys = jax.random.split(jax.random.PRNGKey(1), n_chains)
@@ -260,6 +261,12 @@ def test_chain_batches_give_the_same_chains(problem) -> None:
                                    integrator=Integrator("baoab", 1.0), chain_batch=b)
         np.testing.assert_allclose(out.params["a"], ref.params["a"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(sse, sse_ref, rtol=1e-5)
+    alone, _, sse_alone = run_ensemble(problem["pot"], jax.tree.map(lambda x: x[2:], states),
+                                       keys[2:], 2e-3, 100, integrator=Integrator("baoab", 1.0))
+    grouped, _, sse_grouped = run_ensemble(problem["pot"], states, keys, 2e-3, 100,
+                                           integrator=Integrator("baoab", 1.0), chain_batch=2)
+    np.testing.assert_array_equal(grouped.params["a"][2:], alone.params["a"])
+    np.testing.assert_array_equal(sse_grouped[2:], sse_alone)
     # a group size that does not divide the chains is lowered to one that does (4 -> 3);
     # None leaves (ULA's empty integrator state) pass through
     sq, none = map_chains(lambda x, e: (x * x, e), (jnp.arange(6.0), None), 4)

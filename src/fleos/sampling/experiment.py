@@ -141,12 +141,10 @@ class _State:
                       self.n_backoffs.copy(), [dict(e) for e in self.events])
 
 
-@functools.partial(jax.jit, static_argnames=("n_steps", "recorder", "integrator",
-                                             "chain_batch"))
-def _run_chunk(potential, rec_data, params, extra, step, keys, lrs, acc, precond, *, n_steps,
-               recorder, integrator, chain_batch):
-    """`run_steps` with the recorder's accumulate over the chains, vmapped `chain_batch` at a
-    time (`map_chains`; compiled per k).
+@functools.partial(jax.jit, static_argnames=("n_steps", "recorder", "integrator"))
+def _run_group(potential, rec_data, params, extra, step, keys, lrs, acc, precond, *, n_steps,
+               recorder, integrator):
+    """`run_steps` with the recorder's accumulate, vmapped over the chains of one group.
 
     `step` is a scalar shared by all chains (they advance in lockstep) and is NOT mapped, so
     the recorder's `lax.cond` on `step % record_every` stays a real branch under vmap.
@@ -159,7 +157,18 @@ def _run_chunk(potential, rec_data, params, extra, step, keys, lrs, acc, precond
                                integrator=integrator)
         return st.params, st.extra, a, sse
 
-    return map_chains(one, (params, extra, keys, lrs, acc), chain_batch)
+    return jax.vmap(one)(params, extra, keys, lrs, acc)
+
+
+def _run_chunk(potential, rec_data, params, extra, step, keys, lrs, acc, precond, *, n_steps,
+               recorder, integrator, chain_batch):
+    """`_run_group` over the job's chains, `chain_batch` at a time (`map_chains`: one
+    compiled program per chunk length, called once per group)."""
+    def group(p, e, k, lr, a):
+        return _run_group(potential, rec_data, p, e, step, k, lr, a, precond, n_steps=n_steps,
+                          recorder=recorder, integrator=integrator)
+
+    return map_chains(group, (params, extra, keys, lrs, acc), chain_batch)
 
 
 def chain_layout(sc: Any, model: Any, params0: Any, X: jax.Array, n_chains: int,
@@ -263,8 +272,9 @@ def run_job(
     sched = schedule_from_config(dict(sc.schedule), total_steps=sc.steps)
 
     integrator = Integrator(sc.integrator, sc.friction)
-    extra0 = map_chains(lambda p, k: init_extra(potential, p, k, 0, integrator=integrator,
-                                                precond=precond), (params0, keys), chain_batch)
+    extra0 = map_chains(jax.jit(jax.vmap(lambda p, k: init_extra(
+        potential, p, k, 0, integrator=integrator, precond=precond))), (params0, keys),
+        chain_batch)
     W0 = model.input_weights(jax.tree.map(lambda a: a[0], params0))
     d_in = W0.shape[-1]
     recorder = Recorder(

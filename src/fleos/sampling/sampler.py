@@ -263,17 +263,22 @@ def auto_chain_batch(n_chains: int, n: int, activations_per_row: int, backend: s
 
 
 def map_chains(fn: Callable, args: tuple, chain_batch: int | None = None) -> Any:
-    """`jax.vmap(fn)(*args)` over the leading chain axis, or, with `chain_batch` = b smaller
-    than the number of chains, a `lax.map` over groups of b vmapped chains (one group after
-    the other: the same results up to float rounding, b chains' working set at a time). b is
-    lowered to the largest divisor of the number of chains (groups of equal size)."""
+    """`fn(*args)` for chain-stacked `args` (a leading chain axis on every leaf), `chain_batch`
+    chains per call: with b = `chain_batch` smaller than the number of chains, `fn` is called
+    from the host on consecutive groups of b chains, one after the other, and the outputs are
+    concatenated along the chain axis. `fn` maps chain-stacked arguments to chain-stacked
+    outputs (typically a jitted `jax.vmap` of a one-chain function), so every group runs the
+    program a job of b chains runs: the same results bit for bit, and a job of 8 chains run
+    one at a time costs 8 runs of the 1-chain program (issue #9 §3; a `lax.map` over the
+    groups inside one program ran at 0.92-0.94x the 1-chain job's chain-steps/s at the paper's
+    size, bench/RESULTS.md "Chain layout"). b is lowered to the largest divisor of the number
+    of chains, so that every group has the same shapes (one compilation)."""
     n_chains = jax.tree.leaves(args)[0].shape[0]
     if chain_batch is None or chain_batch >= n_chains:
-        return jax.vmap(fn)(*args)
+        return fn(*args)
     b = max(d for d in range(1, int(chain_batch) + 1) if n_chains % d == 0)
-    grouped = jax.tree.map(lambda x: x.reshape(n_chains // b, b, *x.shape[1:]), args)
-    out = jax.lax.map(lambda a: jax.vmap(fn)(*a), grouped)
-    return jax.tree.map(lambda x: x.reshape(n_chains, *x.shape[2:]), out)
+    outs = [fn(*jax.tree.map(lambda x, i=i: x[i:i + b], args)) for i in range(0, n_chains, b)]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
 
 
 def _check_same_tree(params: Params, other: Params, name: str) -> None:
@@ -559,18 +564,18 @@ def run_steps(
 
 
 def _ensemble(potential, states, chain_keys, lrs, acc, precond, n_steps, accumulate,
-              integrator, chain_batch):
+              integrator):
     def one(st, k, lr, a):
         return run_steps(
             potential, st, k, lr, n_steps, precond=precond, accumulate=accumulate, acc=a,
             integrator=integrator,
         )
 
-    return map_chains(one, (states, chain_keys, lrs, acc), chain_batch)
+    return jax.vmap(one)(states, chain_keys, lrs, acc)
 
 
 # Potential objects are pytrees (data passed as arguments); plain callables are static.
-_STATIC = ("n_steps", "accumulate", "integrator", "chain_batch")
+_STATIC = ("n_steps", "accumulate", "integrator")
 _ensemble_pytree = jax.jit(_ensemble, static_argnames=_STATIC)
 _ensemble_static = jax.jit(_ensemble, static_argnames=("potential", *_STATIC))
 
@@ -592,7 +597,8 @@ def run_ensemble(
 
     states, chain_keys and acc carry a leading chain axis; `lrs` is a per-chain array of shape
     (chains,) or a scalar (broadcast). `precond` is shared by all chains. `chain_batch`: vmap
-    at most this many chains at a time (`map_chains`; None = all; `auto_chain_batch`). Returns
+    this many chains per compiled call, the groups one after the other (`map_chains`; None =
+    all; `auto_chain_batch`). Returns
     (states, acc, sse traces of shape (chains, n_steps)). Compiled once per (tree structure,
     shapes, n_steps, accumulate, integrator); pass a `Potential` from `make_potential` so that
     the data are runtime arguments (a plain callable is treated as static and recompiles per
@@ -601,8 +607,12 @@ def run_ensemble(
     n_chains = jax.tree.leaves(states.step)[0].shape[0]
     lrs = jnp.broadcast_to(jnp.asarray(lrs), (n_chains,))
     fn = _ensemble_pytree if isinstance(potential, Potential) else _ensemble_static
-    return fn(potential, states, chain_keys, lrs, acc, precond, n_steps=int(n_steps),
-              accumulate=accumulate, integrator=integrator, chain_batch=chain_batch)
+
+    def group(st, k, lr, a):
+        return fn(potential, st, k, lr, a, precond, n_steps=int(n_steps),
+                  accumulate=accumulate, integrator=integrator)
+
+    return map_chains(group, (states, chain_keys, lrs, acc), chain_batch)
 
 
 def stiffest_curvature(
