@@ -11,7 +11,10 @@ timed three ways in one process, best of `reps`:
 * gemm:  the two matrix products of a step, h = P W (forward) and Pᵀ δh (∂U/∂w), alone;
 * elem:  the element-wise and reduction work on the same pre-activations, alone: erf(h),
          f = Σ a erf(h), the residual, δh = r a erf'(h) and ∂U/∂a = Σ r erf(h);
-* full:  `jax.value_and_grad` of the block's data term, as the sampler computes it.
+* full:  `jax.value_and_grad` of the block's data term, as the sampler computes it;
+* by hand: the same value and gradient written out (forward GEMM, erf and erf', backward
+         GEMM), checked against `full` in the same run: what a hand-written gradient of the
+         2-layer CNN would buy.
 
 The same cores do both parts, so a step's matmul FLOP rate is at most the GEMMs' own rate ×
 t_gemm / (t_gemm + t_elem): the bound printed at the end, which caps the "% of GEMM peak" of
@@ -80,6 +83,20 @@ def main() -> None:
         return jnp.sum((f - y) ** 2) / (2 * SIGMA2)
 
     full = jax.jit(jax.value_and_grad(data_term))
+
+    @jax.jit
+    def by_hand(params, X, y):
+        """The same value and gradient written out: one forward GEMM, erf and erf' from one
+        pass over h, one backward GEMM (no autodiff residuals or transposes)."""
+        Pb = patches(X, N, S).reshape(-1, S)
+        hb = Pb @ params["w"].T                                  # (rows·N, C)
+        phi = erf(hb)
+        f = (phi.reshape(-1, N, C) * params["a"]).sum(axis=(1, 2))
+        r = (f - y) / SIGMA2
+        d_phi = (2 / jnp.sqrt(jnp.pi)) * jnp.exp(-hb * hb)
+        dh = (r[:, None, None] * params["a"] * d_phi.reshape(-1, N, C)).reshape(-1, C)
+        da = jnp.einsum("b,bic->ic", r, phi.reshape(-1, N, C))
+        return 0.5 * SIGMA2 * jnp.sum(r * r), {"a": da, "w": dh.T @ Pb}
     peak_m = 2048
     A = jax.random.normal(k[4], (peak_m, peak_m), jnp.float32)
     mm = jax.jit(jnp.dot)
@@ -89,6 +106,10 @@ def main() -> None:
     t_gemm = _best(gemm, P, w, G, reps=args.reps)
     t_elem = _best(elem, h, a, y, reps=args.reps)
     t_full = _best(full, {"w": w, "a": a}, X, y, reps=args.reps)
+    t_hand = _best(by_hand, {"w": w, "a": a}, X, y, reps=args.reps)
+    (u_ref, g_ref), (u_hand, g_hand) = full({"w": w, "a": a}, X, y), by_hand({"w": w, "a": a}, X, y)
+    rel = max(float(jnp.max(jnp.abs(g_hand[k] - g_ref[k])) / jnp.max(jnp.abs(g_ref[k])))
+              for k in ("w", "a"))
 
     peak = 2 * peak_m**3 / t_peak / 1e9
     gemm_flops = 2 * 2 * rows * N * S * C  # the two products
@@ -103,12 +124,16 @@ def main() -> None:
     print("|---|---|---|---|---|")
     print(f"| GEMM peak ({peak_m}³) | - | - | {peak:.1f} | 100 % |")
     for name, t in (("gemm (h = P W, Pᵀ δh)", t_gemm), ("elem (erf, erf', reductions)", t_elem),
-                    ("full value_and_grad", t_full)):
+                    ("full value_and_grad", t_full), ("by-hand value and gradient", t_hand)):
         gf = gemm_flops / t / 1e9
         pct = f"{100 * gf / peak:.0f} %" if name != "elem (erf, erf', reductions)" else "-"
         gfs = f"{gf:.1f}" if name != "elem (erf, erf', reductions)" else "-"
         print(f"| {name} | {1e3 * t:.2f} | {1e9 * t / elements:.2f} | {gfs} | {pct} |")
     bound = gemm_flops / (t_gemm + t_elem) / 1e9
+    print()
+    print(f"By hand against autodiff: {t_full / t_hand:.2f}x faster; value differs by "
+          f"{abs(float(u_hand - u_ref)) / abs(float(u_ref)):.1e} (relative), gradient by "
+          f"{rel:.1e} (max abs / max |grad|), float32.")
     print()
     print(f"Bound with no overlap: t_gemm / (t_gemm + t_elem) = "
           f"{t_gemm / (t_gemm + t_elem):.2f}; matmul FLOP/s at most {bound:.1f} GFLOP/s = "
