@@ -2,7 +2,7 @@
 
 Run by hand (never in CI):
 
-    .venv/bin/python bench/bench_sampler.py [--paper-steps 40] [--laptop-steps 5000]
+    .venv/bin/python bench/bench_sampler.py [--paper-steps 80] [--laptop-steps 5000]
         [--rounds 3] [--curvature]
 
 Prints Markdown tables for bench/RESULTS.md: chain-steps/s (one step = one full-batch BAOAB
@@ -10,7 +10,8 @@ epoch of `fleos.sampling.sampler`, value-and-grad of U plus the noise, prior pre
 chain and a job of 8 chains, at the paper's size (n=1600, S=64, N=20, C=640) and the laptop
 size (n=256, S=16, N=8, C=64), each in two layouts: "vmap" (all chains vmapped, one data block)
 and "auto" (`sampler.chain_batch/data_blocks: auto`), with the achieved FLOP/s next to the
-float32 matmul peak measured in the same run. Settings are timed in interleaved rounds.
+float32 matmul peak measured in the same run. Settings are timed in interleaved rounds, every
+other round in reverse order.
 
 FLOP count per chain and step (matmuls of forward + backward only; elementwise erf, noise and
 reductions are not counted, so the achieved figure is a lower bound on the work done):
@@ -155,8 +156,10 @@ def bench_sampler(size: str, chain_counts=(1, 8), steps: int = 1000, chunk: int 
                           "run": run, "state": states, "k": k, "n_chunks": max(1, s // k),
                           "compile_s": t_compile, "times": [], "finite": True,
                           "flop": flops_per_step(p["n"], p["S"], p["N"], p["C"])})
-    for _ in range(rounds):
-        for c in cases:
+    for r in range(rounds):
+        # every other round in reverse order: a setting that always runs right after another
+        # (e.g. after the slow all-vmapped 8-chain job) would carry that position's bias
+        for c in cases if r % 2 == 0 else cases[::-1]:
             def go(c=c):
                 st = c["state"]
                 for _ in range(c["n_chunks"]):
@@ -188,7 +191,8 @@ def curvature(size: str, C: int | None = None, prior_precond: bool = False) -> f
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--laptop-steps", type=int, default=5000)
-    ap.add_argument("--paper-steps", type=int, default=40)
+    ap.add_argument("--paper-steps", type=int, default=80, help="chain-steps per setting at "
+                    "paper size; 80 = 10-step calls for both jobs (see the loop below)")
     ap.add_argument("--skip-paper", action="store_true")
     ap.add_argument("--skip-laptop", action="store_true")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best "
