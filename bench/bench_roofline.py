@@ -6,7 +6,7 @@ Run by hand (never in CI):
 
 One data block of the paper's Fig. 3 network (`rows` training points, S = 64, N = 20,
 C = 640; 64 rows is the block `sampler.data_blocks: auto` picks at n = 1600 on CPU), float32,
-timed three ways in one process, best of `reps`:
+timed in one process, best of `reps` rounds that interleave the parts:
 
 * gemm:  the two matrix products of a step, h = P W (forward) and Pᵀ δh (∂U/∂w), alone;
 * elem:  the element-wise and reduction work on the same pre-activations, alone: erf(h),
@@ -40,13 +40,17 @@ S, N, C = 64, 20, 640
 SIGMA2 = 0.1
 
 
-def _best(fn, *args, reps: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile
-    best = float("inf")
+def _best(calls: dict, reps: int) -> dict:
+    """Best-of-`reps` seconds of each `name: (fn, *args)`, the calls interleaved round by round
+    (a load change on a shared machine then hits every part, not one)."""
+    for fn, *a in calls.values():
+        jax.block_until_ready(fn(*a))  # compile
+    best = dict.fromkeys(calls, float("inf"))
     for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
+        for name, (fn, *a) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*a))
+            best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
 
@@ -75,7 +79,7 @@ def main() -> None:
         r = (f - y) / SIGMA2
         dh = r[:, None, None] * a * (2 / jnp.sqrt(jnp.pi)) * jnp.exp(-h * h)
         da = jnp.einsum("b,bic->ic", r, phi)
-        return dh, da
+        return dh, da, r
 
     def data_term(params, X, y):
         hh = jnp.einsum("bis,cs->bic", patches(X, N, S), params["w"])
@@ -86,28 +90,23 @@ def main() -> None:
 
     @jax.jit
     def by_hand(params, X, y):
-        """The same value and gradient written out: one forward GEMM, erf and erf' from one
-        pass over h, one backward GEMM (no autodiff residuals or transposes)."""
+        """The same value and gradient written out: gemm's forward product, elem's
+        element-wise work and gemm's backward product in one program (no autodiff)."""
         Pb = patches(X, N, S).reshape(-1, S)
-        hb = Pb @ params["w"].T                                  # (rows·N, C)
-        phi = erf(hb)
-        f = (phi.reshape(-1, N, C) * params["a"]).sum(axis=(1, 2))
-        r = (f - y) / SIGMA2
-        d_phi = (2 / jnp.sqrt(jnp.pi)) * jnp.exp(-hb * hb)
-        dh = (r[:, None, None] * params["a"] * d_phi.reshape(-1, N, C)).reshape(-1, C)
-        da = jnp.einsum("b,bic->ic", r, phi.reshape(-1, N, C))
-        return 0.5 * SIGMA2 * jnp.sum(r * r), {"a": da, "w": dh.T @ Pb}
+        dh, da, r = elem((Pb @ params["w"].T).reshape(-1, N, C), params["a"], y)
+        return 0.5 * SIGMA2 * jnp.sum(r * r), {"a": da, "w": dh.reshape(-1, C).T @ Pb}
+
     peak_m = 2048
     A = jax.random.normal(k[4], (peak_m, peak_m), jnp.float32)
     mm = jax.jit(jnp.dot)
 
     G = h.reshape(rows * N, C)
-    t_peak = _best(mm, A, A, reps=args.reps)
-    t_gemm = _best(gemm, P, w, G, reps=args.reps)
-    t_elem = _best(elem, h, a, y, reps=args.reps)
-    t_full = _best(full, {"w": w, "a": a}, X, y, reps=args.reps)
-    t_hand = _best(by_hand, {"w": w, "a": a}, X, y, reps=args.reps)
-    (u_ref, g_ref), (u_hand, g_hand) = full({"w": w, "a": a}, X, y), by_hand({"w": w, "a": a}, X, y)
+    params = {"w": w, "a": a}
+    t = _best({"peak": (mm, A, A), "gemm": (gemm, P, w, G), "elem": (elem, h, a, y),
+               "full": (full, params, X, y), "hand": (by_hand, params, X, y)}, args.reps)
+    t_peak, t_gemm, t_elem, t_full, t_hand = (t[k] for k in ("peak", "gemm", "elem", "full",
+                                                             "hand"))
+    (u_ref, g_ref), (u_hand, g_hand) = full(params, X, y), by_hand(params, X, y)
     rel = max(float(jnp.max(jnp.abs(g_hand[k] - g_ref[k])) / jnp.max(jnp.abs(g_ref[k])))
               for k in ("w", "a"))
 
