@@ -270,10 +270,9 @@ def map_chains(fn: Callable, args: tuple, chain_batch: int | None = None) -> Any
     outputs (typically a jitted `jax.vmap` of a one-chain function), so every group runs the
     program a job of b chains runs: the same results bit for bit, and a job of 8 chains run
     one at a time makes the 1-chain job's calls 8 times (issue #9 §3; at the paper's size it
-    still measures 0.91-0.98x the 1-chain job's chain-steps/s, as the earlier `lax.map` over
-    groups did, cause open: bench/RESULTS.md "Chain layout"). b is lowered to the
-    largest divisor of the number of chains, so that every group has the same shapes (one
-    compilation)."""
+    measures 0.99-1.09x the 1-chain job's chain-steps/s: bench/RESULTS.md "Chain layout"). b
+    is lowered to the largest divisor of the number of chains, so that every group has the same
+    shapes (one compilation)."""
     n_chains = jax.tree.leaves(args)[0].shape[0]
     if chain_batch is None or chain_batch >= n_chains:
         return fn(*args)
