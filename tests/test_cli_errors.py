@@ -64,6 +64,7 @@ def test_cnn2_patch_count_that_does_not_match_the_data_is_refused(capsys, tmp_pa
 @pytest.mark.parametrize("argv, name", [
     (["eos", "cnn2", "--C", "4", "--tol", "-1"], "--tol"),
     (["eos", "cnn2", "--C", "4", "--max-iter", "0"], "--max-iter"),
+    (["eos", "cnn2", "--C", "4", "--matched-samples", "100"], "--matched-samples"),
     (["fls", "--n", "8", "16", "--sigma2", "-1"], "--sigma2"),
 ])
 def test_nonsense_settings_are_refused(capsys, argv, name):

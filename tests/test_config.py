@@ -100,6 +100,11 @@ def test_valid_config_roundtrip() -> None:
         ("theory", {"ridge": 0.1}, "experiments.cnn2.theory has unknown key(s) ['ridge']"),
         ("theory", {"q_train": "third_order"}, "experiments.cnn2.theory.q_train must be a "
                                                "number > 0 or one of"),
+        ("theory", {"matched_samples": 1000}, "experiments.cnn2.theory.matched_samples must "
+                                              "be 0 (off) or a positive multiple of 128, got "
+                                              "1000"),
+        ("theory", {"matched_seed": -1}, "experiments.cnn2.theory.matched_seed must be an "
+                                         "integer >= 0, got -1"),
         ("sampler.steps", _DELETE, "experiments.cnn2.sampler.steps is required"),
         ("sampler.data_blocks", 3, "experiments.cnn2.sampler.data_blocks must divide every "
                                    "data.n, but 3 does not divide [256]"),

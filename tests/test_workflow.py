@@ -169,6 +169,9 @@ def test_registry_and_schema_agree():
 
     assert set(fconfig.THEORY_METHODS) == set(cnn2.METHODS) == set(fcn.SOLVERS)
     assert set(fconfig.Q_TRAIN_MODES) == set(cnn2_analytic.Q_TRAIN_MODES)
+    from fleos.theory.eos import cnn2_matched
+
+    assert fconfig.MATCHED_BATCH == cnn2_matched.BATCH
     # today's sampler keys; a new SamplerConfig field needs its line in the schema
     assert set(defs["sampler"]["properties"]) == {
         f.name for f in dataclasses.fields(fconfig.SamplerConfig)}
@@ -229,6 +232,10 @@ def test_params_hash_exactly_what_a_job_depends_on():
     assert changed("default_resources.runtime", 99) == set()
     assert changed("experiments.fcn3.sampler.steps", 700) == set()
     assert changed("experiments.cnn2.theory.tol", 1e-7) == {"theory", "fig3"}
+    # the theory hashes its options with the defaults filled in: spelling one out changes
+    # nothing (the figure hashes the block as written, so it reruns, cheaply)
+    assert changed("experiments.cnn2.theory.matched_samples", 4096) == {"fig3"}
+    assert changed("experiments.cnn2.theory.matched_samples", 0) == {"theory", "fig3"}
     assert changed("experiments.cnn2.sampler.steps", 700) == {"sample", "aggregate", "fig3"}
     # a sampler key the schema does not know yet counts too (the whole block is hashed)
     assert changed("experiments.cnn2.sampler.friction", 1.0) == {"sample", "aggregate", "fig3"}

@@ -384,6 +384,7 @@ class ExperimentConfig:
 # = fleos.theory.eos.cnn2.METHODS = fleos.theory.eos.fcn.SOLVERS
 THEORY_METHODS = ("anderson", "newton_krylov")
 Q_TRAIN_MODES = ("first_order", "renormalized")  # = fleos.theory.eos.cnn2_analytic.Q_TRAIN_MODES
+MATCHED_BATCH = 128  # = fleos.theory.eos.cnn2_matched.BATCH
 
 # ``experiments.<name>.theory`` per architecture: the keys its theory reads and their defaults
 # (written nowhere else; `theory_options` fills them in). cnn2: the EoS sweep of Eq. 8 and
@@ -392,7 +393,7 @@ Q_TRAIN_MODES = ("first_order", "renormalized")  # = fleos.theory.eos.cnn2_analy
 # on the FCN's precision form needs < 20, hence the different iteration caps.
 THEORY_DEFAULTS: dict[str, dict[str, Any]] = {
     "cnn2": {"tol": 1e-8, "max_iter": 60, "method": "anderson", "q_train": "renormalized",
-             "C_grid": []},
+             "C_grid": [], "matched_samples": 4096, "matched_seed": 0},
     "fcn": {"tol": 1e-8, "max_iter": 50, "method": "newton_krylov", "ridge": 0.0},
     "cnn3": {"ridge": 0.0},
     "myrtle5": {},
@@ -433,6 +434,17 @@ def theory_options(arch: str, d: Mapping | None, path: str = "theory") -> dict[s
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < math.inf:
             raise _err(f"{path}.ridge", f"must be a finite number >= 0, got {r!r}")
         out["ridge"] = float(r)
+    if "matched_samples" in d:  # 0 = off
+        k = d["matched_samples"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k % MATCHED_BATCH:
+            raise _err(f"{path}.matched_samples", f"must be 0 (off) or a positive multiple "
+                       f"of {MATCHED_BATCH}, got {k!r}")
+        out["matched_samples"] = k
+    if "matched_seed" in d:
+        seed = d["matched_seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise _err(f"{path}.matched_seed", f"must be an integer >= 0, got {seed!r}")
+        out["matched_seed"] = seed
     if "C_grid" in d:
         grid = d["C_grid"]
         if isinstance(grid, (str, int)) or not isinstance(grid, Sequence):

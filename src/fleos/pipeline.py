@@ -284,13 +284,17 @@ def sampling_params(config: Mapping[str, Any], experiment: str, chunk: int) -> s
 
 
 def theory_params(config: Mapping[str, Any], key: str) -> str:
-    """theory: the fls block (Fig. 2c), or model, data, σ², the theory options and (for a
-    sweep over widths) the widths."""
+    """theory: the fls block (Fig. 2c), or model, data, σ², the theory options with their
+    defaults filled in (so that a new or changed default reruns the theory, and spelling out a
+    default does not) and (for a sweep over widths) the widths."""
+    from fleos.config import theory_options
+
     if key == FLS:
         return canonical_hash(config[FLS])
     name, _, width = parse_theory_key(key)
     exp = config["experiments"][name]
-    doc = {**_model_data(exp), "sigma2": exp["sigma2"], "theory": exp.get("theory", {})}
+    doc = {**_model_data(exp), "sigma2": exp["sigma2"],
+           "theory": theory_options(exp["arch"], exp.get("theory"))}
     if width is None:
         doc["widths"] = exp["widths"]
     return canonical_hash(doc)

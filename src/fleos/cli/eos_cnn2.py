@@ -8,7 +8,9 @@ C → ∞ observables; each solution holds C, the solver status (converged, iter
 seconds, message) and the observables of fleos.theory.eos.cnn2.cnn2_observables (alpha_train,
 alpha_test, normalized train MSE, test MSE, sigma_eigs descending) with their ratios to the
 GP. With --analytic each solution also holds "analytic": Eq. 9 (fleos.theory.eos.cnn2_analytic) and
-the test α of GP inference with Q_f(analytic Σ). Exit code 1 if any requested C did not
+the test α of GP inference with Q_f(analytic Σ). Unless --matched-samples 0, each solution
+also holds "matched": the moment-matched EoS (fleos.theory.eos.cnn2_matched) and its Monte
+Carlo SE. Exit code 1 if any requested C did not
 converge (the JSON is still printed, with converged=false); exit code 2 for bad input.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -25,11 +28,17 @@ from fleos.cli.args import (
     InputError,
     check_training_data,
     nonneg_int,
+    number_type,
     positive_float,
     positive_int,
     read_npz,
     terminal_progress,
 )
+from fleos.config import MATCHED_BATCH, THEORY_DEFAULTS
+
+_MATCHED_DEFAULT = THEORY_DEFAULTS["cnn2"]["matched_samples"]
+_matched_samples = number_type(int, lambda v: v >= 0 and v % MATCHED_BATCH == 0,
+                               f"0 (off) or a positive multiple of {MATCHED_BATCH}")
 
 
 def register(arch_subparsers: argparse._SubParsersAction) -> None:
@@ -63,6 +72,12 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iter", type=positive_int, default=60)
     p.add_argument("--method", default="anderson", choices=["anderson", "newton_krylov"])
     p.add_argument("--analytic", action="store_true", help="add Eq. 9 (needs the teacher w*)")
+    p.add_argument("--matched-samples", type=_matched_samples, default=_MATCHED_DEFAULT,
+                   help="importance samples per evaluation of the moment-matched EoS "
+                        "(fleos.theory.eos.cnn2_matched), solved at every C beside Eq. 8; "
+                        "a multiple of 128, 0 = off (default: %(default)s, as the workflow)")
+    p.add_argument("--matched-seed", type=nonneg_int, default=0,
+                   help="seed of the moment-matched EoS's common random normals")
     p.add_argument("--json", action="store_true", help="print JSON (the default output)")
     p.add_argument("--out", help="write the JSON to this file instead of stdout")
     p.set_defaults(func=run)
@@ -103,6 +118,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, np.ndarray], dict[st
             {"data_seed": args.data_seed, "teacher_seed": args.teacher_seed})
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _public(obs: dict[str, Any]) -> dict[str, Any]:
     """JSON-ready observables (drop the per-point predictions)."""
     out = {k: v for k, v in obs.items() if k not in ("f_train", "f_test")}
@@ -118,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401  (float64)
     from fleos.theory.eos.cnn2 import cnn2_gp_observables, cnn2_observables, sweep_cnn2
     from fleos.theory.eos.cnn2_analytic import analytic_observables
+    from fleos.theory.runs import cnn2_matched_row
 
     t0 = time.perf_counter()
     try:
@@ -147,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
                 row["analytic"] = analytic_observables(problem, C, teacher)
             except ValueError as err:
                 raise InputError(f"--analytic: {err}") from None
+        if args.matched_samples:
+            row["matched"] = cnn2_matched_row(problem, float(C), res.x, {
+                "matched_samples": args.matched_samples, "matched_seed": args.matched_seed,
+                "max_iter": args.max_iter}, log=_stderr)[0]
         row["observables_seconds"] = time.perf_counter() - t_obs
         solutions.append(row)
     doc = {
@@ -158,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
             "sigma2": problem.sigma2, "sigma_a2": problem.sigma_a2,
             "sigma_w2": problem.sigma_w2, "activation": problem.activation,
             "C": list(args.C), "tol": args.tol, "max_iter": args.max_iter,
-            "method": args.method, **data_settings,
+            "method": args.method, "matched_samples": args.matched_samples,
+            "matched_seed": args.matched_seed, **data_settings,
             "total_seconds": time.perf_counter() - t0,
         },
     }
@@ -168,4 +193,5 @@ def run(args: argparse.Namespace) -> int:
             f.write(text + "\n")
     else:
         print(text)
-    return 0 if all(s["converged"] for s in solutions) else 1
+    return 0 if all(s["converged"] and s.get("matched", {}).get("matched_converged", True)
+                    for s in solutions) else 1

@@ -1,12 +1,15 @@
 """Fig. 3: the 2-layer CNN (Eq. 7). Left: test α/α_GP vs C (dots: experiment ± SE across
-seeds; solid: numeric EoS, Eq. 8; dotted: Eq. 9 exactly as printed, dashed: Eq. 9 corrected
-(fleos.theory.eos.cnn2_analytic), each with GP inference on its analytic Σ), inset: train
+seeds; solid: numeric EoS, Eq. 8; dash-dotted: the moment-matched EoS, Eq. 8 with Σ the
+covariance of the non-Gaussian mean-field channel law (fleos.theory.eos.cnn2_matched); dotted:
+Eq. 9 exactly as printed, dashed: Eq. 9 corrected (fleos.theory.eos.cnn2_analytic), each with
+GP inference on its analytic Σ), inset: train
 α/α_GP (the same lines: Eq. 9's train α, fully analytic). Right: histograms of w_c·w*/|w*|
 and of w_c projected on a random unit vector, with Gaussian fits, at the largest n and the
 width ``figures.fig3.hist_width`` (default: the largest width, as in the paper's C = 640).
 
 Table: one row per sampled (n, C): α train/test of the experiment, the EoS, Eq. 9 as
-printed and corrected, the GP; the deviation experiment − EoS in SE; the top eigenvalue of Σ;
+printed and corrected, the moment-matched EoS, the GP; the deviation experiment − EoS in SE;
+the top eigenvalue of Σ (experiment, Eq. 8, moment-matched with its Monte Carlo SE);
 the Rao-Blackwellized α and the train α of the GP at the sampled mean kernel ⟨Q⟩ where
 recorded (docs/langevin.md §9); the equilibration evidence.
 """
@@ -39,6 +42,11 @@ FIRST_COLUMNS = (
     "alpha_train_eq9_corrected", "alpha_train_gp",
 )
 
+
+# The moment-matched EoS (fleos.theory.eos.cnn2_matched; NaN when theory.matched_samples = 0)
+MATCHED_COLUMNS = (
+    "alpha_test_matched", "alpha_train_matched", "sigma_top_matched", "sigma_top_matched_mc_se",
+)
 
 RB_COLUMNS = (
     "alpha_train_rb", "alpha_train_rb_se", "alpha_test_rb", "alpha_test_rb_se",
@@ -107,6 +115,8 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
                 "teacher_seed": th.get("teacher_seed"),
                 "n_seeds": int(len(a["seeds"])) if a is not None else 0,
                 **_sigma_top_columns(a, r, th["gp"]),
+                **{k: nan(r.get(k)) for k in MATCHED_COLUMNS},
+                "matched_converged": bool(r.get("matched_converged", False)),
                 # Rao-Blackwellized estimates and the GP at the sampled mean kernel
                 # (NaN unless the run recorded them: sampler.rao_blackwell_every, kernel Qf)
                 **{k: optional(a, k) for k in RB_COLUMNS},
@@ -131,6 +141,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     curve_lo: list[float] = []  # lowest theory values, so that no curve is clipped
     curve_c: list[float] = []  # every C solved (sampled and theory.C_grid): the x ticks
     not_converged_drawn = False
+    matched_drawn = False
     hollow = False
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, n in enumerate(sorted(theory)):
@@ -147,12 +158,19 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
         an_tr = np.array([nan(r["alpha_train_analytic"]) for r in trows]) / gp_tr
         pr_te = np.array([nan(r.get("alpha_test_eq9_printed")) for r in trows]) / gp_te
         pr_tr = np.array([nan(r.get("alpha_train_eq9_printed")) for r in trows]) / gp_tr
-        for a, eos, an, pr in ((ax, eos_te, an_te, pr_te), (axin, eos_tr, an_tr, pr_tr)):
+        mm_ok = np.array([r.get("matched_converged", False) for r in trows], bool)
+        mm_te = np.array([nan(r.get("alpha_test_matched")) for r in trows]) / gp_te
+        mm_tr = np.array([nan(r.get("alpha_train_matched")) for r in trows]) / gp_tr
+        matched_drawn = matched_drawn or bool(mm_ok.any())
+        for a, eos, an, pr, mm in ((ax, eos_te, an_te, pr_te, mm_te),
+                                   (axin, eos_tr, an_tr, pr_tr, mm_tr)):
             a.plot(Cs[conv], eos[conv], "-", color=col)
+            a.plot(Cs[mm_ok], mm[mm_ok], "-.", color=col, linewidth=1.0)
             a.plot(Cs[~conv], eos[~conv], **NONCONV)
             a.plot(Cs[an_ok], an[an_ok], "--", color=col)
             a.plot(Cs[pr_ok], pr[pr_ok], ":", color=col)
-        curve_lo.extend(np.concatenate([eos_te[conv], an_te[an_ok], pr_te[pr_ok]]).tolist())
+        curve_lo.extend(np.concatenate([eos_te[conv], an_te[an_ok], pr_te[pr_ok],
+                                        mm_te[mm_ok]]).tolist())
         not_converged_drawn = not_converged_drawn or not bool(conv.all())
         curve_c.extend(Cs.tolist())
         # The experiment: the sampled widths of this n, i.e. the table's rows.
@@ -168,6 +186,9 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
         points(axin, Cs, col_of("alpha_train_exp") / gp_tr, col_of("alpha_train_exp_se") / gp_tr,
                rs, col, capsize=2, markersize=3)
     ax.plot([], [], "k-", label="EoS (numeric, Eq. 8)")
+    if matched_drawn:
+        ax.plot([], [], "k-.", linewidth=1.0,
+                label="EoS, channel covariance moment-matched (non-Gaussian channel)")
     ax.plot([], [], "k:", label="Eq. 9 as printed ($q_{train}$ = 1, unit teacher norms)")
     ax.plot([], [], "k--", label="Eq. 9 corrected (ridge, $K_f^{-1}$, finite S, teacher norms)")
     if not_converged_drawn:  # any failed EoS point, sampled or theory-only (C_grid)
@@ -220,6 +241,10 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     return fig
 
 
+def _pct(exp: float, theory: float) -> str:
+    return f"{100 * (exp / theory - 1):+.1f} %" if math.isfinite(exp / theory) else "n/a"
+
+
 def summary(rows: list[Row]) -> list[str]:
     """Per n: experiment vs EoS at the smallest C, the largest deviation in SE, and the C
     where the EoS did not converge."""
@@ -239,6 +264,16 @@ def summary(rows: list[Row]) -> list[str]:
             f"(test α). "
             f"Train α experiment/EoS at C = {lo['C']}: {fmt(lo['alpha_train_exp'])} / "
             f"{fmt(lo['alpha_train_eos'])} (GP {fmt(lo['alpha_train_gp'])}).")
+        mm = [r for r in rs if r["matched_converged"]]
+        if mm:
+            lines.append(
+                f"n = {n}, experiment − theory, Eq. 8 / moment-matched EoS: "
+                + "; ".join(
+                    f"C = {r['C']}: test α "
+                    f"{_pct(r['alpha_test_exp'], r['alpha_test_eos'])} / "
+                    f"{_pct(r['alpha_test_exp'], r['alpha_test_matched'])}, top Σ "
+                    f"{_pct(r['sigma_top_exp'], r['sigma_top_eos'])} / "
+                    f"{_pct(r['sigma_top_exp'], r['sigma_top_matched'])}" for r in mm) + ".")
         rb = [r for r in rs if math.isfinite(r["alpha_train_rb"])]
         if rb:
             def col(f, rb=rb) -> str:

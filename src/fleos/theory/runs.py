@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +150,14 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     gp = cnn2_gp_observables(problem)
     q_train = th["q_train"]
     rows = []
+    offset = 0.0  # moment-matched Σ − Eq. 8's Σ at the previous (larger) C: a warm start
     for C, res in zip(widths, results, strict=True):
         obs = cnn2_observables(problem, res.x)
+        matched = {}
+        if th["matched_samples"]:
+            matched, sigma_m = cnn2_matched_row(problem, float(C), res.x, th,
+                                                start=res.x + offset)
+            offset = sigma_m - res.x if matched["matched_converged"] else 0.0
         an = analytic_observables(problem, float(C), ds.teacher, q_train=q_train)
         pr = analytic_observables(problem, float(C), ds.teacher, unit_teacher_norms=True,
                                   **PRINTED_OPTIONS)
@@ -171,16 +177,43 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
             "eq9_printed_converged": pr["converged"],
             "alpha_train_eq9_printed": pr["alpha_train"],
             "alpha_test_eq9_printed": pr["alpha_test_gp_inference"],
+            **matched,
         })
     return {
         "experiment": "cnn2", "n": ds.n, "teacher_seed": exp["data"].get("teacher_seed"),
         "analytic_options": {**RECOMMENDED_OPTIONS, "q_train": q_train},
         "eq9_printed_options": {**PRINTED_OPTIONS, "teacher_norms": "unit"},
+        "matched_options": {"samples": th["matched_samples"], "seed": th["matched_seed"]},
         "gp": {"alpha_test": gp["alpha_test"], "alpha_train": gp["alpha_train"],
                "mse_train_norm": gp["train_mse_normalized"],
                "sigma_top": float(gp["sigma_eigs"][0])},
         "rows": rows,
     }
+
+
+def cnn2_matched_row(problem: Any, C: float, sigma_eq8: Any, th: Mapping[str, Any],
+                     start: Any = None, log: Callable[[str], None] | None = None
+                     ) -> tuple[dict[str, Any], Any]:
+    """The moment-matched EoS at C (`fleos.theory.eos.cnn2_matched`), started from `start`
+    (default: Eq. 8's Σ): its observables, solver outcome and the Monte Carlo SE of its top Σ
+    eigenvalue; and its Σ. One progress line to `log` (default: the theory rule's log)."""
+    from fleos.theory.eos.cnn2 import cnn2_observables
+    from fleos.theory.eos.cnn2_matched import matched_diagnostics, solve_cnn2_matched
+
+    mc = {"n_samples": th["matched_samples"], "seed": th["matched_seed"]}
+    res = solve_cnn2_matched(problem, C, sigma_eq8 if start is None else start,
+                             max_iter=th["max_iter"], **mc)
+    (log or _log_line)(f"matched C={C:g}: residual {res.residual:.2e} after {res.iterations} "
+              f"evaluations, {res.seconds:.0f} s ({res.message})")
+    obs = cnn2_observables(problem, res.x)
+    diag = matched_diagnostics(problem, C, res.x, **mc)
+    return {
+        "matched_converged": bool(res.converged), "matched_residual": float(res.residual),
+        "matched_iterations": int(res.iterations), "matched_seconds": float(res.seconds),
+        "alpha_test_matched": obs["alpha_test"], "alpha_train_matched": obs["alpha_train"],
+        "sigma_top_matched": float(obs["sigma_eigs"][0]),
+        "sigma_top_matched_mc_se": diag["top_se"], "matched_kish_ess": diag["kish_ess"],
+    }, res.x
 
 
 def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[str, Any]:

@@ -1,0 +1,89 @@
+"""Tests of the moment-matched 2-layer CNN EoS (fleos.theory.eos.cnn2_matched) against exact
+references: the linear network (Gaussian channel law, Eq. 8 exact), a 2-D quadrature of the
+erf channel law, and the GP limit."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_eos_cnn2 import teacher_problem
+
+import fleos  # noqa: F401  (enables float64)
+from fleos.theory.eos.cnn2 import gp_sigma, solve_cnn2, sweep_cnn2
+from fleos.theory.eos.cnn2_matched import (
+    _field,
+    channel_log_tilt,
+    matched_diagnostics,
+    matched_map,
+    solve_cnn2_matched,
+)
+
+
+def test_linear_network_fixed_point_is_eq8():
+    """Linear φ: F(w) is quadratic, the channel law is the Gaussian of Eq. 8's last line, so at
+    Eq. 8's solution every importance weight is equal and M̂(Σ) = Σ up to rounding."""
+    pr = teacher_problem(activation="linear")
+    C = 3.0  # strong feature learning: Σ far from the GP
+    Sig = solve_cnn2(pr, C, tol=1e-12, max_iter=200).x
+    assert float(jnp.max(jnp.abs(Sig - gp_sigma(pr)))) > 0.05 * float(gp_sigma(pr)[0, 0])
+    # the tilt is evaluated in float32, so the log-weights are equal to ~1e-6, not to 1e-16
+    scale = float(jnp.max(jnp.abs(Sig)))
+    new = matched_map(pr, C, Sig, n_samples=1024)
+    np.testing.assert_allclose(np.asarray(new), np.asarray(Sig), rtol=0, atol=1e-6 * scale)
+    diag = matched_diagnostics(pr, C, Sig, n_samples=1024)
+    assert diag["kish_ess"] == pytest.approx(1024, rel=1e-6)
+    res = solve_cnn2_matched(pr, C, n_samples=1024)
+    assert res.converged
+    np.testing.assert_allclose(np.asarray(res.x), np.asarray(Sig), rtol=0, atol=1e-6 * scale)
+
+
+def _quadrature_covariance(pr, C, Sig, half_width=6.0, points=301):
+    """Cov of p(w) ∝ exp(−S|w|²/2σ_w² + F(w)) for S = 2 by the trapezoid rule on a grid."""
+    eps, Kinv = _field(pr.P, pr.y, jnp.asarray(Sig), pr.sigma2, pr.sigma_a2, pr.activation)
+    sd = np.sqrt(pr.sigma_w2 / pr.S)
+    g = np.linspace(-half_width * sd, half_width * sd, points)
+    W = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    coef = pr.sigma_a2 / (2 * pr.N * C)
+    F = np.concatenate([np.asarray(channel_log_tilt(pr.P, jnp.asarray(b), eps, Kinv, coef))
+                        for b in np.array_split(W, 64)])
+    logp = F - pr.S / (2 * pr.sigma_w2) * np.sum(W**2, 1)
+    p = np.exp(logp - logp.max())
+    p /= p.sum()
+    return (W * p[:, None]).T @ W
+
+
+def test_erf_channel_covariance_matches_quadrature():
+    """erf at S = 2: one evaluation of M̂ at Eq. 8's Σ against the exact covariance of the
+    channel law by quadrature, along Σ's top eigenvector, within 4 of its delta-method SEs;
+    and the exact covariance differs from Eq. 8's Σ by many SEs (the test can tell)."""
+    pr = teacher_problem(n=40, N=3, S=2, n_test=10, seed=3)
+    C = 2.0  # z-scores of 12 seeds here: mean -0.2, sd 0.8 (a check of the SE itself)
+    eq8 = sweep_cnn2(pr, [30.0, 10.0, 5.0, 3.0, C], tol=1e-12, max_iter=300)[-1]
+    assert eq8.converged
+    Sig = np.asarray(eq8.x)
+    exact = _quadrature_covariance(pr, C, Sig)
+    u = np.linalg.eigh(Sig)[1][:, -1]
+    n_samples = 1 << 14
+    est = np.asarray(matched_map(pr, C, Sig, n_samples=n_samples, seed=7))
+    diag = matched_diagnostics(pr, C, Sig, n_samples=n_samples, seed=7)
+    assert diag["top"] == pytest.approx(u @ est @ u, rel=1e-10)
+    se = diag["top_se"]
+    assert abs(u @ exact @ u - u @ Sig @ u) > 10 * se  # non-Gaussian enough to be visible
+    assert abs(u @ est @ u - u @ exact @ u) < 4 * se
+
+
+def test_large_C_gives_the_gp():
+    """C → ∞: the tilt vanishes and the channel law is the prior N(0, σ_w²/S I)."""
+    pr = teacher_problem()
+    res = solve_cnn2_matched(pr, 1e9, n_samples=512)
+    assert res.converged
+    np.testing.assert_allclose(np.asarray(res.x), np.asarray(gp_sigma(pr)), atol=1e-8)
+
+
+def test_bad_input_names_the_argument():
+    pr = teacher_problem()
+    with pytest.raises(ValueError, match="n_samples"):
+        matched_map(pr, 10.0, gp_sigma(pr), n_samples=100)
+    with pytest.raises(ValueError, match="C must be > 0"):
+        solve_cnn2_matched(pr, 0.0, n_samples=128)
