@@ -125,7 +125,9 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     analytic; test α by GP inference with the analytic Σ, as in the paper) twice: as printed
     (``*_eq9_printed``: q_train = 1, unit teacher norms) and corrected (``*_analytic``:
     `theory.q_train` (default renormalized), K_f⁻¹ term, finite-S leakage, actual teacher
-    norms); and the GP limit. Non-converged points are kept with converged = False."""
+    norms); the moment-matched EoS (`fleos.theory.eos.cnn2_matched`, unless
+    `theory.matched_samples` is 0), warm-started from Eq. 8's Σ plus the previous C's
+    correction; and the GP limit. Non-converged points are kept with converged = False."""
     from fleos.nets.datasets import load_dataset
     from fleos.theory.eos.cnn2 import cnn2_gp_observables, cnn2_observables, sweep_cnn2
     from fleos.theory.eos.cnn2_analytic import (
