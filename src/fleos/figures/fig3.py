@@ -187,8 +187,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
                rs, col, capsize=2, markersize=3)
     ax.plot([], [], "k-", label="EoS (numeric, Eq. 8)")
     if matched_drawn:
-        ax.plot([], [], "k-.", linewidth=1.0,
-                label="EoS, channel covariance moment-matched (non-Gaussian channel)")
+        ax.plot([], [], "k-.", linewidth=1.0, label="EoS, Σ moment-matched")
     ax.plot([], [], "k:", label="Eq. 9 as printed ($q_{train}$ = 1, unit teacher norms)")
     ax.plot([], [], "k--", label="Eq. 9 corrected (ridge, $K_f^{-1}$, finite S, teacher norms)")
     if not_converged_drawn:  # any failed EoS point, sampled or theory-only (C_grid)
