@@ -60,7 +60,9 @@ def main() -> None:
                 exp, se, th, th_se = (float(r.get(k, "nan") or "nan") for k in (
                     f"{q}_exp", f"{q}_exp_se", f"{q}_{theory}", f"{q}_{theory}_mc_se"))
                 se = math.hypot(se, th_se) if math.isfinite(th_se) else se
-                ok = all(math.isfinite(v) for v in (exp, se, th)) and within(exp, se, th)
+                solved = r.get(f"{theory}_converged", "True") == "True"
+                ok = solved and all(math.isfinite(v) for v in (exp, se, th)) and within(
+                    exp, se, th)
                 r[f"{q}_within_2se_2pct{suffix}"] = str(ok)
     cols = list(rows[0])
     with Path(args.out).open("w", newline="") as f:

@@ -10,7 +10,7 @@ import pytest
 from test_eos_cnn2 import teacher_problem
 
 import fleos  # noqa: F401  (enables float64)
-from fleos.theory.eos.cnn2 import gp_sigma, solve_cnn2, sweep_cnn2
+from fleos.theory.eos.cnn2 import gp_sigma, output_kernel, solve_cnn2, sweep_cnn2
 from fleos.theory.eos.cnn2_matched import (
     _field,
     channel_log_tilt,
@@ -58,7 +58,8 @@ def test_erf_channel_covariance_matches_quadrature():
     channel law by quadrature, along Σ's top eigenvector, within 4 of its delta-method SEs;
     and the exact covariance differs from Eq. 8's Σ by many SEs (the test can tell)."""
     pr = teacher_problem(n=40, N=3, S=2, n_test=10, seed=3)
-    C = 2.0  # z-scores of 12 seeds here: mean -0.2, sd 0.8 (a check of the SE itself)
+    C = 2.0  # z-scores (estimate − quadrature)/SE over 12 seeds of the normals here: mean −0.2,
+    # sd 0.8, so the SE is calibrated (checked by hand with seeds 100-111, 2026-12-01)
     eq8 = sweep_cnn2(pr, [30.0, 10.0, 5.0, 3.0, C], tol=1e-12, max_iter=300)[-1]
     assert eq8.converged
     Sig = np.asarray(eq8.x)
@@ -71,6 +72,37 @@ def test_erf_channel_covariance_matches_quadrature():
     se = diag["top_se"]
     assert abs(u @ exact @ u - u @ Sig @ u) > 10 * se  # non-Gaussian enough to be visible
     assert abs(u @ est @ u - u @ exact @ u) < 4 * se
+
+
+def test_tilt_averages_to_eq8s_kernel_term():
+    """The tilt's φ and Eq. 8's kernel G describe the same channel: under w ~ N(0, Σ) the
+    mean of F(w) is (1/2C)⟨A, Q_f(Σ)⟩ with Q_f from `output_kernel` (the arcsin formula), to
+    4 standard errors of the Monte Carlo mean (float64 tilt)."""
+    pr = teacher_problem(n=30, N=3, S=4, n_test=5, seed=1)
+    C = 5.0
+    Sig = np.asarray(solve_cnn2(pr, C, tol=1e-10, max_iter=300).x)
+    eps, Kinv = _field(pr.P, pr.y, jnp.asarray(Sig), pr.sigma2, pr.sigma_a2, pr.activation)
+    Q = output_kernel(pr.P, pr.P, jnp.asarray(Sig), pr.sigma_a2, pr.activation)
+    exact = float(jnp.sum((jnp.outer(eps, eps) - Kinv) * Q)) / (2 * C)
+    w = np.random.default_rng(5).multivariate_normal(np.zeros(pr.S), Sig, size=40000)
+    F = np.asarray(channel_log_tilt(pr.P, jnp.asarray(w), eps, Kinv, pr.sigma_a2 / (2 * pr.N * C)))
+    se = F.std(ddof=1) / np.sqrt(len(F))
+    assert abs(F.mean() - exact) < 4 * se
+    assert abs(exact) > 20 * se  # a non-trivial field, resolved by the test
+
+
+def test_erf_fixed_point_is_a_fixed_point():
+    """The solver's answer for erf satisfies its equation: M̂(Σ*) = Σ* to the solver's
+    tolerance (in units of the GP covariance), and moves Σ away from Eq. 8's."""
+    pr = teacher_problem()
+    C = 4.0
+    eq8 = solve_cnn2(pr, C, tol=1e-10, max_iter=300)
+    res = solve_cnn2_matched(pr, C, eq8.x, n_samples=2048)
+    assert res.converged and res.residual <= 1e-4
+    unit = pr.sigma_w2 / pr.S
+    again = matched_map(pr, C, res.x, n_samples=2048)
+    assert float(jnp.linalg.norm(again - res.x)) / unit <= 1e-4
+    assert float(jnp.linalg.norm(res.x - eq8.x)) / unit > 100 * 1e-4
 
 
 def test_large_C_gives_the_gp():

@@ -22,3 +22,8 @@ def test_theory_cnn2_solves_the_c_grid_without_sampling_it(tmp_path):
     # Feature learning grows as C shrinks along the curve (test α falls below its GP value).
     a = [r["alpha_test_eos"] for r in rows]
     assert a[0] < a[1] < a[2] < th["gp"]["alpha_test"]
+    # The moment-matched EoS rides along (theory.matched_samples, default on): every row has
+    # it, converged, with a positive Monte Carlo SE and a healthy importance-sampling ESS.
+    assert th["matched_options"] == {"samples": 4096, "seed": 0}
+    assert all(r["matched_converged"] and r["matched_kish_ess"] > 0.5 * 4096
+               and r["sigma_top_matched_mc_se"] > 0 for r in rows)

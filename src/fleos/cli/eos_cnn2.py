@@ -10,8 +10,8 @@ alpha_test, normalized train MSE, test MSE, sigma_eigs descending) with their ra
 GP. With --analytic each solution also holds "analytic": Eq. 9 (fleos.theory.eos.cnn2_analytic) and
 the test α of GP inference with Q_f(analytic Σ). Unless --matched-samples 0, each solution
 also holds "matched": the moment-matched EoS (fleos.theory.eos.cnn2_matched) and its Monte
-Carlo SE. Exit code 1 if any requested C did not
-converge (the JSON is still printed, with converged=false); exit code 2 for bad input.
+Carlo SE. Exit code 1 if any requested C did not converge (Eq. 8 or, when on, the
+moment-matched EoS; the JSON is still printed, with converged=false); exit code 2 for bad input.
 """
 
 from __future__ import annotations
@@ -169,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"--analytic: {err}") from None
         if args.matched_samples:
             row["matched"] = cnn2_matched_row(problem, float(C), res.x, {
-                "matched_samples": args.matched_samples, "matched_seed": args.matched_seed,
-                "max_iter": args.max_iter}, log=_stderr)[0]
+                "matched_samples": args.matched_samples, "matched_seed": args.matched_seed},
+                log=_stderr)[0]
         row["observables_seconds"] = time.perf_counter() - t_obs
         solutions.append(row)
     doc = {

@@ -46,6 +46,7 @@ FIRST_COLUMNS = (
 # The moment-matched EoS (fleos.theory.eos.cnn2_matched; NaN when theory.matched_samples = 0)
 MATCHED_COLUMNS = (
     "alpha_test_matched", "alpha_train_matched", "sigma_top_matched", "sigma_top_matched_mc_se",
+    "matched_kish_ess",
 )
 
 RB_COLUMNS = (
@@ -241,7 +242,8 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
 
 
 def _pct(exp: float, theory: float) -> str:
-    return f"{100 * (exp / theory - 1):+.1f} %" if math.isfinite(exp / theory) else "n/a"
+    ok = theory != 0 and math.isfinite(exp / theory)
+    return f"{100 * (exp / theory - 1):+.1f} %" if ok else "n/a"
 
 
 def summary(rows: list[Row]) -> list[str]:

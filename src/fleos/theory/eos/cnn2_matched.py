@@ -7,7 +7,8 @@ only through the kernel: given Q_f, the law of one channel is the tilted prior
     q(w)_μν = (σ_a²/N) Σ_i φ(w·x_μi) φ(w·x_νi)
 
 (derivation: docs/derivations/cnn2.md, "Beyond the Gaussian channel"). Eq. 8 replaces p by the
-Gaussian that minimizes KL(N(0, Σ) ‖ p) (its free energy is `cnn2.F`), so its Σ is not the
+Gaussian that minimizes KL(N(0, Σ) ‖ p) (the free energy F(Σ) of `fleos.theory.eos.cnn2`; the
+tilt here is a different F, of w), so its Σ is not the
 covariance of p when F is not quadratic in w (erf). The paper names this neglect, "type (iv)"
 corrections, and expects it to be small when Q_f has a dense dominant spectrum; for a single
 teacher direction it is not (paper, Myrtle-5 section).
@@ -71,7 +72,8 @@ def channel_log_tilt(
     return coef * jnp.sum(along_eps**2 - jnp.sum(phi * Kphi, axis=1), axis=1)
 
 
-def _field(P: Array, y: Array, Sigma: Array, sigma2: float, sigma_a2: float, activation: str):
+def _field(P: Array, y: Array, Sigma: Array, sigma2: float, sigma_a2: float, activation: str
+           ) -> tuple[Array, Array]:
     """ε = K_f⁻¹ y and K_f⁻¹ at the Gaussian-channel kernel Q_f(Σ) (Eq. 8's first two lines)."""
     Qf = output_kernel(P, P, Sigma, sigma_a2, activation)
     fit = gp.gp_fit(Qf, y, sigma2)
@@ -96,6 +98,9 @@ def _log_weights(Sigma: Array, z: Array, P: Array, y: Array, inv_C: Array, sigma
         w.reshape(-1, BATCH, S)).reshape(-1).astype(w.dtype)
     logw = tilt - S / (2.0 * sigma_w2) * jnp.sum(w * w, axis=1) + 0.5 * jnp.sum(z * z, axis=1)
     return w, logw
+
+
+_log_weights_jit = jax.jit(_log_weights, static_argnames=("activation",))
 
 
 @partial(jax.jit, static_argnames=("activation",))
@@ -144,7 +149,7 @@ def solve_cnn2_matched(
     n_samples: int = 8192,
     seed: int = 0,
     tol: float = 1e-4,
-    max_iter: int = 40,
+    max_iter: int = 200,
     m: int = 6,
 ) -> SolveResult:
     """Solve Σ = M̂(Σ) at channel count C (x of the result = Σ) by Anderson acceleration.
@@ -153,11 +158,11 @@ def solve_cnn2_matched(
     ||M̂(Σ) − Σ||_F in units of the GP covariance σ_w²/S at the returned Σ. The default 1e-4 is
     far below the Monte Carlo error (the top eigenvalue's SE is 0.008-0.016 in these units at
     the paper's n = 1600, C = 640-320 with 4096 samples) and well above the float32 rounding
-    floor of M̂ (~2e-6 at S = 64). Measured evaluations: 32-62 at S = 64 with tol 1e-5 (the
-    paper-scale run of bench/RESULTS.md), 5-11 at S = 16 with 1e-5 and 4-9 with 1e-4 (same
-    Σ to all printed digits); S = 64 with 1e-4 not measured. The Monte Carlo
-    error of Σ (from the n_samples common normals of `seed`) is not in the residual: see
-    `matched_diagnostics`.
+    floor of M̂ (~2e-6 at S = 64). Measured evaluations at n = 1600, S = 64: 40 and 49 with
+    tol 1e-5, 30 and 37 with 1e-4 (C = 640, 320; the same top Σ eigenvalue to 5 digits); at
+    S = 16: 5-11 with 1e-5, 4-9 with 1e-4 (bench/RESULTS.md "The moment-matched EoS"). The
+    Monte Carlo error of Σ (from the n_samples common normals of `seed`) is not in the residual:
+    see `matched_diagnostics`.
     """
     if not C > 0:
         raise ValueError(f"solve_cnn2_matched: C must be > 0, got {C}")
@@ -184,12 +189,15 @@ def matched_diagnostics(problem: CNN2Problem, C: float, Sigma: Array, *,
     Returns kish_ess (effective sample size of the weights, out of n_samples), logw_sd, and for
     the top eigenvector u of Σ: top (uᵀ M̂ u) and top_se, its delta-method standard error,
     sd_k[r_k (g_k − top) − (g_k − uᵀΣu)]/√M with g_k = (u·w_k)² and r_k = M ω̄_k (the
-    self-normalized estimator minus its control variate, linearized).
+    self-normalized estimator minus its control variate, linearized). At a fixed point Σ* this
+    is the error of one evaluation of M̂, not of Σ* itself, which the feedback through A(Σ)
+    scales by (I − J)⁻¹; at the paper's n = 1600, C = 320 and 640 two seeds' fixed points
+    differ by 0.3-0.4 of it (bench/RESULTS.md "The moment-matched EoS"), so it is used as a
+    conservative SE.
     """
     z = _base_normals(problem, n_samples, seed)
     Sigma = jnp.asarray(Sigma, dtype=jnp.float64)
-    w, logw = jax.jit(_log_weights, static_argnames=("activation",))(
-        Sigma, *_args(problem, C, z), activation=problem.activation)
+    w, logw = _log_weights_jit(Sigma, *_args(problem, C, z), activation=problem.activation)
     w, logw = np.asarray(w), np.asarray(logw)
     om = np.exp(logw - logw.max())
     om /= om.sum()
