@@ -172,6 +172,7 @@ def test_registry_and_schema_agree():
     from fleos.theory.eos import cnn2_matched
 
     assert fconfig.MATCHED_BATCH == cnn2_matched.BATCH
+    assert fconfig.THEORY_DEFAULTS["cnn2"]["matched_samples"] == cnn2_matched.DEFAULT_SAMPLES
     # today's sampler keys; a new SamplerConfig field needs its line in the schema
     assert set(defs["sampler"]["properties"]) == {
         f.name for f in dataclasses.fields(fconfig.SamplerConfig)}

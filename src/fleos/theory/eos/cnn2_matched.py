@@ -54,6 +54,9 @@ Array = jnp.ndarray
 
 #: samples of the proposal per evaluation of M̂, in batches of this many (memory: batch·n·N floats)
 BATCH = 128
+#: samples per evaluation by default (= the workflow's theory.matched_samples default): a top-Σ
+#: Monte Carlo SE of 0.07-1.3 % at the paper's Fig. 3 settings (bench/RESULTS.md)
+DEFAULT_SAMPLES = 4096
 
 
 def _phi(h: Array, activation: str) -> Array:
@@ -90,7 +93,8 @@ def _log_weights(Sigma: Array, z: Array, P: Array, y: Array, inv_C: Array, sigma
     coef = sigma_a2 / (2.0 * N) * inv_C
     # The tilt in float32 (K_f⁻¹ itself is formed in float64): 2.5x faster at the paper's
     # n = 1600, and within 5.4e-6 of float64 where F's spread over the samples is 1.3
-    # (measured at the GP Σ, C = 640; docs/derivations/cnn2.md §5).
+    # (measured by hand at the GP Σ, C = 640, 2026-12-01); the linear-network test holds the
+    # resulting weights equal to 1e-6.
     f32 = partial(jnp.asarray, dtype=jnp.float32)
     P32, eps32, Kinv32 = f32(P), f32(eps), f32(Kinv)
     tilt = jax.lax.map(
@@ -129,7 +133,7 @@ def _args(problem: CNN2Problem, C: float, z: Array) -> tuple:
             f64(problem.sigma_w2))
 
 
-def matched_map(problem: CNN2Problem, C: float, Sigma: Array, *, n_samples: int = 8192,
+def matched_map(problem: CNN2Problem, C: float, Sigma: Array, *, n_samples: int = DEFAULT_SAMPLES,
                 seed: int = 0) -> Array:
     """One evaluation of M̂(Σ): the importance-sampled covariance of the channel law p at
     A = A(Σ) (module docstring)."""
@@ -146,7 +150,7 @@ def solve_cnn2_matched(
     C: float,
     Sigma0: Array | None = None,
     *,
-    n_samples: int = 8192,
+    n_samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     tol: float = 1e-4,
     max_iter: int = 200,
@@ -183,7 +187,7 @@ def solve_cnn2_matched(
 
 
 def matched_diagnostics(problem: CNN2Problem, C: float, Sigma: Array, *,
-                        n_samples: int = 8192, seed: int = 0) -> dict[str, float]:
+                        n_samples: int = DEFAULT_SAMPLES, seed: int = 0) -> dict[str, float]:
     """Importance-sampling health and Monte Carlo error of M̂ at Σ.
 
     Returns kish_ess (effective sample size of the weights, out of n_samples), logw_sd, and for
