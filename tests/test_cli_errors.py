@@ -176,3 +176,15 @@ def test_nonconverged_run_exits_1_with_its_json(capsys, tmp_path):
                         "--n-test", "0", "--C", "2", "--max-iter", "1", "--tol", "1e-14")
     assert rc == 1, err
     assert json.loads(out)["solutions"][0]["converged"] is False
+
+
+def test_cnn2_matched_eos_on_request(capsys):
+    """--matched-samples adds the moment-matched EoS to every solution (off by default)."""
+    argv = ["eos", "cnn2", "--n", "16", "--S", "4", "--N", "2", "--n-test", "4", "--C", "8"]
+    rc, out, _ = _run(capsys, *argv)
+    assert rc == 0 and "matched" not in json.loads(out)["solutions"][0]
+    rc, out, err = _run(capsys, *argv, "--matched-samples", "256")
+    assert rc == 0, err
+    m = json.loads(out)["solutions"][0]["matched"]
+    assert m["matched_converged"] and m["matched_samples"] == 256
+    assert "matched C=8" in err  # progress goes to stderr, the JSON alone to stdout
