@@ -10,9 +10,14 @@ import pytest
 from test_eos_cnn2 import teacher_problem
 
 import fleos  # noqa: F401  (enables float64)
-from fleos.theory.eos.cnn2 import gp_sigma, output_kernel, solve_cnn2, sweep_cnn2
+from fleos.theory.eos.cnn2 import (
+    discrepancy_and_inverse,
+    gp_sigma,
+    output_kernel,
+    solve_cnn2,
+    sweep_cnn2,
+)
 from fleos.theory.eos.cnn2_matched import (
-    _field,
     channel_log_tilt,
     matched_diagnostics,
     matched_map,
@@ -40,7 +45,8 @@ def test_linear_network_fixed_point_is_eq8():
 
 def _quadrature_covariance(pr, C, Sig, half_width=6.0, points=301):
     """Cov of p(w) ∝ exp(−S|w|²/2σ_w² + F(w)) for S = 2 by the trapezoid rule on a grid."""
-    eps, Kinv = _field(pr.P, pr.y, jnp.asarray(Sig), pr.sigma2, pr.sigma_a2, pr.activation)
+    eps, Kinv = discrepancy_and_inverse(pr.P, pr.y, jnp.asarray(Sig), pr.sigma2,
+                                        pr.sigma_a2, pr.activation)
     sd = np.sqrt(pr.sigma_w2 / pr.S)
     g = np.linspace(-half_width * sd, half_width * sd, points)
     W = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
@@ -81,7 +87,8 @@ def test_tilt_averages_to_eq8s_kernel_term():
     pr = teacher_problem(n=30, N=3, S=4, n_test=5, seed=1)
     C = 5.0
     Sig = np.asarray(solve_cnn2(pr, C, tol=1e-10, max_iter=300).x)
-    eps, Kinv = _field(pr.P, pr.y, jnp.asarray(Sig), pr.sigma2, pr.sigma_a2, pr.activation)
+    eps, Kinv = discrepancy_and_inverse(pr.P, pr.y, jnp.asarray(Sig), pr.sigma2,
+                                        pr.sigma_a2, pr.activation)
     Q = output_kernel(pr.P, pr.P, jnp.asarray(Sig), pr.sigma_a2, pr.activation)
     exact = float(jnp.sum((jnp.outer(eps, eps) - Kinv) * Q)) / (2 * C)
     w = np.random.default_rng(5).multivariate_normal(np.zeros(pr.S), Sig, size=40000)

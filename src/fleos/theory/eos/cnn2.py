@@ -200,6 +200,16 @@ def output_kernel(
     return (sigma_a2 / N) * jax.lax.fori_loop(0, N, body, Q0)
 
 
+def discrepancy_and_inverse(P: Array, y: Array, Sigma: Array, sigma2: float, sigma_a2: float,
+                            activation: str) -> tuple[Array, Array]:
+    """ε = K_f⁻¹ y and K_f⁻¹ at the kernel Q_f(Σ) (Eq. 8's first two lines), through one
+    Cholesky factor of K_f = Q_f + σ² I: the field A = εεᵀ − K_f⁻¹ that Σ feels."""
+    Qf = output_kernel(P, P, Sigma, sigma_a2, activation)
+    fit = gp.gp_fit(Qf, y, sigma2)
+    Kinv = jsl.cho_solve((fit.chol, True), jnp.eye(y.shape[0], dtype=Qf.dtype))
+    return gp.discrepancy(fit), Kinv
+
+
 @partial(jax.jit, static_argnames=("activation",))
 def trace_term(
     P: Array, y: Array, Sigma: Array, sigma2: float, sigma_a2: float, activation: str = "erf"
@@ -212,11 +222,7 @@ def trace_term(
     """
     N = P.shape[1]
     PT = jnp.swapaxes(P, 0, 1)
-    Qf = output_kernel(P, P, Sigma, sigma_a2, activation)
-    fit = gp.gp_fit(Qf, y, sigma2)
-    eps = gp.discrepancy(fit)
-    n = y.shape[0]
-    Kinv = jsl.cho_solve((fit.chol, True), jnp.eye(n, dtype=Qf.dtype))
+    eps, Kinv = discrepancy_and_inverse(P, y, Sigma, sigma2, sigma_a2, activation)
     A = (sigma_a2 / N) * (jnp.outer(eps, eps) - Kinv)
 
     def body(i: int, B: Array) -> Array:
