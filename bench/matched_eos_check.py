@@ -36,7 +36,12 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4096)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = ap.parse_args()
-    pr = CNN2Problem.from_npz(args.data, S=args.S, sigma2=args.sigma2)
+    if any(not c > 0 for c in args.C):
+        ap.error(f"--C: every channel count must be > 0, got {args.C}")
+    try:
+        pr = CNN2Problem.from_npz(args.data, S=args.S, sigma2=args.sigma2)
+    except ValueError as err:
+        ap.error(f"--data: {err}")
     Cs = sorted(set(args.C) | {5000.0}, reverse=True)
     for C, res in zip(Cs, sweep_cnn2(pr, Cs, tol=1e-8, max_iter=200), strict=True):
         if C not in args.C:
