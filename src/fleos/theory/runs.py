@@ -162,8 +162,8 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
         obs = cnn2_observables(problem, res.x)
         matched = {}
         if th["matched_samples"]:
-            matched, sigma_m = cnn2_matched_row(problem, float(C), res.x, th,
-                                                start=res.x + offset if res.converged else None)
+            start = res.x + offset if res.converged else res.x
+            matched, sigma_m = cnn2_matched_row(problem, float(C), start, th)
             ok = matched["matched_converged"] and res.converged
             offset = sigma_m - res.x if ok else 0.0
         an = analytic_observables(problem, float(C), ds.teacher, q_train=q_train)
@@ -199,11 +199,10 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     }
 
 
-def cnn2_matched_row(problem: CNN2Problem, C: float, sigma_eq8: Array,
-                     th: Mapping[str, Any], start: Array | None = None,
+def cnn2_matched_row(problem: CNN2Problem, C: float, start: Array, th: Mapping[str, Any],
                      log: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Array]:
-    """The moment-matched EoS at C (`fleos.theory.eos.cnn2_matched`), started from `start`
-    (default: Eq. 8's Σ): its observables, solver outcome and the Monte Carlo SE of its top Σ
+    """The moment-matched EoS at C (`fleos.theory.eos.cnn2_matched`), solved from `start`
+    (typically Eq. 8's Σ): its observables, solver outcome and the Monte Carlo SE of its top Σ
     eigenvalue; and its Σ. One progress line to `log` (default: the theory rule's log)."""
     from fleos.theory.eos.cnn2 import cnn2_observables
     from fleos.theory.eos.cnn2_matched import matched_diagnostics, solve_cnn2_matched
@@ -211,7 +210,7 @@ def cnn2_matched_row(problem: CNN2Problem, C: float, sigma_eq8: Array,
     mc = {"n_samples": th["matched_samples"], "seed": th["matched_seed"]}
     # its own iteration cap (the solver's default), not Eq. 8's: at the paper's C = 80 it took
     # 153 evaluations where Eq. 8's default cap is 60
-    res = solve_cnn2_matched(problem, C, sigma_eq8 if start is None else start, **mc)
+    res = solve_cnn2_matched(problem, C, start, **mc)
     (log or _log_line)(f"matched C={C:g}: residual {res.residual:.2e} after {res.iterations} "
               f"evaluations, {res.seconds:.0f} s ({res.message})")
     obs = cnn2_observables(problem, res.x)
