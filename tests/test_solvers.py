@@ -233,7 +233,7 @@ def test_newton_krylov_merit_accepts_a_rise_of_the_residual_norm():
 
 
 def test_anneal_reports_progress_per_solve() -> None:
-    # The theory rules log one line per solve (issue #12): anneal calls `progress` after every
+    # The theory rules log one line per solve: anneal calls `progress` after every
     # solve, the intermediate widths it inserts included, and progress_printer formats it.
     from fleos.theory.solvers import SolveResult, anneal, progress_printer
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
@@ -51,6 +53,38 @@ positive_float = number_type(float, lambda v: v > 0, "a number > 0")
 nonneg_float = number_type(float, lambda v: v >= 0, "a number >= 0")
 positive_int = number_type(int, lambda v: v >= 1, "an integer >= 1")
 nonneg_int = number_type(int, lambda v: v >= 0, "an integer >= 0")
+
+
+def out_file(text: str) -> str:
+    """`type=` of --out: a file name in a folder that exists and is writable, so that a bad
+    --out is refused before any solve starts (argparse reports it on one line, exit 2)."""
+    p = Path(text)
+    folder = p.parent
+    if not text:
+        raise argparse.ArgumentTypeError("must be a file name, got ''")
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name, e.g. "
+                                         f"{str(p / 'out.json')!r}")
+    if not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r}: the folder {str(folder)!r} {why}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: the folder {str(folder)!r} is not "
+                                         f"writable")
+    return text
+
+
+def write_json_output(doc: Any, out: str | None) -> None:
+    """The command's JSON document to the file `out` (atomic: a reader never sees a partial
+    file, and a failed run leaves none) or, without --out, to stdout."""
+    text = json.dumps(doc, indent=1) + "\n"
+    if out:
+        from fleos.core.files import atomic_path
+
+        with atomic_path(out) as tmp:
+            tmp.write_text(text)
+    else:
+        sys.stdout.write(text)
 
 
 def read_npz(path: str, arg: str, keys: Sequence[str] = ()) -> dict[str, np.ndarray]:

@@ -17,7 +17,6 @@ moment-matched EoS; the JSON is still printed, with converged=false); exit code 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
@@ -29,10 +28,12 @@ from fleos.cli.args import (
     check_training_data,
     nonneg_int,
     number_type,
+    out_file,
     positive_float,
     positive_int,
     read_npz,
     terminal_progress,
+    write_json_output,
 )
 from fleos.config import MATCHED_BATCH, THEORY_DEFAULTS
 
@@ -81,7 +82,8 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--matched-seed", type=nonneg_int, default=0,
                    help="seed of the moment-matched EoS's common random normals")
     p.add_argument("--json", action="store_true", help="print JSON (the default output)")
-    p.add_argument("--out", help="write the JSON to this file instead of stdout")
+    p.add_argument("--out", type=out_file,
+                   help="write the JSON to this file instead of stdout")
     p.set_defaults(func=run)
 
 
@@ -109,15 +111,25 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, np.ndarray], dict[st
         if ("X_test" in arrays) != ("y_test" in arrays):
             raise InputError(f"{source}: X_test and y_test must be given together")
         model["N"] = X.shape[1] // args.S
+        n_test = len(arrays["X_test"]) if "X_test" in arrays else 0
+        _require_memory(args, len(X), n_test, model["N"], f"{source} (n = {len(X)})")
         teacher = {k: v for k, v in arrays.items() if k.startswith("teacher_")}
         ds = Dataset(X, y, arrays.get("X_test", X[:0]), arrays.get("y_test", y[:0]), teacher)
         return cnn2_problem(ds, model, args.sigma2), teacher, {"data": args.data}
     args.N = model["N"] = 20 if args.N is None else args.N
+    _require_memory(args, args.n, args.n_test, args.N, f"--n {args.n}")
     from fleos.nets.data import make_dataset
 
     ds = make_dataset("cnn2", model, args.n, args.n_test, args.teacher_seed, args.data_seed)
     return (cnn2_problem(ds, model, args.sigma2), ds.teacher,
             {"data_seed": args.data_seed, "teacher_seed": args.teacher_seed})
+
+
+def _require_memory(args: argparse.Namespace, n: int, n_test: int, N: int, n_arg: str) -> None:
+    """Refuse, before the data are drawn or the solve starts, a size this machine cannot hold."""
+    from fleos.cli.memory import cnn2_terms, require_memory
+
+    require_memory(cnn2_terms(n, n_test, N, args.S, args.matched_samples, n_arg))
 
 
 def _stderr(line: str) -> None:
@@ -189,11 +201,6 @@ def run(args: argparse.Namespace) -> int:
             "total_seconds": time.perf_counter() - t0,
         },
     }
-    text = json.dumps(doc, indent=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    else:
-        print(text)
+    write_json_output(doc, args.out)
     return 0 if all(s["converged"] and s.get("matched", {}).get("matched_converged", True)
                     for s in solutions) else 1

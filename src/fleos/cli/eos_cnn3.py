@@ -12,12 +12,12 @@ workflow's Fig. 5 theory file (`fleos.theory.eos.cnn3.fig5_spectra`).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fleos.cli.args import out_file, write_json_output
 
 # Accepted names of each kernel, in lookup order: aggregate npz, sample file, plain npz.
 _NAMES = {"Sigma": ("sigma_mean", "sigma/mean", "Sigma"), "K2": ("K2_mean", "K2/mean", "K2"),
@@ -47,7 +47,8 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-sigma", type=int, default=50)
     p.add_argument("--top-q2", type=int, default=100)
     p.add_argument("--json", action="store_true", help="print JSON (the default output)")
-    p.add_argument("--out", help="write the JSON to this file instead of stdout")
+    p.add_argument("--out", type=out_file,
+                   help="write the JSON to this file instead of stdout")
     p.set_defaults(func=run)
 
 
@@ -81,6 +82,7 @@ def read_kernels(paths: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import fleos  # noqa: F401
     from fleos.cli.args import InputError, check_training_data, read_npz
+    from fleos.cli.memory import cnn3_terms, require_memory
     from fleos.nets.datasets import load_dataset
     from fleos.theory.runs import cnn3_spectra
 
@@ -98,13 +100,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.samples:
         if Path(path).suffix not in (".h5", ".hdf5"):
             read_npz(path, "--samples")
-    try:
-        ker = read_kernels(args.samples)
-    except (ValueError, OSError) as err:
-        raise InputError(f"--samples {shown}: {err}") from None
-    for key, value in ker.items():
-        if not np.all(np.isfinite(value)):
-            raise InputError(f"--samples {shown}: {key} contains NaN or infinite values")
+    # The data first: their n sets the size of the kernels, checked before these are read.
     read_npz(args.data, "--data")
     try:
         ds = load_dataset(args.data)
@@ -116,6 +112,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--data {args.data}: X has {X.shape[1]} columns, but --N {args.N} "
                          f"--S1 {args.S1} --S0 {args.S0} need N·S1·S0 = "
                          f"{args.N * args.S1 * args.S0}")
+    require_memory(cnn3_terms(len(X), args.N, args.S1, args.S0,
+                              f"--data {args.data} (n = {len(X)})"))
+    try:
+        ker = read_kernels(args.samples)
+    except (ValueError, OSError) as err:
+        raise InputError(f"--samples {shown}: {err}") from None
+    for key, value in ker.items():
+        if not np.all(np.isfinite(value)):
+            raise InputError(f"--samples {shown}: {key} contains NaN or infinite values")
     if ker["K2"].shape != (len(X) * args.N,) * 2 or ker["Sigma"].shape != (args.S0,) * 2:
         raise InputError(
             f"shapes: Sigma {ker['Sigma'].shape} must be ({args.S0}, {args.S0}) and K2 "
@@ -129,10 +134,5 @@ def run(args: argparse.Namespace) -> int:
     doc.update(cnn3_spectra(ds, ker["Sigma"], ker["K2"], ker.get("Q2"), model, args.sigma2,
                             args.C1, args.C2, args.ridge, top_sigma=args.top_sigma,
                             top_q2=args.top_q2))
-    text = json.dumps(doc, indent=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    else:
-        sys.stdout.write(text + "\n")
+    write_json_output(doc, args.out)
     return 0

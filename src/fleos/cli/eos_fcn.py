@@ -13,8 +13,6 @@ Exit code 1 if any width did not converge (the JSON is still printed), 2 for bad
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 import numpy as np
@@ -25,11 +23,14 @@ from fleos.cli.args import (
     nonneg_float,
     nonneg_int,
     number_type,
+    out_file,
     positive_float,
     positive_int,
     read_npz,
     terminal_progress,
+    write_json_output,
 )
+from fleos.nets.models import DEFAULT_SCALING, SCALINGS
 
 _depth = number_type(int, lambda v: v >= 2, "an integer >= 2 (an FCN has at least 2 layers)")
 
@@ -51,7 +52,7 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-seed", type=nonneg_int, default=1)
     p.add_argument("--teacher-seed", type=nonneg_int, default=0)
     p.add_argument("--depth", type=_depth, default=3, help="layers L >= 2 (Eq. 1)")
-    p.add_argument("--scaling", default="mean_field", choices=["standard", "mean_field"])
+    p.add_argument("--scaling", default=DEFAULT_SCALING, choices=SCALINGS)
     p.add_argument("--activation", default="erf", choices=["erf", "linear"])
     p.add_argument("--sigma2", type=positive_float, default=0.01, help="likelihood noise σ²")
     p.add_argument("--sigma-w2", type=positive_float, default=2.0)
@@ -63,7 +64,8 @@ def register(arch_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iter", type=positive_int, default=50)
     p.add_argument("--method", default="newton_krylov", choices=["newton_krylov", "anderson"])
     p.add_argument("--json", action="store_true", help="print JSON (the default output)")
-    p.add_argument("--out", help="write the JSON to this file instead of stdout")
+    p.add_argument("--out", type=out_file,
+                   help="write the JSON to this file instead of stdout")
     p.set_defaults(func=run)
 
 
@@ -79,11 +81,22 @@ def load_dataset_arg(args: argparse.Namespace) -> Any:
             raise InputError(f"--data {args.data}: {err}") from None
         check_training_data(np.asarray(ds.X), np.asarray(ds.y), f"--data {args.data}",
                             np.asarray(ds.X_test), np.asarray(ds.y_test))
+        X = np.asarray(ds.X).reshape(len(ds.X), -1)
+        _require_memory(args, len(X), len(ds.X_test), X.shape[1],
+                        f"--data {args.data} (n = {len(X)})")
         return ds
     from fleos.nets.data import make_dataset
 
+    _require_memory(args, args.n, args.n_test, args.d, f"--n {args.n}")
     return make_dataset("fcn", _model(args), args.n, args.n_test, args.teacher_seed,
                         args.data_seed)
+
+
+def _require_memory(args: argparse.Namespace, n: int, n_test: int, d: int, n_arg: str) -> None:
+    """Refuse, before the data are drawn or the solve starts, a size this machine cannot hold."""
+    from fleos.cli.memory import fcn_terms, require_memory
+
+    require_memory(fcn_terms(n, n_test, d, args.depth, args.method, n_arg))
 
 
 def _model(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,10 +131,5 @@ def run(args: argparse.Namespace) -> int:
         "solutions": [fcn.result_summary(pb, w, r)
                       for w, r in zip(args.widths, results, strict=True)],
     }
-    text = json.dumps(doc, indent=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    else:
-        sys.stdout.write(text + "\n")
+    write_json_output(doc, args.out)
     return 0 if all(r.converged for r in results) else 1

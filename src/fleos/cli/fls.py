@@ -8,10 +8,14 @@ Prints one JSON document {"curves": [fleos.theory.fls.fls_curve(...) per arch]}.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
-from fleos.cli.args import nonneg_int, positive_float, positive_int
+from fleos.cli.args import (
+    nonneg_int,
+    out_file,
+    positive_float,
+    positive_int,
+    write_json_output,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,13 +38,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma2", type=positive_float,
                    help="noise σ² (default: per arch, see fleos.theory.fls)")
     p.add_argument("--json", action="store_true", help="print JSON (the default output)")
-    p.add_argument("--out", help="write the JSON to this file instead of stdout")
+    p.add_argument("--out", type=out_file,
+                   help="write the JSON to this file instead of stdout")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fleos.theory.fls import fls_curve
+    from fleos.cli.memory import fls_terms, require_memory, total_bytes
+    from fleos.theory.fls import DEFAULTS, fls_curve
 
+    # The largest (arch, n) sets the peak: one curve point at a time holds memory.
+    runs = []
+    for arch in args.arch:
+        cfg = DEFAULTS[arch]
+        runs += [fls_terms(arch, n, args.d or cfg.get("d", 0), cfg.get("depth", 0),
+                           args.N or cfg.get("N", 0), args.S or cfg.get("S", 0))
+                 for n in args.n]
+    require_memory(max(runs, key=lambda terms: total_bytes(terms)[0]))
     curves = []
     for arch in args.arch:
         opts = {"sigma2": args.sigma2}
@@ -49,10 +63,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             opts.update(S=args.S, N=args.N)
         curves.append(fls_curve(arch, args.n, tuple(args.seeds), args.teacher_seed, **opts))
-    text = json.dumps({"curves": curves}, indent=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    else:
-        sys.stdout.write(text + "\n")
+    write_json_output({"curves": curves}, args.out)
     return 0
