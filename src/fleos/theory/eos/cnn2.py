@@ -212,9 +212,14 @@ def discrepancy_and_inverse(P: Array, y: Array, Sigma: Array, sigma2: float, sig
 
 @partial(jax.jit, static_argnames=("activation",))
 def trace_term(
-    P: Array, y: Array, Sigma: Array, sigma2: float, sigma_a2: float, activation: str = "erf"
+    P: Array, y: Array, Sigma: Array, sigma2: float, sigma_a2: float, activation: str = "erf",
+    field_sign: float = -1.0,
 ) -> Array:
     """B(Σ) = Tr{(εεᵀ − K_f⁻¹) ∂Q_f/∂Σ} (Eq. 8), symmetric S × S.
+
+    field_sign: the sign s of the field A = εεᵀ + s K_f⁻¹. Eq. 8 is s = −1 (derived from the
+    sampled action, docs/derivations/cnn2.md "The sign of the field"); s = +1 is a diagnostic
+    only, the sign of the authors' FCN notebook, which the exact referee rejects.
 
     One pass for Q_f, one Cholesky of K_f (giving ε = K_f⁻¹ y and K_f⁻¹), then the VJP
     ∇_Σ ⟨A, Q_f(Σ)⟩ with A = εεᵀ − K_f⁻¹ held fixed, accumulated patch by patch
@@ -223,7 +228,7 @@ def trace_term(
     N = P.shape[1]
     PT = jnp.swapaxes(P, 0, 1)
     eps, Kinv = discrepancy_and_inverse(P, y, Sigma, sigma2, sigma_a2, activation)
-    A = (sigma_a2 / N) * (jnp.outer(eps, eps) - Kinv)
+    A = (sigma_a2 / N) * (jnp.outer(eps, eps) + field_sign * Kinv)
 
     def body(i: int, B: Array) -> Array:
         _, pullback = jax.vjp(lambda s: _patch_g(PT[i], PT[i], s, activation), Sigma)
@@ -261,13 +266,14 @@ def _scale(problem: CNN2Problem) -> float:
 @partial(jax.jit, static_argnames=("activation",))
 def _eos_map_scaled(
     u: Array, P: Array, y: Array, inv_C: float, sigma2: float, sigma_a2: float,
-    sigma_w2: float, scale: float, activation: str,
+    sigma_w2: float, scale: float, field_sign: float = -1.0, *, activation: str,
 ) -> Array:
-    """T(Λ)/scale at Λ = scale·u: the EoS fixed-point map in units of the residual scale."""
+    """T(Λ)/scale at Λ = scale·u: the EoS fixed-point map in units of the residual scale
+    (field_sign: see `trace_term`)."""
     S = P.shape[-1]
     Lam = 0.5 * (u + u.T) * scale
     Sigma = _sigma_from_precision(Lam)
-    B = trace_term(P, y, Sigma, sigma2, sigma_a2, activation)
+    B = trace_term(P, y, Sigma, sigma2, sigma_a2, activation, field_sign)
     T = (S / sigma_w2) * jnp.eye(S, dtype=Lam.dtype) - inv_C * B
     return T / scale
 
@@ -310,7 +316,7 @@ def gp_sigma(problem: CNN2Problem) -> Array:
 
 def _solve_precision(
     problem: CNN2Problem, C: float, Lam0: Array, *, tol: float, max_iter: int, method: str,
-    m: int,
+    m: int, field_sign: float = -1.0,
 ) -> SolveResult:
     """Solve Eq. 8 in the precision Λ = Σ⁻¹ (x of the result = Λ), from Λ0."""
     if method not in METHODS:
@@ -322,7 +328,7 @@ def _solve_precision(
     u0 = 0.5 * (u0 + u0.T)
     f64 = partial(jnp.asarray, dtype=jnp.float64)
     args = (problem.P, problem.y, f64(1.0 / C), f64(problem.sigma2), f64(problem.sigma_a2),
-            f64(problem.sigma_w2), f64(scale))
+            f64(problem.sigma_w2), f64(scale), f64(field_sign))
     fp, res_fn = _EOS_FP[problem.activation]
     if method == "anderson":
         res = anderson(fp, u0, args=args, tol=tol, max_iter=max_iter, m=m, damping=1.0)
@@ -345,6 +351,7 @@ def solve_cnn2(
     max_iter: int = 100,
     method: str = "anderson",
     m: int = 6,
+    field_sign: float = -1.0,
 ) -> SolveResult:
     """Solve Eq. 8 for Σ at channel count C (x of the result = Σ).
 
@@ -352,11 +359,12 @@ def solve_cnn2(
     Sigma0: start (default: the GP solution (σ_w²/S) I). method: "anderson" (Anderson
     acceleration of the fixed point Λ = T(Λ), history m) or "newton_krylov" (exact JVPs +
     GMRES on T(Λ) − Λ). The residual of the result is evaluated at the returned Σ (up to the
-    rounding of one S × S inversion Λ → Σ).
+    rounding of one S × S inversion Λ → Σ). field_sign: the sign of K_f⁻¹ in the field, −1 for
+    Eq. 8; +1 is a diagnostic only (`trace_term`).
     """
     Sigma0 = gp_sigma(problem) if Sigma0 is None else jnp.asarray(Sigma0, dtype=jnp.float64)
     res = _solve_precision(problem, C, jnp.linalg.inv(Sigma0), tol=tol, max_iter=max_iter,
-                           method=method, m=m)
+                           method=method, m=m, field_sign=field_sign)
     return _precision_to_sigma(res)
 
 
@@ -371,17 +379,19 @@ def sweep_cnn2(
     min_ratio: float = 1.01,
     extrapolate: bool = True,
     progress: Callable[[float, SolveResult], None] | None = None,
+    field_sign: float = -1.0,
 ) -> list[SolveResult]:
     """Solve Eq. 8 at every C of Cs by annealing from the GP solution (C = ∞) downward
     (`fleos.theory.solvers.anneal`: warm starts, geometric step insertion on failure). With
     `extrapolate`, each start is the linear extrapolation in 1/C of the last two precisions
     Λ = Σ⁻¹ (Λ is linear in 1/C to first order, Eq. 8). Results (x = Σ) in the order of Cs.
-    `progress(C, result)` is called after every solve (`fleos.theory.solvers.progress_printer`)."""
+    `progress(C, result)` is called after every solve (`fleos.theory.solvers.progress_printer`).
+    field_sign: the sign of K_f⁻¹ in the field, −1 for Eq. 8 (+1: diagnostic, `trace_term`)."""
     Cs = [float(c) for c in Cs]
 
     def solve_at(C: float, Lam0: Array) -> SolveResult:
         return _solve_precision(problem, C, Lam0, tol=tol, max_iter=max_iter, method=method,
-                                m=m)
+                                m=m, field_sign=field_sign)
 
     Lam_gp = jnp.linalg.inv(gp_sigma(problem))
     results = anneal(solve_at, Cs, Lam_gp, min_ratio=min_ratio, extrapolate=extrapolate,
