@@ -115,7 +115,7 @@ LAYOUTS = ("vmap", "map", "auto")
 
 def layout_of(layout: str, size: str, n_chains: int) -> tuple[int | None, int]:
     """(chain_batch, data_blocks): "vmap" = all chains vmapped, one data block (the layout
-    before issue #9 §3); "map" = one chain at a time, auto data blocks; "auto" =
+    without chain groups or data blocks); "map" = one chain at a time, auto data blocks; "auto" =
     `fleos.sampling.sampler.auto_chain_batch` / `auto_data_blocks` for this backend (what
     `sampler.chain_batch/data_blocks: auto` picks in a job)."""
     if layout == "vmap":

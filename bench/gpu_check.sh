@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of the sampler (issue #9 §5), run by hand on a CUDA machine from the repo root:
+# The GPU check of the sampler, run by hand on a CUDA machine from the repo root:
 #   OUT=/some/dir bash bench/gpu_check.sh
 # Needs jax with CUDA, flax, h5py, scipy, pyyaml, threadpoolctl in `python3` (fleos from src/).
 # 1. bench/bench_sampler.py: 1 and 8 vmapped chains at laptop and paper size, beside the

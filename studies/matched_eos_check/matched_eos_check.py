@@ -1,8 +1,9 @@
-"""Is Eq. 8's Σ miss the Gaussian ansatz for the channel law? (bench/RESULTS.md, "The
-moment-matched EoS"; docs/derivations/cnn2.md §5). Run by hand:
+"""Is Eq. 8's Σ miss the Gaussian ansatz for the channel law? (studies/matched_eos_check/
+README.md; docs/derivations/cnn2.md §5). Run by hand:
 
-    .venv/bin/python bench/matched_eos_check.py --data results/paper_cpu/data/cnn2/n1600.npz \
-        --C 640 320 [--fixed-samples 32768] [--samples 4096] [--seeds 0 1]
+    .venv/bin/python studies/matched_eos_check/matched_eos_check.py \
+        --data results/paper_cpu/data/cnn2/n1600.npz --C 640 320 \
+        [--fixed-samples 32768] [--samples 4096] [--seeds 0 1]
 
 For each C: Eq. 8's Σ (annealed from the GP), then
   * at fixed A (Eq. 8's own): one evaluation of the importance-sampled covariance of the

@@ -1,13 +1,13 @@
-"""bench/paper_scale_fig3.csv from a finished paper-scale Fig. 3 run (issue #9 §5).
+"""studies/paper_scale_fig3/paper_scale_fig3.csv from a finished paper-scale Fig. 3 run.
 
-    .venv/bin/python bench/paper_scale_table.py --results results/paper_cpu \
-        --config config/paper_cpu.yaml --out bench/paper_scale_fig3.csv
+    .venv/bin/python studies/paper_scale_fig3/paper_scale_table.py --results results/paper_cpu \
+        --config config/paper_cpu.yaml --out studies/paper_scale_fig3/paper_scale_fig3.csv
 
 Takes the rows of the workflow's own table (results/.../tables/fig3.csv, the columns of every
 fig3.csv) and adds, per (n, C): ``wall_seconds``, the summed wall time of its sampling jobs from
 their Snakemake benchmark files (the jobs of one C ran one or two at a time, so this is the
 sampling cost, not the elapsed time of the run), ``sampling_jobs`` and ``integrator`` (with
-η and γ), plus the pass/fail of the issue's criterion: |experiment − EoS| ≤ 2 SE + 2 % of the
+η and γ), plus the pass/fail of the agreement criterion: |experiment − EoS| ≤ 2 SE + 2 % of the
 EoS value, for test α and for the top Σ eigenvalue, against Eq. 8 and (``*_matched``) against
 the moment-matched EoS (SE: the experiment's and the theory's Monte Carlo SE in quadrature).
 """
