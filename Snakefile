@@ -34,6 +34,10 @@ os.environ.update(FLEOS_ROOT=workflow.basedir)  # set, not read: no `envvars:` n
 include: "workflow/rules/common.smk"
 
 
+# The landing page of `snakemake --report`: one verdict line per figure.
+report: "workflow/report/workflow.rst"
+
+
 # Cheap rules run in the Snakemake process itself, not as one SLURM job each (seconds of work
 # against a queue wait and a job start-up of tens of seconds): the target, the data draws
 # and the figures (the per-figure target rules are local where figures.smk defines them).

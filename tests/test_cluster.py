@@ -259,7 +259,7 @@ def _tiny_experiment(resources: dict | None = None):
          "theory": {}, "label": "x"}
     if resources is not None:
         d["resources"] = resources
-    # as the workflow's sampling rule builds it (workflow/scripts/sample.py)
+    # as the workflow's sampling job builds it (fleos.pipeline.run_rule_job)
     return ExperimentConfig.from_dict("cnn2", engine_config(d))
 
 

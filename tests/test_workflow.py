@@ -97,7 +97,7 @@ BAD = [
     (_mutate("experiments.fcn3.theory.C_grid", [4]),
      "experiments.fcn3.theory has unknown key(s) ['C_grid']"),
     (_mutate("experiments.cnn2.theory.C_grid", [0]), "experiments.cnn2.theory.C_grid"),
-    # unknown keys anywhere, bad enums, non-finite σ² (issue #11)
+    # unknown keys anywhere, bad enums, non-finite σ²
     (_mutate("experiments.cnn2.theory.tolerance", 1e-6), "'tolerance' was unexpected"),
     (_mutate("experiments.cnn2.theory.method", "bogus"), "experiments.cnn2.theory.method"),
     (_mutate("experiments.cnn3.theory", {"tol": 1e-6}),
@@ -178,6 +178,50 @@ def test_registry_and_schema_agree():
         f.name for f in dataclasses.fields(fconfig.SamplerConfig)}
     for name in ("sampler", "theory", "data", "model", "experiment", "resources", "fls"):
         assert defs[name].get("additionalProperties") is False, name
+
+
+def test_schema_enums_are_the_codes_lists():
+    """Each list of allowed values that the schema spells out is the one the code defines (in
+    the same order, so error messages and the schema read alike); the sampler implements
+    exactly the integrators the config allows."""
+    from fleos.core.kernels import ACTIVATIONS
+    from fleos.core.schedules import SCHEDULE_KINDS
+    from fleos.nets import models
+    from fleos.nets.datasets import IMAGE_DATASETS
+    from fleos.sampling import sampler
+    from fleos.theory import fls
+
+    defs = yaml.safe_load(SCHEMA.read_text())["$defs"]
+    samp, model = defs["sampler"]["properties"], defs["model"]["properties"]
+    assert samp["integrator"]["enum"] == list(fconfig.INTEGRATORS)
+    assert sampler.INTEGRATORS is fconfig.INTEGRATORS  # imported, not copied
+    assert defs["schedule"]["properties"]["kind"]["enum"] == list(SCHEDULE_KINDS)
+    assert fconfig.SCHEDULE_KINDS is SCHEDULE_KINDS
+    assert samp["dtype"]["enum"] == list(fconfig.DTYPES)
+    assert samp["preconditioner"]["enum"] == list(fconfig.PRECONDITIONERS)
+    assert samp["kernels"]["items"]["enum"] == list(fconfig.KERNEL_NAMES)
+    assert samp["probe_spatial"]["enum"] == list(fconfig.PROBE_SPATIAL)
+    assert model["activation"]["enum"] == list(ACTIVATIONS)
+    assert model["scaling"]["enum"] == list(models.SCALINGS)
+    assert model["dataset"]["enum"] == list(IMAGE_DATASETS)
+    assert set(model) == {k for arch in models.ARCHS for k in
+                          (*models._REQUIRED[arch], *models._OPTIONAL[arch])}
+    assert defs["experiment"]["properties"]["arch"]["enum"] == list(fconfig.ARCHS)
+    assert fconfig.ARCHS == models.ARCHS
+    assert defs["fls"]["properties"]["archs"]["items"]["enum"] == list(fls.ARCHS)
+    assert set(defs["fls_overrides"]["properties"]) == {k for d in fls.DEFAULTS.values()
+                                                       for k in d}
+    # The sampler runs every integrator the config allows (two steps of a 2-weight model).
+    import jax
+    import jax.numpy as jnp
+
+    pot = sampler.make_potential(lambda p, x: x @ p["w"], {"w": 1.0}, jnp.ones((3, 2)),
+                                 jnp.zeros(3), 1.0)
+    for name in fconfig.INTEGRATORS:
+        st, _, sse = sampler.run_steps(pot, sampler.init_state({"w": jnp.zeros(2)}),
+                                       jax.random.key(0), 1e-3, 2,
+                                       integrator=sampler.Integrator(name))
+        assert int(st.step) == 2 and sse.shape == (2,), name
 
 
 def test_theory_defaults_in_one_place():
@@ -423,6 +467,12 @@ def test_smoke_end_to_end(smoke_run):
     html = (tmp_path / "report.html").read_text(errors="replace")
     for fig in FIGURES:
         assert f"{fig}.png" in html, f"{fig} missing from the report"
+    # the landing page: one verdict line per figure, from its summary's first line
+    assert "Verdicts" in html
+    for fig in FIGURES:
+        first = (tmp_path / "results" / "smoke" / "tables" / f"{fig}_summary.rst").read_text()
+        assert first.startswith(f"* **{fig}**: "), first.splitlines()[0]
+        assert f"<strong>{fig}</strong>: " in html, f"no verdict line of {fig} on the landing page"
     # the generic rule's caption picks each figure's own section
     for title in ("Fig. 2a - 3-layer FCN", "Fig. 2c - where feature learning", "Fig. 3 - 2-layer",
                   "Fig. 5 - 3-layer CNN", "Fig. 6 - Myrtle-5", "Agreement table of fig4"):
@@ -469,3 +519,156 @@ def test_edit_reruns_only_what_it_can_change(smoke_run):
         ("all", ""), ("figure", "fig=fig3"),
         ("sample", "experiment=cnn2, n=32, width=32, chunk=0"),
         ("sample", "experiment=cnn2, n=32, width=8, chunk=0")]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a change of the library reruns: a refactor nothing, a numerics version its stage
+# ---------------------------------------------------------------------------------------------
+
+
+def _planned_with_library(root: Path, lib: Path, edit) -> list[tuple[str, str]]:
+    """The jobs a dry run of the finished smoke run plans when Snakemake and its jobs import
+    a copy of the fleos package changed by `edit(copy)` (first on PYTHONPATH)."""
+    if lib.exists():
+        shutil.rmtree(lib)
+    shutil.copytree(ROOT / "src" / "fleos", lib / "fleos",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    edit(lib / "fleos")
+    env = dict(os.environ, PYTHONPATH=str(lib), PYTHONUNBUFFERED="1")
+    where = subprocess.run([sys.executable, "-c", "import fleos; print(fleos.__file__)"],
+                           capture_output=True, text=True, env=env, check=True).stdout
+    assert where.strip() == str(lib / "fleos" / "__init__.py"), "the copy is not imported"
+    r = subprocess.run([SNAKEMAKE, "all", "-n", "--configfile=config/smoke.yaml"], cwd=root,
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return sorted(_jobs(r.stdout + r.stderr))
+
+
+def _edit_text(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} not once in {path}"
+    path.write_text(text.replace(old, new))
+
+
+def _bump(engine: str):
+    def edit(pkg: Path) -> None:
+        _edit_text(pkg / engine / "__init__.py", "NUMERICS_VERSION = 1", "NUMERICS_VERSION = 2")
+    return edit
+
+
+@pytest.mark.slow
+def test_refactor_reruns_nothing_numerics_version_reruns_its_stage(smoke_run, tmp_path):
+    root, lib = smoke_run, tmp_path / "lib"
+    cfg = _load("smoke.yaml")
+
+    def refactor(pkg: Path) -> None:
+        # a new helper and a comment in the modules a sampling job runs, a pipeline function
+        # moved to the end of its module, and every rule file newer than every output (a
+        # `script:` rule would rerun on the last alone)
+        for mod in ("sampling/sampler.py", "sampling/experiment.py", "theory/runs.py",
+                    "nets/data.py", "analysis/aggregate.py"):
+            with open(pkg / mod, "a") as fh:
+                fh.write("\n\n# moved here\ndef _unused_helper() -> int:\n    return 1\n")
+        src = (pkg / "pipeline.py").read_text()
+        block = src[src.index("def chunk_seeds("):src.index("def parse_theory_key(")]
+        (pkg / "pipeline.py").write_text(src.replace(block, "") + "\n\n" + block)
+        for f in [root / "Snakefile", *(root / "workflow").rglob("*")]:
+            os.utime(f)
+
+    assert _planned_with_library(root, lib, refactor) == []
+
+    def jobs(rule: str, experiments) -> list[tuple[str, str]]:
+        out = []
+        for name in experiments:
+            e = cfg["experiments"][name]
+            for n in e["data"]["n"]:
+                if rule == "make_data":
+                    out.append((rule, f"experiment={name}, n={n}"))
+                    continue
+                for w in e["widths"]:
+                    if rule == "aggregate":
+                        out.append((rule, f"experiment={name}, n={n}, width={w}"))
+                    for k in range(wf.n_chunks(e)) if rule == "sample" else ():
+                        out.append((rule, f"experiment={name}, n={n}, width={w}, chunk={k}"))
+        return out
+
+    def figures(*sources: str) -> list[tuple[str, str]]:
+        return [("figure", f"fig={f}") for f, s in wf.FIGURES.items() if s.source in sources]
+
+    exps = list(cfg["experiments"])
+    cnn3 = [("theory", f"key={k}") for k in wf.theory_keys(cfg, "cnn3")]
+    every_theory = [("theory", f"key={k}") for x in [*exps, wf.FLS] for k in wf.theory_keys(cfg, x)]
+    sampled = figures(*exps)
+    # the sampler's numbers: every sampling job and what reads it, no data, no other theory
+    assert _planned_with_library(root, lib, _bump("sampling")) == sorted(
+        jobs("sample", exps) + jobs("aggregate", exps) + cnn3 + sampled + [("all", "")])
+    # the aggregation's numbers: no sampling
+    assert _planned_with_library(root, lib, _bump("analysis")) == sorted(
+        jobs("aggregate", exps) + cnn3 + sampled + [("all", "")])
+    # the theory's numbers: every theory job and the figures that read one
+    assert _planned_with_library(root, lib, _bump("theory")) == sorted(
+        every_theory + [("figure", f"fig={f}") for f, s in wf.FIGURES.items()
+                        if "theory" in s.inputs] + [("all", "")])
+    # the data: everything of every experiment (not Fig. 2c, which draws its own inputs)
+    assert _planned_with_library(root, lib, _bump("nets")) == sorted(
+        jobs("make_data", exps) + jobs("sample", exps) + jobs("aggregate", exps)
+        + [t for t in every_theory if t != ("theory", f"key={wf.FLS}")] + sampled
+        + [("all", "")])
+
+    # the figure code: every figure, nothing else (seconds of work)
+    def figure_code(pkg: Path) -> None:
+        with open(pkg / "figures" / "fig3.py", "a") as fh:
+            fh.write("\n# a comment\n")
+
+    assert _planned_with_library(root, lib, figure_code) == sorted(
+        figures(*exps, wf.FLS) + [("all", "")])
+
+
+# ---------------------------------------------------------------------------------------------
+# config/README.md: generated from the schema, whose defaults are the code's
+# ---------------------------------------------------------------------------------------------
+
+
+def test_config_readme_is_generated_from_the_schema():
+    text = (ROOT / "config" / "README.md").read_text()
+    assert text == wf.config_readme(SCHEMA), (
+        "config/README.md is not the schema's text: run `make config/README.md`")
+    schema = yaml.safe_load(SCHEMA.read_text())
+    for key in schema["$defs"]["sampler"]["properties"]:
+        assert f"`experiments.NAME.sampler.{key}`" in text, key
+
+
+def test_schema_defaults_are_the_codes():
+    from fleos.config import THEORY_DEFAULTS, ExperimentConfig, SamplerConfig
+    from fleos.core.diagnostics import EquilibriumGates
+    from fleos.nets import models
+    from fleos.theory import fls
+
+    defs = yaml.safe_load(SCHEMA.read_text())["$defs"]
+
+    def defaults(block: str) -> dict:
+        return {k: v["default"] for k, v in defs[block]["properties"].items() if "default" in v}
+
+    def per_arch(block: str) -> dict:
+        return {(arch, k): v for k, node in defs[block]["properties"].items()
+                for arch, v in node.get("x-defaults", {}).items()}
+
+    # every sampler field but the two required ones has its default in the schema
+    sampler = {f.name: f.default for f in dataclasses.fields(SamplerConfig)
+               if f.name not in ("steps", "schedule")}
+    assert defaults("sampler") == sampler
+    resources = defaults("resources")
+    assert resources.pop("allow_cpu") == ExperimentConfig.allow_cpu
+    assert resources == wf.DEFAULT_RESOURCES
+    gates = yaml.safe_load(SCHEMA.read_text())["properties"]["gates"]["properties"]
+    assert {k: v["default"] for k, v in gates.items()} == {
+        f.name: f.default for f in dataclasses.fields(EquilibriumGates)}
+    # defaults per architecture: the code's tables, every entry of them
+    assert per_arch("theory") == {(a, k): v for a, opts in THEORY_DEFAULTS.items()
+                                  for k, v in opts.items()}
+    assert per_arch("model") == {(a, k): v for a, opts in models._OPTIONAL.items()
+                                 for k, v in opts.items() if v is not None}
+    assert per_arch("fls_overrides") == {(a, k): v for a, opts in fls.DEFAULTS.items()
+                                         for k, v in opts.items()}
+    fls_block = defs["fls"]["properties"]
+    assert fls_block["archs"]["default"] == list(fls.ARCHS)

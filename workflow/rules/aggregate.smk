@@ -15,10 +15,12 @@ rule aggregate:
         log("aggregate", "{experiment}", "n{n}", "w{width}.log"),
     params:
         config=lambda wc: pipeline.aggregate_params(config, wc.experiment),
+        numerics=pipeline.numerics_version("aggregate"),
     resources:
         runtime=resource("runtime"),
         mem_mb=resource("mem_mb"),
     conda:
         CPU_ENV
-    script:
-        "../scripts/aggregate.py"
+    shell:
+        "fleos job aggregate experiment={wildcards.experiment} n={wildcards.n} "
+        "width={wildcards.width} > {log} 2>&1"

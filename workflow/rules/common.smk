@@ -1,5 +1,6 @@
 # The config, resolved and validated once, and the helpers every rule file uses. All the
 # knowledge of the config and of the results layout is in fleos.pipeline (the registry).
+import json
 import os
 import sys
 
@@ -24,6 +25,17 @@ except ConfigError as err:
     raise ValueError(f"invalid fleos config: {err}") from None
 
 LAYOUT = pipeline.Layout(config["results"])
+
+# Every rule runs `fleos job RULE WILDCARDS` (fleos.cli.job), a shell text that no refactor
+# of the library changes, so a refactor reruns nothing; what a job computes is versioned by
+# its `numerics` param (docs/workflow.md, "Which edits rerun what"). The job reads this
+# config from the environment (inherited by local jobs; a cluster job's Snakemake parses
+# this file again). `fleos` is the conda env's under `--sdm conda`, else the one beside the
+# Python running Snakemake (which imports fleos above), whether or not PATH has it.
+os.environ.update(FLEOS_WORKFLOW_CONFIG=json.dumps(config))  # set, not read: no `envvars:`
+if not any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method):
+    os.environ.update(PATH=os.path.dirname(sys.executable) + os.pathsep + os.getenv("PATH", ""))
+
 EXPERIMENTS = list(config["experiments"])
 
 

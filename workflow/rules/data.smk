@@ -12,10 +12,11 @@ rule make_data:
     params:
         # what the file depends on (arch, model, data without n); see fleos.pipeline
         config=lambda wc: pipeline.data_params(config, wc.experiment),
+        numerics=pipeline.numerics_version("make_data"),
     resources:
         runtime=resource("runtime"),
         mem_mb=resource("mem_mb"),
     conda:
         CPU_ENV
-    script:
-        "../scripts/make_data.py"
+    shell:
+        "fleos job make_data experiment={wildcards.experiment} n={wildcards.n} > {log} 2>&1"

@@ -27,13 +27,15 @@ rule figure:
         log("figures", "{fig}.log"),
     params:
         config=lambda wc: pipeline.figure_params(config, wc.fig),
+        # the figure code itself: editing it redraws every figure (seconds)
+        code=pipeline.code_digest("fleos.figures"),
     resources:
         runtime=resource("runtime"),
         mem_mb=resource("mem_mb"),
     conda:
         CPU_ENV
-    script:
-        "../scripts/figure.py"
+    shell:
+        "fleos job figure fig={wildcards.fig} > {log} 2>&1"
 
 
 # The targets `snakemake fig2a` ... `snakemake fig6`: one named rule per figure that only asks

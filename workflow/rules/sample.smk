@@ -18,6 +18,8 @@ rule sample:
         # model, data, σ², the whole sampler block and this chunk's seeds: nothing else
         # (not resources, theory or other experiments) reruns a finished sampling job
         config=lambda wc: pipeline.sampling_params(config, wc.experiment, int(wc.chunk)),
+        # bumped by hand when the numbers change (a refactor keeps it: reruns nothing)
+        numerics=pipeline.numerics_version("sample"),
     threads: resource("threads", per_experiment=True)
     resources:
         runtime=resource("runtime", per_experiment=True),
@@ -25,5 +27,6 @@ rule sample:
         gpu=resource("gpu", per_experiment=True),
     conda:
         SAMPLE_ENV
-    script:
-        "../scripts/sample.py"
+    shell:
+        "fleos job sample experiment={wildcards.experiment} n={wildcards.n} "
+        "width={wildcards.width} chunk={wildcards.chunk} > {log} 2>&1"

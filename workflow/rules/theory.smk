@@ -18,10 +18,11 @@ rule theory:
         bench("theory", "{key}.tsv")
     params:
         config=lambda wc: pipeline.theory_params(config, wc.key),
+        numerics=pipeline.numerics_version("theory"),
     resources:
         runtime=resource("runtime"),
         mem_mb=resource("mem_mb"),
     conda:
         CPU_ENV
-    script:
-        "../scripts/theory.py"
+    shell:
+        "fleos job theory key={wildcards.key} > {log} 2>&1"
