@@ -1,4 +1,4 @@
-"""fleos.sampling.io: atomic writes, sample-file validation, checkpoints."""
+"""fleos.core.files (atomic writes) and fleos.sampling.io (sample-file validation, checkpoints)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import h5py
 import numpy as np
 import pytest
 
+from fleos.core.files import atomic_path, remove_stale_temporaries
 from fleos.sampling.io import (
     REQUIRED_DATASETS,
     CorruptFileError,
-    atomic_path,
     load_checkpoint,
     read_samples,
-    remove_stale_temporaries,
     save_checkpoint,
     write_samples,
 )

@@ -128,7 +128,8 @@ def test_build_model_returns_configured_modules():
     m = build_model("fcn", {**FCN_CFG, "scaling": "mean_field"}, 8)
     assert isinstance(m, FCN) and m.depth == 3 and m.activation == "erf"
     assert m.prior_variances() == {"W1": 3.0 / 6, "W2": 3.0 / 8, "a": 1.5 / 64}
-    assert build_model("fcn", FCN_CFG, 8).prior_variances()["a"] == 1.5 / 8
+    standard = build_model("fcn", {**FCN_CFG, "scaling": "standard"}, 8)
+    assert standard.prior_variances()["a"] == 1.5 / 8
     m2 = build_model("cnn2", CNN2_CFG, 5)
     assert isinstance(m2, CNN2) and m2.prior_variances() == {"w": 2.5 / 4, "a": 2.0 / 15}
     m3 = build_model("cnn3", CNN3_CFG, 5)
@@ -266,7 +267,7 @@ def test_fcn_depth2_prior_covariance_equals_nngp(activation, scaling):
 
 
 def test_fcn_depth3_linear_prior_covariance_exact():
-    cfg = {**FCN_CFG, "activation": "linear"}
+    cfg = {**FCN_CFG, "activation": "linear", "scaling": "standard"}
     model = build_model("fcn", cfg, 4)
     X = _inputs(5, FCN_CFG["d"])
     K = fcn_gp_kernels(jnp.asarray(X), (3.0, 3.0, 1.5), "linear")[-1]

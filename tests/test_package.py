@@ -44,15 +44,24 @@ def test_the_variable_sets_the_limit_at_import_and_a_bad_value_is_named():
 # below it or its own; no module imports itself back through others, lazy imports included.
 # ---------------------------------------------------------------------------------------------
 
-# Lowest first. Units in one tier may import each other's modules (sampling.experiment reads
-# the typed config, config asks sampling.schedules to check a schedule), but never in a circle.
+# Lowest first. Units in one tier may import each other's modules, but never in a circle,
+# and never across a pair of `APART`.
 TIERS: tuple[tuple[str, ...], ...] = (
     ("fleos",),  # the package's __init__: float64 and the BLAS thread limit
     ("core",),
     ("nets",),
-    ("config", "sampling", "theory"),
+    ("config",),  # the typed config; the engines above read it
+    ("sampling", "theory"),
     ("analysis", "figures"),
     ("pipeline", "cli"),
+)
+# (importer, imported) units that must not meet although the tiers allow it: the theory knows
+# no sampler, and the figures only read files (aggregates through fleos.analysis, JSON through
+# fleos.core.files), so they know neither the sampler nor the theory.
+APART: tuple[tuple[str, str], ...] = (
+    ("theory", "sampling"),
+    ("figures", "sampling"),
+    ("figures", "theory"),
 )
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -96,14 +105,17 @@ def _unit(module: str) -> str:
     return parts[1] if len(parts) > 1 else parts[0]
 
 
-def layering_errors(graph: dict[str, set[str]], tiers=TIERS) -> list[str]:
-    """Upward imports, modules outside every tier, and import circles, one line each."""
+def layering_errors(graph: dict[str, set[str]], tiers=TIERS, apart=APART) -> list[str]:
+    """Upward imports, imports between units kept apart, modules outside every tier, and
+    import circles, one line each."""
     rank = {unit: i for i, tier in enumerate(tiers) for unit in tier}
     errors = [f"{m} is in no tier of TIERS" for m in graph if _unit(m) not in rank]
     for m, deps in sorted(graph.items()):
         for d in sorted(deps):
             if _unit(m) in rank and _unit(d) in rank and rank[_unit(d)] > rank[_unit(m)]:
                 errors.append(f"{m} imports {d}: upward ({_unit(m)} below {_unit(d)})")
+            if (_unit(m), _unit(d)) in apart:
+                errors.append(f"{m} imports {d}: {_unit(m)} must not import {_unit(d)}")
     # A circle: depth-first search for a back edge.
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -141,6 +153,10 @@ def test_the_layering_check_catches_an_upward_import_and_a_circle(tmp_path):
         "pkg/nets/d.py": "from pkg.nets import m\n",
         "pkg/pipeline.py": "import pkg.core.a\n",
         "pkg/extra.py": "",
+        "pkg/theory/__init__.py": "",
+        "pkg/theory/runs.py": "def w():\n    from pkg.sampling.io import atomic_path\n",
+        "pkg/sampling/__init__.py": "",
+        "pkg/sampling/io.py": "",
     }
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -148,8 +164,13 @@ def test_the_layering_check_catches_an_upward_import_and_a_circle(tmp_path):
     graph = import_graph(tmp_path, "pkg")
     assert graph["pkg.core.a"] == {"pkg.pipeline"}
     assert graph["pkg.nets.m"] == {"pkg.nets.d"}
-    errors = layering_errors(graph, tiers=(("pkg",), ("core",), ("nets",), ("pipeline",)))
+    errors = layering_errors(graph, tiers=(("pkg",), ("core",), ("nets",),
+                                           ("sampling", "theory"), ("pipeline",)),
+                             apart=(("theory", "sampling"),))
     assert "pkg.extra is in no tier of TIERS" in errors
     assert "pkg.core.a imports pkg.pipeline: upward (core below pipeline)" in errors
     assert "import circle: pkg.nets.d -> pkg.nets.m -> pkg.nets.d" in errors
     assert "import circle: pkg.core.a -> pkg.pipeline -> pkg.core.a" in errors
+    assert ("pkg.theory.runs imports pkg.sampling.io: theory must not import sampling"
+            in errors)
+    assert not [e for e in errors if e.startswith("pkg.sampling")]  # the other way is allowed

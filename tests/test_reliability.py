@@ -254,7 +254,7 @@ def _sample_file(path: Path, seeds: tuple[int, ...]) -> None:
 
 @pytest.mark.parametrize("damage", ["truncated", "not HDF5", "incomplete"])
 def test_corrupt_sample_file_stops_aggregation_naming_it(damage: str, tmp_path: Path) -> None:
-    """The aggregation stage (workflow/scripts/aggregate.py -> aggregate_experiment) refuses a
+    """The aggregation stage (fleos job aggregate -> aggregate_experiment) refuses a
     damaged chunk file with its path and the reason, and writes no aggregate."""
     import h5py
 
@@ -332,9 +332,9 @@ def test_nonconverged_eos_is_marked_in_figure_and_table(tmp_path: Path) -> None:
 
     import matplotlib.pyplot as plt
 
+    from fleos.core.files import write_json
     from fleos.figures import fig2b
     from fleos.figures.render import render_figure
-    from fleos.theory.runs import write_json
 
     n, widths, bad_width = 16, [8, 16, 32], 8
     aggs = []

@@ -1,4 +1,4 @@
-"""Tests of fleos.sampling.schedules on synthetic loss traces (no sampling involved).
+"""Tests of fleos.core.schedules on synthetic loss traces (no sampling involved).
 
 Synthetic traces are i.i.d. Gaussian noise around a level, so "no spike" runs use a fixed seed
 and a 5σ threshold: with ~1e3 checked epochs per check the chance of a false 5σ event per check
@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from fleos.sampling.schedules import (
+from fleos.core.schedules import (
     ConstantSchedule,
     FixedSchedule,
     Schedule,

@@ -44,7 +44,13 @@ Array = jax.Array
 Params = dict[str, Array]
 
 SCALINGS = ("standard", "mean_field")
+# The FCN readout scaling when a config or caller names none: the paper's FCN experiments
+# (Figs. 2a, 2b) are mean-field. The config, `FCNProblem` and `fleos eos fcn` all read it.
+DEFAULT_SCALING = "mean_field"
 ARCHS = ("fcn", "cnn2", "cnn3", "myrtle5")
+# The Myrtle-5 pre-activations of Fig. 6: recorded on the probe images while sampling
+# (fleos.sampling.recording), drawn at the prior (fleos.analysis.aggregate), plotted (fig6).
+MYRTLE_PROBE_LAYERS = ("layer2", "layer4")
 
 
 def _normal_init(variance: float) -> Callable[..., Array]:
@@ -137,7 +143,7 @@ class FCN(_PriorModule):
     activation: str = "erf"
     sigma_w2: float = 1.0
     sigma_a2: float = 1.0
-    scaling: str = "standard"
+    scaling: str = DEFAULT_SCALING
     param_dtype: Any = jnp.float32
 
     @nn.nowrap
@@ -382,7 +388,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "myrtle5": ("sigma_w2", "sigma_a2"),
 }
 _OPTIONAL: dict[str, dict[str, Any]] = {
-    "fcn": {"depth": 3, "activation": "erf", "scaling": "standard"},
+    "fcn": {"depth": 3, "activation": "erf", "scaling": DEFAULT_SCALING},
     "cnn2": {"activation": "erf"},
     "cnn3": {"activation": "erf"},
     "myrtle5": {
@@ -470,7 +476,7 @@ def build_model(
     """The model `arch` ∈ {fcn, cnn2, cnn3, myrtle5} of the given width (N for the FCN, C for CNNs).
 
     `model_cfg` keys (required / optional with default):
-      fcn:     d, sigma_w2, sigma_a2 / depth=3, activation='erf', scaling='standard'
+      fcn:     d, sigma_w2, sigma_a2 / depth=3, activation='erf', scaling=DEFAULT_SCALING
       cnn2:    S, N, sigma_w2, sigma_a2 / activation='erf'
       cnn3:    N, S0, S1, sigma_w2, sigma_v2, sigma_a2 / activation='erf'
       myrtle5: sigma_w2, sigma_a2 / activation='relu', in_channels (from `dataset`),

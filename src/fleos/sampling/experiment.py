@@ -2,7 +2,7 @@
 
 `run_job` draws each seed's initial parameters from the prior, runs the Langevin chains
 (Eq. 15 / Methods; `fleos.sampling.sampler`; vmapped in groups, docs/langevin.md §8) under the
-per-chain lr schedule (`fleos.sampling.schedules`), records online sums and snapshots
+per-chain lr schedule (`fleos.core.schedules`), records online sums and snapshots
 (`fleos.sampling.recording`), checkpoints, resumes, handles divergence, and writes the result
 atomically (`fleos.sampling.io`, layout in docs/hdf5-layout.md).
 
@@ -51,11 +51,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from fleos.config import ExperimentConfig, JobSpec, config_hash
+from fleos.core.files import remove_stale_temporaries
 from fleos.sampling.io import (
     CorruptFileError,
     arrays_checksum,
     load_checkpoint,
-    remove_stale_temporaries,
     save_checkpoint,
     write_samples,
 )
@@ -234,9 +234,9 @@ def run_job(
     Returns out_path. Raises NoGPUError (before any work: `check_device`),
     ChainDivergedError, CheckpointMismatchError, ValueError.
     """
+    from fleos.core.schedules import schedule_from_config
     from fleos.nets.datasets import load_dataset
     from fleos.nets.models import build_model
-    from fleos.sampling.schedules import schedule_from_config
 
     if job.experiment != exp.name:
         raise ValueError(f"job is for experiment {job.experiment!r} but the config is "

@@ -1,7 +1,5 @@
-"""HDF5 sample files, checkpoints and atomic writes.
+"""HDF5 sample files and checkpoints, written atomically (`fleos.core.files.atomic_path`).
 
-* `atomic_path(path)`: write to a temporary file in the same directory, fsync, `os.replace`;
-  on an exception the temporary file is removed, so a reader never sees a partial file.
 * `write_samples` / `read_samples`: one HDF5 file per sampling job (layout:
   docs/hdf5-layout.md). The root attribute ``complete = True`` is written last; a file without
   it, or missing a required dataset, or unreadable (truncated, not HDF5) raises
@@ -18,20 +16,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import errno
 import hashlib
 import json
 import os
 import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+
+from fleos.core.files import atomic_path
 
 SAMPLES_FORMAT = "fleos-samples/1"
 CHECKPOINT_FORMAT = "fleos-checkpoint/1"
@@ -68,51 +66,6 @@ def arrays_checksum(tree: Mapping) -> str:
         h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success fsync it and rename it onto ``path``.
-
-    The temporary file lives in the same directory so `os.replace` is an atomic rename on
-    POSIX (no cross-filesystem copy). If the body raises, the temporary file is removed and
-    ``path`` is left untouched (absent if it did not exist).
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
-        # fsync the directory so the rename itself survives a crash.
-        with contextlib.suppress(OSError):
-            dfd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete temporary files that `atomic_path(path)` left behind when its process was
-    killed (SIGKILL skips the cleanup). Call only when no other process writes `path`
-    (Snakemake's lock guarantees that for workflow outputs). Returns the removed paths."""
-    target = Path(path)
-    removed = []
-    if target.parent.is_dir():
-        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-                removed.append(tmp)
-    return removed
 
 
 def git_revision() -> str | None:

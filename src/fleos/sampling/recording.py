@@ -56,6 +56,7 @@ import numpy as np
 
 from fleos.core import gp
 from fleos.core.kernels import ACTIVATIONS
+from fleos.nets.models import MYRTLE_PROBE_LAYERS
 
 Array = jax.Array
 
@@ -178,7 +179,7 @@ class Recorder:
             out["Q2_sum"] = self._q2(params, data["X"])
         if "probe" in self.kernels:
             pre = self.preactivations(params, data["probe"])
-            for layer in ("layer2", "layer4"):
+            for layer in MYRTLE_PROBE_LAYERS:
                 g = _spatial_mean(pre[layer])  # (P, C)
                 out[f"probe_{layer}_sum"] = g @ g.T / g.shape[-1]
         return out
@@ -268,7 +269,7 @@ class Recorder:
                                            data[key])
         if self.arch == "myrtle5":
             pre = self.preactivations(params, data["probe"])
-            for layer in ("layer2", "layer4"):
+            for layer in MYRTLE_PROBE_LAYERS:
                 h = pre[layer][..., : self.probe_channels]
                 out[layer] = _spatial_mean(h) if self.probe_spatial == "mean" else h
         if self.keep_full_weights:

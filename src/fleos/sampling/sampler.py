@@ -40,6 +40,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
+from fleos.config import INTEGRATORS
 from fleos.core.diagnostics import effective_sample_size, split_rhat
 
 Array = jax.Array
@@ -85,7 +86,8 @@ class Integrator(NamedTuple):
     friction: float = 1.0
 
 
-INTEGRATORS = ("ula", "lm", "baoab", "mala")
+# A change to an integrator (or to the potential, the noise stream) that alters the numbers
+# of an unchanged config bumps fleos.sampling.NUMERICS_VERSION, which reruns every sampling job.
 ULA = Integrator("ula")
 
 
@@ -269,7 +271,7 @@ def map_chains(fn: Callable, args: tuple, chain_batch: int | None = None) -> Any
     concatenated along the chain axis. `fn` maps chain-stacked arguments to chain-stacked
     outputs (typically a jitted `jax.vmap` of a one-chain function), so every group runs the
     program a job of b chains runs: the same results bit for bit, and a job of 8 chains run
-    one at a time makes the 1-chain job's calls 8 times (issue #9 §3; at the paper's size it
+    one at a time makes the 1-chain job's calls 8 times (at the paper's size it
     measures 0.99-1.09x the 1-chain job's chain-steps/s: bench/RESULTS.md "Chain layout"). b
     is lowered to the largest divisor of the number of chains, so that every group has the same
     shapes (one compilation)."""
@@ -306,10 +308,7 @@ def ula_step(
     u, sse, grads = _value_and_grad(potential, state.params)
     leaves, treedef, p_leaves = _leaf_setup(state.params, precond)
     xi = _noise(chain_key, state.step, leaves)
-    new_leaves = []
-    for p, g, pc, z in zip(leaves, treedef.flatten_up_to(grads), p_leaves, xi, strict=True):
-        step = _step_size(lr, pc, p.dtype)
-        new_leaves.append(p - step * g.astype(p.dtype) + jnp.sqrt(2 * step) * z)
+    new_leaves = _euler(leaves, treedef.flatten_up_to(grads), p_leaves, lr, xi)
     new_state = ChainState(treedef.unflatten(new_leaves), state.step + jnp.int32(1),
                            state.extra)
     return new_state, StepInfo(sse=sse, potential=u)
@@ -329,6 +328,22 @@ def _step_size(lr: Any, pc: Any, dt: Any) -> Array:
     """η P_leaf in the leaf's dtype (P = 1 without a preconditioner)."""
     step = jnp.asarray(lr, dtype=dt)
     return step if pc is None else step * jnp.asarray(pc, dtype=dt)
+
+
+def _euler(leaves: list[Array], grads: list[Array], p_leaves: list[Any], lr: Any,
+           xi: list[Array], xi_next: list[Array] | None = None) -> list[Array]:
+    """The Euler-Maruyama update θ − ηP∇U + √(2ηP) ξ of each leaf: ULA's step and MALA's
+    proposal; LM passes the draws of steps t and t+1 as `xi`, `xi_next` and takes their mean
+    (`lm_step`)."""
+    out = []
+    for i, (p, g, pc) in enumerate(zip(leaves, grads, p_leaves, strict=True)):
+        step = _step_size(lr, pc, p.dtype)
+        drift = p - step * g.astype(p.dtype)
+        if xi_next is None:
+            out.append(drift + jnp.sqrt(2 * step) * xi[i])
+        else:
+            out.append(drift + jnp.sqrt(2 * step) * (xi[i] + xi_next[i]) / 2)
+    return out
 
 
 def _noise(chain_key: Array, step: Array, leaves: list[Array]) -> list[Array]:
@@ -363,11 +378,7 @@ def lm_step(
     leaves, treedef, p_leaves = _leaf_setup(state.params, precond)
     xi0 = _noise(chain_key, state.step, leaves)
     xi1 = _noise(chain_key, state.step + jnp.int32(1), leaves)
-    new = []
-    for p, g, pc, a, b in zip(leaves, treedef.flatten_up_to(grads), p_leaves, xi0, xi1,
-                              strict=True):
-        step = _step_size(lr, pc, p.dtype)
-        new.append(p - step * g.astype(p.dtype) + jnp.sqrt(2 * step) * (a + b) / 2)
+    new = _euler(leaves, treedef.flatten_up_to(grads), p_leaves, lr, xi0, xi1)
     return (ChainState(treedef.unflatten(new), state.step + jnp.int32(1), state.extra),
             StepInfo(sse=sse, potential=u))
 
@@ -470,10 +481,7 @@ def mala_step(
     leaves, treedef, p_leaves = _leaf_setup(state.params, precond)
     g_leaves = treedef.flatten_up_to(extra["grad"])
     xi = _noise(chain_key, state.step, leaves)
-    prop = []
-    for p, g, pc, z in zip(leaves, g_leaves, p_leaves, xi, strict=True):
-        step = _step_size(lr, pc, p.dtype)
-        prop.append(p - step * g.astype(p.dtype) + jnp.sqrt(2 * step) * z)
+    prop = _euler(leaves, g_leaves, p_leaves, lr, xi)
     u1, sse1, g1 = _value_and_grad(potential, treedef.unflatten(prop))
     g1_leaves = treedef.flatten_up_to(g1)
     dtype = extra["U"].dtype

@@ -456,12 +456,14 @@ class FixedSchedule:
 
 
 _KINDS = {"constant": ConstantSchedule, "spike": SpikeSchedule, "fixed": FixedSchedule}
+# The kinds a config may name (`fleos.config` and the workflow's schema read them from here).
+SCHEDULE_KINDS = tuple(_KINDS)
 
 
 def schedule_from_config(cfg: dict, *, total_steps: int | None = None) -> Schedule:
     """Build a schedule from its config block, e.g. {"kind": "spike", "lr0": 1e-4, ...}.
 
-    cfg["kind"] in {"constant", "spike", "fixed"}; the other keys are the fields of
+    cfg["kind"] in `SCHEDULE_KINDS`; the other keys are the fields of
     ConstantSchedule / SpikeSchedule / FixedSchedule. `total_steps` (e.g. the sampler's
     `steps`) is used when cfg does not set it; if both are given they must agree.
     """
@@ -484,6 +486,7 @@ def schedule_from_config(cfg: dict, *, total_steps: int | None = None) -> Schedu
 __all__ = [
     "ConstantSchedule",
     "FixedSchedule",
+    "SCHEDULE_KINDS",
     "Schedule",
     "SpikeSchedule",
     "detect_spike",
