@@ -312,3 +312,45 @@ def test_step_curve_stays_positive_definite_and_is_tangent_to_the_step():
     fd = (fcn._retract_spd(u, du, jnp.asarray(h))["K"][0]
           - fcn._retract_spd(u, du, jnp.asarray(-h))["K"][0]) / (2 * h)
     np.testing.assert_allclose(fd, du["K"][0], rtol=1e-6, atol=1e-6)
+
+
+def test_every_entry_point_has_the_same_fcn_scaling_default():
+    """A config's model block without `scaling` (as the sampler's model and the workflow's
+    theory read it), `fleos eos fcn` without --scaling and a bare `FCNProblem` all build the
+    same network: the one default of fleos.nets.models."""
+    import argparse
+    from types import SimpleNamespace
+
+    from fleos.cli import eos_fcn
+    from fleos.nets.models import DEFAULT_SCALING, FCN, SCALINGS, build_model, validate_model_cfg
+    from fleos.theory.runs import fcn_problem
+
+    assert DEFAULT_SCALING in SCALINGS
+    model = {"d": 8, "sigma_w2": 2.0, "sigma_a2": 2.0}
+    X, y, Xt, yt = _data()
+    parser = argparse.ArgumentParser()
+    eos_fcn.register(parser.add_subparsers())
+    got = {
+        "config (sampler)": validate_model_cfg("fcn", model)["scaling"],
+        "build_model": build_model("fcn", model, 4).scaling,
+        "FCN": FCN(d=8, width=4).scaling,
+        "config (theory)": fcn_problem(SimpleNamespace(X=X, y=y, X_test=Xt, y_test=yt), model,
+                                       0.01, 0.0).scaling,
+        "fleos eos fcn": parser.parse_args(["fcn", "--widths", "4"]).scaling,
+        "FCNProblem": fcn.FCNProblem(X, y).scaling,
+    }
+    assert got == dict.fromkeys(got, DEFAULT_SCALING)
+
+
+@pytest.mark.parametrize("blocks", [{"Sigma": float("nan"), "K2": 4.6e-14},
+                                    {"Sigma": 4.6e-14, "K2": float("nan")}])
+def test_a_nan_block_makes_the_paper_form_residual_nan_and_the_solve_unconverged(
+        mf_sweep, monkeypatch, blocks):
+    # Python's max() returns 4.6e-14 for one of these two orders and NaN for the other; the
+    # residual must be NaN for both, and the record must not call the point a solution.
+    pb, widths, results = mf_sweep
+    monkeypatch.setattr(fcn, "residual_blocks", lambda *a, **k: dict(blocks))
+    assert np.isnan(fcn.paper_form_residual(pb, results[0].x, widths[0]))
+    rec = fcn.result_summary(pb, widths[0], results[0])
+    assert rec["residual_paper_form"] is None and rec["converged"] is False
+    assert "NaN" in rec["message"]

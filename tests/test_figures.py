@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from fleos.analysis.aggregate import FIT_FIELDS
+from fleos.core.files import write_json
 from fleos.figures import fig3
 from fleos.figures.render import render_figure
-from fleos.theory.runs import write_json
 
 
 def _fit(var: float) -> np.ndarray:
@@ -59,8 +59,11 @@ def fig3_inputs(tmp_path):
          "alpha_train_analytic": 0.7},
     ]
     th = tmp_path / "n256.json"
+    # The analytic curve's own C → ∞ limit differs from the numeric GP's in train α.
     write_json(th, {"n": 256, "teacher_seed": 0, "rows": rows,
-                    "gp": {"alpha_test": 1.0, "alpha_train": 0.9}})
+                    "gp": {"alpha_test": 1.0, "alpha_train": 0.9},
+                    "gp_analytic": {"alpha_test": 1.0, "alpha_train": 0.7},
+                    "gp_eq9_printed": {"alpha_test": 1.0, "alpha_train": 0.8}})
     config = {"experiments": {"cnn2": {"model": {"S": 16, "N": 8}, "sigma2": 0.1,
                                        "data": {"teacher_seed": 0}}}}
     return {"aggregate": aggs, "theory": [str(th)], "data": []}, config
@@ -84,6 +87,27 @@ def test_fig3_table_and_files(tmp_path, fig3_inputs):
     assert by_c[16]["eos_converged"] == "False" and by_c[64]["eos_converged"] == "True"
     # deviation of experiment from EoS in units of the experimental SE
     assert float(by_c[64]["test_dev_eos_in_se"]) == pytest.approx((0.8 - 0.81) / 0.01)
+
+
+def test_fig3_divides_each_analytic_curve_by_its_own_gp_limit(fig3_inputs):
+    inputs, config = fig3_inputs
+    rows = fig3.table(inputs, config)
+    fig = fig3.draw(rows, inputs, config)
+    inset = fig.axes[0].child_axes[0]
+    dashed = [ln for ln in inset.get_lines() if ln.get_linestyle() == "--" and len(ln.get_xdata())]
+    assert len(dashed) == 1
+    # alpha_train_analytic (0.45, 0.62, 0.7) over gp_analytic's 0.7, not the numeric GP's 0.9:
+    # the curve reaches 1 where the analytic train α reaches its own C → ∞ value.
+    np.testing.assert_allclose(dashed[0].get_ydata(), np.array([0.45, 0.62, 0.7]) / 0.7)
+
+
+def test_fig3_refuses_a_theory_file_without_the_analytic_gp(tmp_path, fig3_inputs):
+    inputs, config = fig3_inputs
+    doc = json.loads(open(inputs["theory"][0]).read())
+    del doc["gp_analytic"]
+    write_json(inputs["theory"][0], doc)
+    with pytest.raises(ValueError, match="gp_analytic"):
+        fig3.draw(fig3.table(inputs, config), inputs, config)
 
 
 def test_fig3_rejects_unsampled_hist_width(tmp_path, fig3_inputs):
@@ -144,9 +168,12 @@ def test_tables_build_without_matplotlib(fig3_inputs):
 
 def test_every_registered_figure_has_a_module():
     from fleos import pipeline
-    from fleos.figures.render import FIGURES
+    from fleos.figures.render import FIGURE_MODULES, figure_module
 
-    assert list(FIGURES) == list(pipeline.FIGURES)
-    for name, module in FIGURES.items():
+    assert list(FIGURE_MODULES) == list(pipeline.FIGURES)  # one registry: the pipeline's
+    for name in pipeline.FIGURES:
+        module = figure_module(name)
         assert module.__name__ == f"fleos.figures.{name}"
         assert all(callable(getattr(module, f)) for f in ("table", "draw", "summary"))
+    with pytest.raises(ValueError, match=r"unknown figure 'fig7'; allowed: \['fig2a'"):
+        figure_module("fig7")

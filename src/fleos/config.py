@@ -22,11 +22,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fleos.core.schedules import SCHEDULE_KINDS, schedule_from_config
+
 ARCHS = ("fcn", "cnn2", "cnn3", "myrtle5")
 DTYPES = ("float32", "float64")
-SCHEDULE_KINDS = ("constant", "spike", "fixed")
 PRECONDITIONERS = (None, "prior")
-# = fleos.sampling.sampler.INTEGRATORS (docs/langevin.md §7)
+# The Langevin integrators of fleos.sampling.sampler (docs/langevin.md §7), defined here
+# only: the sampler imports this tuple.
 INTEGRATORS = ("ula", "lm", "baoab", "mala")
 KERNEL_NAMES = ("sigma", "K2", "Q2", "probe", "Qf")
 PROBE_SPATIAL = ("mean", "full")
@@ -100,7 +102,7 @@ class SamplerConfig:
     """``experiments.<name>.sampler``: the Langevin run of one chain.
 
     steps: total epochs (one full-batch ULA step = one epoch).
-    schedule: the lr protocol, passed to `fleos.sampling.schedules.schedule_from_config` (kind
+    schedule: the lr protocol, passed to `fleos.core.schedules.schedule_from_config` (kind
         constant | spike | fixed; ``total_steps`` defaults to `steps`).
     record_every: epochs between samples added to the online sums (f, Σ, kernels).
     snapshot_every: epochs between thinned low-dimensional snapshots (projections).
@@ -262,10 +264,6 @@ def _int_or_auto(d: Mapping, key: str, path: str, *, default: int | str) -> int 
 def _validate_schedule(sched: dict, path: str) -> None:
     """Let the schedule module validate its own keys; re-raise with the key path."""
     try:
-        from fleos.sampling.schedules import schedule_from_config
-    except ImportError:  # schedules not installed yet: the kind check above must do
-        return
-    try:
         schedule_from_config(sched)
     except (ValueError, KeyError, TypeError) as e:
         raise _err(path, f"is invalid: {e}") from e
@@ -393,7 +391,8 @@ MATCHED_BATCH = 128  # = fleos.theory.eos.cnn2_matched.BATCH
 # on the FCN's precision form needs < 20, hence the different iteration caps.
 THEORY_DEFAULTS: dict[str, dict[str, Any]] = {
     "cnn2": {"tol": 1e-8, "max_iter": 60, "method": "anderson", "q_train": "renormalized",
-             "C_grid": [], "matched_samples": 4096, "matched_seed": 0},
+             "C_grid": [], "matched_samples": 4096, "matched_seed": 0,
+             "fluct_draws": 2048, "fluct_seed": 0},
     "fcn": {"tol": 1e-8, "max_iter": 50, "method": "newton_krylov", "ridge": 0.0},
     "cnn3": {"ridge": 0.0},
     "myrtle5": {},
@@ -445,6 +444,12 @@ def theory_options(arch: str, d: Mapping | None, path: str = "theory") -> dict[s
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise _err(f"{path}.matched_seed", f"must be an integer >= 0, got {seed!r}")
         out["matched_seed"] = seed
+    for key in ("fluct_draws", "fluct_seed"):  # fluct_draws 0 = off
+        if key in d:
+            k = d[key]
+            if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                raise _err(f"{path}.{key}", f"must be an integer >= 0, got {k!r}")
+            out[key] = k
     if "C_grid" in d:
         grid = d["C_grid"]
         if isinstance(grid, (str, int)) or not isinstance(grid, Sequence):

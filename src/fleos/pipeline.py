@@ -301,17 +301,25 @@ def theory_params(config: Mapping[str, Any], key: str) -> str:
 
 
 def figure_params(config: Mapping[str, Any], fig: str) -> str:
-    """figure: the block of its source (without resources) and its ``figures.FIG`` options.
+    """figure: the block of its source (without resources), its ``figures.FIG`` options and,
+    for a sampled figure, the equilibrium ``gates``.
 
     The figure functions read their experiment entry freely (captions, labels, widths), so
     all of it counts, except resources, which change no output."""
     source = figure_source(config, fig)
     if source == FLS:
-        block = config[FLS]
-    else:
-        block = {k: v for k, v in config["experiments"][source].items() if k != "resources"}
+        return canonical_hash({"source": config[FLS],
+                               "figure": config.get("figures", {}).get(fig, {})})
+    from dataclasses import asdict
+
+    from fleos.core.diagnostics import EquilibriumGates
+
+    block = {k: v for k, v in config["experiments"][source].items() if k != "resources"}
+    # The gates decide which points are drawn hollow; hashed with defaults filled in, so
+    # spelling a default out reruns nothing.
     return canonical_hash({"source": block,
-                           "figure": config.get("figures", {}).get(fig, {})})
+                           "figure": config.get("figures", {}).get(fig, {}),
+                           "gates": asdict(EquilibriumGates.from_config(config))})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -444,11 +452,6 @@ def check_config(
         want = EXPERIMENTS[name].arch
         if exp["arch"] != want:
             raise ConfigError(f"{key}.arch = {exp['arch']!r}: experiment {name!r} needs {want!r}")
-        if exp["seeds_per_job"] > exp["seeds"]:
-            raise ConfigError(
-                f"{key}.seeds_per_job = {exp['seeds_per_job']} exceeds {key}.seeds = "
-                f"{exp['seeds']}"
-            )
         if exp["seeds"] < 2:
             raise ConfigError(
                 f"{key}.seeds = {exp['seeds']}: error bars across seeds need at least 2 seeds"
@@ -507,7 +510,13 @@ def validate_config(
         raise ConfigError("; ".join(errors))
     check_config(config, root, check_paths)
     from fleos.config import ExperimentConfig
+    from fleos.core.diagnostics import EquilibriumGates
     from fleos.nets.models import validate_model_cfg
+
+    try:
+        EquilibriumGates.from_config(config)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
     for name, exp in exps.items():
         try:
@@ -539,3 +548,235 @@ def run_theory(key: str, config: Mapping[str, Any], inputs: Mapping[str, str],
         return runs.theory_sweep(name, exp, data_path=inputs["data"], out_path=out_path)
     return runs.theory_cnn3(exp, width=width, data_path=inputs["data"],
                             kernels=load_aggregate(inputs["aggregate"]), out_path=out_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The jobs of the rules (`fleos job RULE KEY=VALUE ...`, fleos.cli.job)
+# ----------------------------------------------------------------------------------------------
+
+
+def numerics_version(rule: str) -> int:
+    """The numerics version of the engine that computes `rule`'s numbers (a rule param).
+
+    Snakemake never sees the library code a job runs (the rules' shell text names only the
+    rule and its wildcards), so a refactor reruns nothing; a change that alters the numbers a
+    stage writes for an unchanged config bumps that engine's ``NUMERICS_VERSION`` by hand,
+    which reruns every job of the stage: ``make_data`` fleos.nets, ``sample``
+    fleos.sampling, ``aggregate`` fleos.analysis, ``theory`` fleos.theory."""
+    from fleos import analysis, nets, sampling, theory
+
+    engines = {"make_data": nets, "sample": sampling, "aggregate": analysis, "theory": theory}
+    return engines[rule].NUMERICS_VERSION
+
+
+def code_digest(package: str) -> str:
+    """SHA-256 of the Python sources of `package` (e.g. ``fleos.figures``): the figure rule's
+    code param, so that an edit of a figure's code redraws the figures (seconds of work); the
+    costly stages are versioned by hand instead (`numerics_version`)."""
+    import importlib
+
+    root = Path(importlib.import_module(package).__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _make_data(config: Mapping[str, Any], experiment: str, n: str) -> None:
+    from fleos.nets.data import make_dataset
+    from fleos.nets.datasets import save_dataset
+
+    exp = config["experiments"][experiment]
+    data = exp["data"]
+    save_dataset(
+        make_dataset(exp["arch"], exp["model"], int(n), int(data["n_test"]),
+                     int(data.get("teacher_seed", 0)),  # unused by image data (myrtle5)
+                     int(data["data_seed"])),
+        Layout(config["results"]).path("data", experiment=experiment, n=n),
+    )
+
+
+def _sample(config: Mapping[str, Any], experiment: str, n: str, width: str, chunk: str) -> None:
+    from fleos.config import ExperimentConfig, JobSpec
+    from fleos.sampling.experiment import run_job
+
+    exp = config["experiments"][experiment]
+    lay = Layout(config["results"])
+    wc = {"experiment": experiment, "n": n, "width": width, "chunk": chunk}
+    run_job(
+        ExperimentConfig.from_dict(experiment, exp),
+        JobSpec(experiment, int(n), int(width), tuple(chunk_seeds(exp, int(chunk)))),
+        data_path=lay.path("data", **wc),
+        out_path=lay.path("chunk", **wc),
+        # outside the declared outputs, so Snakemake keeps it when a job fails (resume on retry)
+        checkpoint_path=lay.path("checkpoint", **wc),
+    )
+
+
+def _aggregate(config: Mapping[str, Any], experiment: str, n: str, width: str) -> None:
+    from fleos.analysis.aggregate import aggregate_experiment
+
+    exp = config["experiments"][experiment]
+    lay = Layout(config["results"])
+    wc = {"experiment": experiment, "n": n, "width": width}
+    aggregate_experiment(
+        experiment, exp,
+        chunk_paths=[lay.path("chunk", **wc, chunk=k) for k in range(n_chunks(exp))],
+        data_path=lay.path("data", **wc),
+        out_path=lay.path("aggregate", **wc),
+    )
+
+
+def _theory(config: Mapping[str, Any], key: str) -> None:
+    run_theory(key, config, theory_inputs(config, key),
+               Layout(config["results"]).path("theory", key=key))
+
+
+def _figure(config: Mapping[str, Any], fig: str) -> None:
+    from fleos.figures.render import render_figure
+
+    out = figure_outputs(config, fig)
+    render_figure(fig, figure_inputs(config, fig), config, png=out["png"], pdf=out["pdf"],
+                  csv_path=out["csv"], summary_path=out["summary"])
+
+
+# rule -> (its wildcards, the job); each job reads and writes the files its rule declares
+# (the same `Layout` paths and `*_inputs` functions the rule files call).
+JOBS: dict[str, tuple[tuple[str, ...], Any]] = {
+    "make_data": (("experiment", "n"), _make_data),
+    "sample": (("experiment", "n", "width", "chunk"), _sample),
+    "aggregate": (("experiment", "n", "width"), _aggregate),
+    "theory": (("key",), _theory),
+    "figure": (("fig",), _figure),
+}
+
+
+def run_rule_job(rule: str, config: Mapping[str, Any], wildcards: Mapping[str, str]) -> None:
+    """Run one job of `rule` with `wildcards` (exactly the rule's, as strings)."""
+    if rule not in JOBS:
+        raise ConfigError(f"unknown rule {rule!r}; allowed: {', '.join(JOBS)}")
+    names, job = JOBS[rule]
+    if sorted(wildcards) != sorted(names):
+        raise ConfigError(f"rule {rule} takes the wildcards {', '.join(names)}, got "
+                          f"{', '.join(wildcards) or 'none'}")
+    job(config, **wildcards)
+
+
+# ----------------------------------------------------------------------------------------------
+# config/README.md: every key of the schema, its default and its meaning
+# ----------------------------------------------------------------------------------------------
+
+SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
+
+
+def _resolve(node: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
+    """`node` with its ``$ref`` (``#/$defs/NAME``) filled in; its own keys win."""
+    if "$ref" not in node:
+        return dict(node)
+    target = _resolve(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+    return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def _value(v: Any) -> str:
+    return f"`{json.dumps(v, ensure_ascii=False)}`"
+
+
+def _kind(node: Mapping[str, Any], defs: Mapping[str, Any]) -> str:
+    """The allowed values of a schema node in words."""
+    node = _resolve(node, defs)
+    if "enum" in node:
+        return "one of " + ", ".join(_value(v) for v in node["enum"])
+    if "const" in node:
+        return _value(node["const"])
+    if "oneOf" in node:
+        return " or ".join(_kind(alt, defs) for alt in node["oneOf"])
+    types = node.get("type", "any")
+    types = types if isinstance(types, list) else [types]
+    words = []
+    for t in types:
+        if t == "array":
+            items = node.get("items")
+            words.append("list" + (f" of {_kind(items, defs)}" if items else ""))
+            continue
+        word = {"object": "mapping", "null": "`null`"}.get(t, t)
+        bounds = [f"≥ {node['minimum']}" if "minimum" in node else "",
+                  f"> {node['exclusiveMinimum']}" if "exclusiveMinimum" in node else "",
+                  f"≤ {node['maximum']}" if "maximum" in node else "",
+                  f"< {node['exclusiveMaximum']}" if "exclusiveMaximum" in node else ""]
+        word = " ".join([word, ", ".join(b for b in bounds if b)]).strip()
+        if "multipleOf" in node:
+            word += f", multiple of {node['multipleOf']}"
+        words.append(word)
+    return " or ".join(words)
+
+
+def _default(node: Mapping[str, Any], required: bool) -> str:
+    if "default" in node:
+        return _value(node["default"])
+    if "x-defaults" in node:  # one default per architecture (the code's tables)
+        return "; ".join(f"{arch}: {_value(v)}" for arch, v in node["x-defaults"].items())
+    return "required" if required else "—"
+
+
+def _schema_rows(node: Mapping[str, Any], path: str, defs: Mapping[str, Any], required: bool,
+                 seen: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    full = _resolve(node, defs)
+    meaning = " ".join(str(full.get("description", "")).split())
+    props = full.get("properties", {})
+    refs = {p.get("$ref") for p in props.values()}
+    shared = len(props) > 1 and len(refs) == 1 and None not in refs  # e.g. experiments.NAME
+    ref = node.get("$ref")
+    if props and ref in seen:
+        meaning = (meaning + ("; " if meaning else "") + f"keys as under `{seen[ref]}`")
+        props = {}
+    elif props and ref:
+        seen[ref] = path
+    kind = "mapping" if full.get("type") == "object" else _kind(full, defs)
+    rows = [(path, kind, _default(full, required), meaning)]
+    need = set(full.get("required", ()))
+    if shared:
+        names = ", ".join(f"`{k}`" for k in props)
+        for name, sub in props.items():
+            rows.append((f"{path}.{name}", "mapping", "—",
+                         " ".join(str(sub.get("description", "")).split())))
+        rows += _schema_rows({"$ref": next(iter(refs))}, f"{path}.NAME", defs, False, seen)[1:]
+        rows.insert(1, (f"{path}.NAME", "mapping", "—", f"NAME is one of {names}"))
+        return rows
+    for key, sub in props.items():
+        rows += _schema_rows(sub, f"{path}.{key}", defs, key in need, seen)
+    return rows
+
+
+def config_readme(schema_path: str | os.PathLike = SCHEMA_FILE) -> str:
+    """The text of config/README.md (the Snakemake workflow catalog's convention): every key
+    of the workflow config, from the JSON schema, with its allowed values, default and
+    meaning. ``make config/README.md`` writes it; a test checks the committed file."""
+    import yaml
+
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    defs = schema.get("$defs", {})
+    out = [
+        "# Configuration",
+        "",
+        f"<!-- Generated from {SCHEMA_FILE} by `make config/README.md` "
+        "(fleos.pipeline.config_readme): edit the schema, not this file. -->",
+        "",
+        " ".join(str(schema.get("description", "")).split()),
+        "",
+        "Shipped configs: `config/config.yaml` (laptop scale, used when no `--configfile` is "
+        "given), `config/paper.yaml` (the paper's scale), `config/smoke.yaml` (tiny, for "
+        "tests) and the studies beside them. Run one with "
+        "`snakemake --cores 2 --configfile config/NAME.yaml`; override single keys with "
+        "`--config KEY=VALUE`. \"required\": the key has no default; \"—\": absent means off "
+        "or not used; a default per architecture is listed as `arch: value`.",
+    ]
+    need = set(schema.get("required", ()))
+    seen: dict[str, str] = {}
+    for key, node in schema.get("properties", {}).items():
+        out += ["", f"## `{key}`", "", "| key | allowed values | default | meaning |",
+                "|---|---|---|---|"]
+        for row in _schema_rows(node, key, defs, key in need, seen):
+            out.append("| " + " | ".join([f"`{row[0]}`", *(c.replace("|", "\\|") for c in
+                                                             row[1:])]) + " |")
+    return "\n".join(out) + "\n"

@@ -19,8 +19,9 @@ Equilibration. The same files hold per-seed time series (thinned snapshots of we
 pre-activation projections, the training loss). For each headline observable a scalar series
 per seed (`equilibration_series`) gets the rank-normalized split-R̂ across seeds, the bulk ESS
 and the drift between the first and second half of the sampling window in SE
-(fleos.core.diagnostics); a point with R̂ > EQ_RHAT_MAX or |drift| > EQ_DRIFT_MAX SE is "not
-equilibrated" (`equilibrated`). The lr back-offs of all chunks are counted (`n_backoffs`).
+(fleos.core.diagnostics); a point that fails any of the `EquilibriumGates` (R̂, bulk ESS,
+drift; config key ``gates``) is "not equilibrated" (`equilibration_summary`). The lr
+back-offs of all chunks are counted (`n_backoffs`).
 
 Output: one ``.npz`` per (experiment, n, width) (flat keys, documented in `aggregate_job`).
 """
@@ -34,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from fleos.config import WORKFLOW_ONLY_KEYS
 from fleos.core import gp
+from fleos.core.diagnostics import EquilibriumGates
 from fleos.core.observables import GaussianFit, gaussian_fit, top_eigh
 
-# Workflow-only keys of an experiment entry (not part of fleos.config.ExperimentConfig).
-WORKFLOW_KEYS = ("theory", "resources", "label")
 # Keys of `resources` that the sampling job itself reads (fleos.config.ExperimentConfig).
 DEVICE_KEYS = ("gpu", "allow_cpu")
 # Sample-file datasets without a leading chain axis (not concatenated across chunks).
@@ -49,18 +50,13 @@ MAX_HIST_VALUES = 200_000
 FIT_FIELDS = ("mean", "var", "mean_se", "var_se", "ks", "excess_kurtosis", "count", "groups")
 # Equilibration record of one series, stored as ``eq_<series>`` = [rhat, ess, drift, drift_se].
 EQ_FIELDS = ("rhat", "ess", "drift", "drift_se")
-# Flags (issue #10): R̂ above 1.05 means the seeds disagree (Vehtari et al. 2021 ask 1.01 for
-# final inference; 1.05 flags only clear failures at 2-8 seeds); a half-window drift beyond
-# 3 SE has probability 0.3 % for a stationary chain.
-EQ_RHAT_MAX = 1.05
-EQ_DRIFT_MAX = 3.0
 
 
 def engine_config(exp: Mapping[str, Any]) -> dict[str, Any]:
     """The experiment entry without the workflow-only keys (theory, resources, label), i.e.
     what `fleos.config.ExperimentConfig.from_dict` accepts; of `resources` only the device
     request (gpu, allow_cpu) stays, which the sampling job checks against what JAX sees."""
-    out = {k: v for k, v in exp.items() if k not in WORKFLOW_KEYS}
+    out = {k: v for k, v in exp.items() if k not in WORKFLOW_ONLY_KEYS}
     device = {k: v for k, v in (exp.get("resources") or {}).items() if k in DEVICE_KEYS}
     if device:
         out["resources"] = device
@@ -265,26 +261,30 @@ def equilibration_record(x: np.ndarray) -> np.ndarray:
         return np.full(len(EQ_FIELDS), np.nan)
 
 
-def equilibration_summary(agg: Mapping[str, np.ndarray],
-                          series: Sequence[str]) -> dict[str, Any]:
+def equilibration_summary(agg: Mapping[str, np.ndarray], series: Sequence[str],
+                          gates: EquilibriumGates | None = None) -> dict[str, Any]:
     """Worst case over the named series of an aggregate: the largest R̂, the smallest bulk
     ESS, the drift (in SE) of largest magnitude, the back-off count, which series had a
-    record (``eq_series``) and ``equilibrated``: False if R̂ > EQ_RHAT_MAX or |drift| >
-    EQ_DRIFT_MAX SE for any of them. With no record at all the diagnostics are NaN and
+    record (``eq_series``), ``failed_gates`` (the labels of the `EquilibriumGates` that the
+    worst case fails, ';'-joined, '' if none) and ``equilibrated`` (True iff no gate fails).
+    With no record at all the diagnostics are NaN, ``failed_gates`` says so and
     ``equilibrated`` is None (not measurable, e.g. too few sampling snapshots)."""
+    gates = gates or EquilibriumGates()
     recs = {s: np.asarray(agg[f"eq_{s}"], np.float64) for s in series if f"eq_{s}" in agg}
     recs = {s: r for s, r in recs.items() if np.all(np.isfinite(r[[0, 3]]))}
     nb = agg.get("n_backoffs")
     out: dict[str, Any] = {"rhat": math.nan, "ess": math.nan, "drift_se": math.nan,
                            "n_backoffs": float(nb) if nb is not None else math.nan,
-                           "eq_series": ";".join(recs), "equilibrated": None}
+                           "eq_series": ";".join(recs), "failed_gates": "not measurable",
+                           "equilibrated": None}
     if recs:
         r = np.stack(list(recs.values()))
         out["rhat"] = float(r[:, 0].max())
         out["ess"] = float(r[:, 1].min())
         out["drift_se"] = float(r[np.argmax(np.abs(r[:, 3])), 3])
-        out["equilibrated"] = bool(out["rhat"] <= EQ_RHAT_MAX
-                                   and abs(out["drift_se"]) <= EQ_DRIFT_MAX)
+        failed = gates.failed(out["rhat"], out["ess"], out["drift_se"])
+        out["failed_gates"] = ";".join(failed)
+        out["equilibrated"] = not failed
     return out
 
 
@@ -527,7 +527,7 @@ def _myrtle_prior(exp: Mapping[str, Any], width: int, data: Any, samples: Mappin
     import jax.numpy as jnp
 
     from fleos.core.observables import project_on_eigenvectors
-    from fleos.nets.models import build_model
+    from fleos.nets.models import MYRTLE_PROBE_LAYERS, build_model
 
     cfg = samples["config"]["sampler"]
     P, nch = int(cfg.get("probe_size", 64)), int(cfg.get("probe_channels", 4))
@@ -539,7 +539,7 @@ def _myrtle_prior(exp: Mapping[str, Any], width: int, data: Any, samples: Mappin
     for k in range(draws):
         params = model.init_prior(jax.random.fold_in(jax.random.PRNGKey(4321), k), jnp.float32)
         pre = model.preactivations(params, probe)
-        for layer in ("layer2", "layer4"):
+        for layer in MYRTLE_PROBE_LAYERS:
             h = np.asarray(pre[layer], np.float64)
             h = h.mean(axis=tuple(range(1, h.ndim - 1))) if h.ndim > 2 else h  # (P, C)
             per_layer.setdefault(layer, []).append(h[:, :nch].T)  # (c, P)
@@ -558,7 +558,7 @@ def _myrtle_prior(exp: Mapping[str, Any], width: int, data: Any, samples: Mappin
 
 def _save_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
     """Atomic .npz write (temporary file + rename) so a reader never sees a partial file."""
-    from fleos.sampling.io import atomic_path
+    from fleos.core.files import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})

@@ -20,6 +20,10 @@ Conventions: a 1-D array is one chain; a 2-D array is (chains, time). Computatio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from scipy import special, stats
 
@@ -144,8 +148,8 @@ def rhat_rank(x: np.ndarray) -> float:
     chains, rank-normalized) and the tail R̂ (the same of the folded draws |θ − median θ|).
 
     x: (chains, draws) (or one chain). Above ~1.01 the chains disagree in location (bulk) or
-    scale (tail); the workflow flags R̂ > 1.05. One chain still gives a value (its two halves
-    are compared); ArviZ returns NaN there.
+    scale (tail); the workflow's gate is `EquilibriumGates.rhat_max`. One chain still gives
+    a value (its two halves are compared); ArviZ returns NaN there.
     """
     seqs = _split(_as_chains(x))
     bulk = _rhat_of(_rank_normal(seqs))
@@ -220,7 +224,59 @@ def half_drift(x: np.ndarray) -> tuple[float, float]:
     return diff, (diff / se if se > 0 else (0.0 if diff == 0 else float("inf")))
 
 
+@dataclass(frozen=True)
+class EquilibriumGates:
+    """The three gates a sampled point must pass to be shown as an equilibrium value
+    (config key ``gates``; docs/workflow.md).
+
+    * ``rhat_max``: rank-normalised split R̂ (`rhat_rank`) of every tracked series at most this.
+      1.01 is the threshold Vehtari et al. (2021) recommend for final inference.
+    * ``ess_min``: bulk ESS (`ess_bulk`, all chains together) at least this; 400 is the same
+      paper's recommendation (100 per chain for 4 chains), enough for R̂ and the MCSE to be
+      reliable.
+    * ``drift_max``: |second-half mean − first-half mean| (`half_drift`) at most this many SE;
+      a stationary series exceeds 3 SE with probability 0.3 %.
+    """
+
+    rhat_max: float = 1.01
+    ess_min: float = 400.0
+    drift_max: float = 3.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> EquilibriumGates:
+        """The gates of a workflow config (its optional top-level ``gates`` mapping; absent keys
+        take the defaults above). A key that is not a gate raises ValueError naming it."""
+        raw = dict((config or {}).get("gates") or {})
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"gates.{unknown[0]}: unknown gate (known: "
+                             f"{', '.join(cls.__dataclass_fields__)})")
+        for k, v in raw.items():
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+                raise ValueError(f"gates.{k}: must be a positive number, got {v!r}")
+        return cls(**{k: float(v) for k, v in raw.items()})
+
+    def failed(self, rhat: float, ess: float, drift_se: float) -> list[str]:
+        """The gates that (rhat, ess, drift_se) fail, as short labels ('rhat>1.01',
+        'ess<400', 'drift>3SE'); a NaN diagnostic fails its gate (not measurable is not
+        passing)."""
+        out = []
+        if not rhat <= self.rhat_max:
+            out.append(f"rhat>{self.rhat_max:g}")
+        if not ess >= self.ess_min:
+            out.append(f"ess<{self.ess_min:g}")
+        if not abs(drift_se) <= self.drift_max:
+            out.append(f"drift>{self.drift_max:g}SE")
+        return out
+
+    def describe(self) -> str:
+        """One phrase for captions and legends."""
+        return (f"R̂ ≤ {self.rhat_max:g}, bulk ESS ≥ {self.ess_min:g}, "
+                f"half-window drift ≤ {self.drift_max:g} SE")
+
+
 __all__ = [
+    "EquilibriumGates",
     "autocorrelation",
     "effective_sample_size",
     "ess_bulk",

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from fleos.analysis.aggregate import EQ_DRIFT_MAX, EQ_RHAT_MAX, load_aggregate, unpack_fit
-from fleos.theory.runs import read_json
+from fleos.analysis.aggregate import load_aggregate, unpack_fit
+from fleos.core.diagnostics import EquilibriumGates
+from fleos.core.files import read_json
 
 Inputs = Mapping[str, Sequence[str]]
 Row = dict[str, Any]
@@ -23,7 +24,7 @@ SERIES_SIGMA = ("w_teacher_sq", "w_random_sq")  # Σ along the teacher and rando
 SERIES_CNN3 = ("w_teacher_sq", "w_random_sq", "h2_teacher_sq", "h2_random_sq", "loss")
 # Prior draws are independent exact draws: nothing to equilibrate.
 PRIOR_EQ = {"rhat": math.nan, "ess": math.nan, "drift_se": math.nan, "n_backoffs": math.nan,
-            "equilibrated": True, "eq_series": "independent prior draws"}
+            "eq_series": "independent prior draws", "failed_gates": "", "equilibrated": True}
 # What identifies a point in a table (rows sharing these share their equilibration record).
 ID_KEYS = ("n", "C", "width", "quantity", "layer", "eigenvector", "state")
 
@@ -78,9 +79,11 @@ def columns(rows: Sequence[Mapping[str, Any]], first: Sequence[str] = ()) -> lis
     return list(first) + [c for c in rows[0] if c not in first]
 
 
-def eq_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def eq_lines(rows: Sequence[Mapping[str, Any]],
+             gates: EquilibriumGates | None = None) -> list[str]:
     """Summary sentences on equilibration: the flagged points, by name and numbers, or the
     worst diagnostics when none is flagged; points without a measurement are named too."""
+    gates = gates or EquilibriumGates()
     points: dict[str, Mapping[str, Any]] = {}
     for r in rows:
         if "equilibrated" in r and r.get("eq_series") != PRIOR_EQ["eq_series"]:
@@ -89,7 +92,8 @@ def eq_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
 
     def nums(r: Mapping[str, Any]) -> str:
-        return (f"R̂ {fmt(r['rhat'])}, drift {fmt(r['drift_se'])} SE, bulk ESS "
+        failed = f"fails {r['failed_gates']}; " if r.get("failed_gates") else ""
+        return (f"{failed}R̂ {fmt(r['rhat'])}, drift {fmt(r['drift_se'])} SE, bulk ESS "
                 f"{fmt(r['ess'])}, back-offs {fmt(r['n_backoffs'])}; series {r['eq_series']}")
 
     bad = {i: r for i, r in points.items() if r["equilibrated"] is False}
@@ -97,13 +101,12 @@ def eq_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     measured = [r for r in points.values() if r["equilibrated"] is not None]
     lines = []
     if bad:
-        lines.append(f"NOT EQUILIBRATED (drawn hollow; R̂ > {EQ_RHAT_MAX} or |drift| > "
-                     f"{EQ_DRIFT_MAX:g} SE): " + "; ".join(f"{i} ({nums(r)})"
-                                                     for i, r in bad.items()) + ".")
+        lines.append(f"NOT EQUILIBRATED (drawn hollow; gates {gates.describe()}): "
+                     + "; ".join(f"{i} ({nums(r)})" for i, r in bad.items()) + ".")
     elif measured:
         worst = max(measured, key=lambda r: r["rhat"])
-        lines.append(f"Equilibration: every measured point has R̂ ≤ {EQ_RHAT_MAX} and |drift| ≤ "
-                     f"{EQ_DRIFT_MAX:g} SE; the largest R̂ is at "
+        lines.append(f"Equilibration: every measured point passes the gates "
+                     f"({gates.describe()}); the largest R̂ is at "
                      f"{next(i for i, r in points.items() if r is worst)} ({nums(worst)}).")
     if unknown:
         lines.append("Equilibration not measurable (fewer than 8 sampling points common to "

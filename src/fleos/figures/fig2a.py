@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fleos.analysis.aggregate import equilibration_summary
+from fleos.core.diagnostics import EquilibriumGates
 from fleos.core.observables import qq_points
 from fleos.figures.common import SERIES_SIGMA, Inputs, Row, agg_index, fit_row, fmt, not_eq
 
@@ -25,6 +26,7 @@ def _scales(aggs: Mapping[tuple[int, int], Any]) -> list[tuple[int, int]]:
 
 
 def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
+    gates = EquilibriumGates.from_config(config)
     aggs = agg_index(inputs["aggregate"])
     rows = []
     for key in _scales(aggs):
@@ -37,7 +39,7 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
                      "var": f["var"], "var_se": f["var_se"], "ks": f["ks"],
                      "excess_kurtosis": f["excess_kurtosis"], "values": int(f["count"]),
                      "n_seeds": int(len(a["seeds"])), "teacher_seed": int(a["teacher_seed"]),
-                     **equilibration_summary(a, ("mode1_sq", *SERIES_SIGMA))})
+                     **equilibration_summary(a, ("mode1_sq", *SERIES_SIGMA), gates)})
     return rows
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fleos.analysis.aggregate import equilibration_summary
+from fleos.core.diagnostics import EquilibriumGates
 from fleos.figures.common import (
     SERIES_SIGMA,
     Inputs,
@@ -28,11 +29,15 @@ from fleos.figures.common import (
     theory_index,
 )
 
+# The columns of the report's verdict line (fleos.figures.render.verdict).
+AGREEMENT = {"exp": "exp", "se": "exp_se", "theory": "eos",
+             "what": "train MSE, top Σ eigenvalue, train α"}
 QUANTITIES = (("mse_train_norm", "train MSE"), ("sigma_top", r"top $\Sigma$ eigenvalue"),
               ("alpha_train", r"train $\alpha$"))
 
 
 def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
+    gates = EquilibriumGates.from_config(config)
     aggs = agg_index(inputs["aggregate"])
     theory = theory_index(inputs["theory"])
     n = max(theory)
@@ -42,7 +47,8 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
     for key, _ in QUANTITIES:
         for r in trows:
             a = aggs[(n, int(r["width"]))]
-            eq = equilibration_summary(a, SERIES_SIGMA if key == "sigma_top" else ("loss",))
+            eq = equilibration_summary(a, SERIES_SIGMA if key == "sigma_top" else ("loss",),
+                                       gates)
             if key == "sigma_top":
                 ex, se = float(a["sigma_eigs"][0]), float(a["sigma_eigs_se"][0])
             else:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from fleos.core.files import read_json
 from fleos.figures.common import Inputs, Row, fmt, nan
-from fleos.theory.runs import read_json
 
 # (convention, key of the curve in the theory file, line style)
 CONVENTIONS = (("fleos", "width", "o-"), ("eq6_printed", "width_eq6_printed", "s--"))

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from fleos.analysis.aggregate import equilibration_summary
+from fleos.core.diagnostics import EquilibriumGates
 from fleos.figures.common import (
     SERIES_SIGMA,
     Inputs,
@@ -35,6 +36,9 @@ from fleos.figures.common import (
     theory_index,
 )
 
+# The columns of the report's verdict line (fleos.figures.render.verdict).
+AGREEMENT = {"exp": "alpha_test_exp", "se": "alpha_test_exp_se", "theory": "alpha_test_eos",
+             "what": "test α"}
 FIRST_COLUMNS = (
     "n", "C", "alpha_test_exp", "alpha_test_exp_se", "alpha_test_eos",
     "alpha_test_eq9_printed", "alpha_test_eq9_corrected", "alpha_test_gp", "alpha_train_exp",
@@ -48,6 +52,18 @@ MATCHED_COLUMNS = (
     "alpha_test_matched", "alpha_train_matched", "sigma_top_matched", "sigma_top_matched_mc_se",
     "matched_kish_ess",
 )
+
+# Eq. 8's predictor plus the kernel's channel-to-channel fluctuations (beyond the paper;
+# fleos.theory.eos.cnn2_fluct): the i.i.d. O(1/C) term and its resummed variant, each with
+# its Monte Carlo SE (NaN when theory.fluct_draws = 0)
+FLUCT_COLUMNS = tuple(f"alpha_{q}_{v}{se}" for v in ("fluct", "fluct_resummed")
+                      for q in ("test", "train") for se in ("", "_mc_se"))
+FLUCT_STYLE = (0, (5, 1, 1, 1, 1, 1))  # dash-dot-dot: the fluctuation-corrected predictor
+# Which theories each observable is scored against, in "experiment − theory in SE" columns
+# (the SE combines the experiment's SE and the theory's Monte Carlo SE, when it has one).
+SCORED = {"alpha_test": ("eos", "matched", "fluct", "fluct_resummed"),
+          "alpha_train": ("eos", "matched", "fluct", "fluct_resummed"),
+          "sigma_top": ("matched",)}
 
 RB_COLUMNS = (
     "alpha_train_rb", "alpha_train_rb_se", "alpha_test_rb", "alpha_test_rb_se",
@@ -67,6 +83,20 @@ def _sigma_top_columns(agg: Mapping[str, Any] | None, theory_row: Mapping[str, A
             "sigma_dev_eos_in_se": (exp - eos) / se if se else math.nan}
 
 
+def _scores(row: Mapping[str, Any]) -> dict[str, float]:
+    """``<q>_dev_<theory>_in_se`` = (experiment − theory) / √(SE_exp² + SE_theory²) for the
+    pairs of `SCORED`; NaN where either side is missing."""
+    out = {}
+    for q, theories in SCORED.items():
+        exp, se = row[f"{q}_exp"], row[f"{q}_exp_se"]
+        for t in theories:
+            th, th_se = row.get(f"{q}_{t}", math.nan), row.get(f"{q}_{t}_mc_se", 0.0)
+            th_se = 0.0 if th_se != th_se else th_se  # no MC SE recorded: exact theory
+            tot = math.hypot(se, th_se)
+            out[f"{q}_dev_{t}_in_se"] = (exp - th) / tot if tot > 0 else math.nan
+    return out
+
+
 def _q_train_label(th: Mapping[str, Any]) -> str:
     label = str(th.get("analytic_options", {}).get("q_train", "renormalized"))
     if label == "first_order":  # Supplementary Material (3) is not available
@@ -77,6 +107,7 @@ def _q_train_label(th: Mapping[str, Any]) -> str:
 def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
     """One row per sampled (n, C) of the theory files (theory-only `C_grid` points draw the
     lines only)."""
+    gates = EquilibriumGates.from_config(config)
     aggs = agg_index(inputs["aggregate"])
     theory = theory_index(inputs["theory"])
     rows: list[Row] = []
@@ -88,7 +119,7 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
                 continue
             a = aggs.get((n, int(r["C"])))
             # Train loss for α; Σ along w* and a random direction for what sets test α.
-            eq = equilibration_summary(a, ("loss", *SERIES_SIGMA)) if a is not None else {}
+            eq = equilibration_summary(a, ("loss", *SERIES_SIGMA), gates) if a is not None else {}
             e_te = float(a["alpha_test"]) if a is not None else math.nan
             e_te_se = float(a["alpha_test_se"]) if a is not None else math.nan
             e_tr = float(a["alpha_train"]) if a is not None else math.nan
@@ -118,17 +149,29 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
                 **_sigma_top_columns(a, r, th["gp"]),
                 **{k: nan(r.get(k)) for k in MATCHED_COLUMNS},
                 "matched_converged": bool(r.get("matched_converged", False)),
+                **{k: nan(r.get(k)) for k in FLUCT_COLUMNS},
                 # Rao-Blackwellized estimates and the GP at the sampled mean kernel
                 # (NaN unless the run recorded them: sampler.rao_blackwell_every, kernel Qf)
                 **{k: optional(a, k) for k in RB_COLUMNS},
                 **eq,
             })
+            rows[-1].update(_scores(rows[-1]))
     return rows
+
+
+def _own_gp(th: Mapping[str, Any], key: str) -> dict[str, float]:
+    """The C → ∞ limit of an analytic curve (theory file key `key`: 'gp_analytic' or
+    'gp_eq9_printed'); a theory file written before these keys existed is refused by name."""
+    if key not in th:
+        raise ValueError(f"theory file for n = {th.get('n')} has no {key!r}: it was written by "
+                         "an older fleos; rerun its theory job (--forcerun theory)")
+    return {k: nan(v) for k, v in th[key].items()}
 
 
 def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     """The figure: theory curves from the theory files (every C solved), experiment points
     from `rows`, histograms from the aggregate at (largest n, hist_width)."""
+    gates = EquilibriumGates.from_config(config)
 
     from fleos.figures.style import BLUE, GREEN, NONCONV, hist_with_fit, hollow_legend, plt, points
 
@@ -143,6 +186,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     curve_c: list[float] = []  # every C solved (sampled and theory.C_grid): the x ticks
     not_converged_drawn = False
     matched_drawn = False
+    fluct_drawn = False
     hollow = False
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, n in enumerate(sorted(theory)):
@@ -155,23 +199,33 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
         pr_ok = np.array([r.get("eq9_printed_converged", False) for r in trows], bool)
         eos_te = np.array([nan(r["alpha_test_eos"]) for r in trows]) / gp_te
         eos_tr = np.array([nan(r["alpha_train_eos"]) for r in trows]) / gp_tr
-        an_te = np.array([nan(r["alpha_test_analytic"]) for r in trows]) / gp_te
-        an_tr = np.array([nan(r["alpha_train_analytic"]) for r in trows]) / gp_tr
-        pr_te = np.array([nan(r.get("alpha_test_eq9_printed")) for r in trows]) / gp_te
-        pr_tr = np.array([nan(r.get("alpha_train_eq9_printed")) for r in trows]) / gp_tr
+        # Each curve divided by its own C → ∞ limit, as in the paper: Eq. 9's analytic train α
+        # has a GP limit of its own (not the numeric GP's).
+        an_gp, pr_gp = _own_gp(th, "gp_analytic"), _own_gp(th, "gp_eq9_printed")
+        an_te = np.array([nan(r["alpha_test_analytic"]) for r in trows]) / an_gp["alpha_test"]
+        an_tr = np.array([nan(r["alpha_train_analytic"]) for r in trows]) / an_gp["alpha_train"]
+        pr_te = (np.array([nan(r.get("alpha_test_eq9_printed")) for r in trows])
+                 / pr_gp["alpha_test"])
+        pr_tr = (np.array([nan(r.get("alpha_train_eq9_printed")) for r in trows])
+                 / pr_gp["alpha_train"])
         mm_ok = np.array([r.get("matched_converged", False) for r in trows], bool)
         mm_te = np.array([nan(r.get("alpha_test_matched")) for r in trows]) / gp_te
         mm_tr = np.array([nan(r.get("alpha_train_matched")) for r in trows]) / gp_tr
         matched_drawn = matched_drawn or bool(mm_ok.any())
-        for a, eos, an, pr, mm in ((ax, eos_te, an_te, pr_te, mm_te),
-                                   (axin, eos_tr, an_tr, pr_tr, mm_tr)):
+        fl_te = np.array([nan(r.get("alpha_test_fluct_resummed")) for r in trows]) / gp_te
+        fl_tr = np.array([nan(r.get("alpha_train_fluct_resummed")) for r in trows]) / gp_tr
+        fl_ok = conv & np.isfinite(fl_te) & np.isfinite(fl_tr)
+        fluct_drawn = fluct_drawn or bool(fl_ok.any())
+        for a, eos, an, pr, mm, fl in ((ax, eos_te, an_te, pr_te, mm_te, fl_te),
+                                       (axin, eos_tr, an_tr, pr_tr, mm_tr, fl_tr)):
             a.plot(Cs[conv], eos[conv], "-", color=col)
             a.plot(Cs[mm_ok], mm[mm_ok], "-.", color=col, linewidth=1.0)
+            a.plot(Cs[fl_ok], fl[fl_ok], linestyle=FLUCT_STYLE, color=col, linewidth=1.0)
             a.plot(Cs[~conv], eos[~conv], **NONCONV)
             a.plot(Cs[an_ok], an[an_ok], "--", color=col)
             a.plot(Cs[pr_ok], pr[pr_ok], ":", color=col)
         curve_lo.extend(np.concatenate([eos_te[conv], an_te[an_ok], pr_te[pr_ok],
-                                        mm_te[mm_ok]]).tolist())
+                                        mm_te[mm_ok], fl_te[fl_ok]]).tolist())
         not_converged_drawn = not_converged_drawn or not bool(conv.all())
         curve_c.extend(Cs.tolist())
         # The experiment: the sampled widths of this n, i.e. the table's rows.
@@ -188,9 +242,13 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
                rs, col, capsize=2, markersize=3)
     ax.plot([], [], "k-", label="EoS (numeric, Eq. 8)")
     if matched_drawn:
-        ax.plot([], [], "k-.", linewidth=1.0, label="EoS, Σ moment-matched")
+        ax.plot([], [], "k-.", linewidth=1.0, label="EoS, Σ moment-matched (beyond the paper)")
+    if fluct_drawn:
+        ax.plot([], [], color="k", linestyle=FLUCT_STYLE, linewidth=1.0,
+                label="Eq. 8 + kernel fluctuations, resummed (beyond the paper)")
     ax.plot([], [], "k:", label="Eq. 9 as printed ($q_{train}$ = 1, unit teacher norms)")
-    ax.plot([], [], "k--", label="Eq. 9 corrected (ridge, $K_f^{-1}$, finite S, teacher norms)")
+    ax.plot([], [], "k--", label="Eq. 9 corrected (beyond the paper: ridge, $K_f^{-1}$, "
+                                 "finite S, teacher norms)")
     if not_converged_drawn:  # any failed EoS point, sampled or theory-only (C_grid)
         ax.plot([], [], label="EoS not converged", **NONCONV)
     if hollow:
@@ -228,7 +286,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     for k, col, lab in (("w_teacher", BLUE, r"$w\cdot w^*/|w^*|$"),
                         ("w_random", GREEN, r"$w\cdot w_r/|w_r|$")):
         hist_with_fit(axh, a[f"{k}_values"], fit_row(k, a), col, lab,
-                      eq=equilibration_summary(a, (f"{k}_sq",)))
+                      eq=equilibration_summary(a, (f"{k}_sq",), gates))
     axh.set_title(f"n = {n_max}, C = {hw} (dashed: Gaussian fits)", fontsize=9)
     axh.set_xlabel("overlap")
     axh.set_ylabel("density")

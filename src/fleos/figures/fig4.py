@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleos.analysis.aggregate import equilibration_summary
+from fleos.core.diagnostics import EquilibriumGates
 from fleos.figures.common import PRIOR_EQ, Inputs, Row, agg_index, fit_row, fmt
 
 # (teacher overlap, random overlap, their axis labels): left and right panel
@@ -34,11 +35,12 @@ def _largest(inputs: Inputs) -> tuple[tuple[int, int], dict[str, Any]]:
 
 
 def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
+    gates = EquilibriumGates.from_config(config)
     key, a = _largest(inputs)
     rows = []
     for kt, kr, _, _ in PANELS:
         for k in (kt, kr):
-            eq = equilibration_summary(a, (f"{k}_sq",))
+            eq = equilibration_summary(a, (f"{k}_sq",), gates)
             for state, pre in (("trained", ""), ("prior", "prior_")):
                 if f"{pre}{k}_fit" in a:
                     f = fit_row(f"{pre}{k}", a)
@@ -56,6 +58,7 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
 
 
 def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
+    gates = EquilibriumGates.from_config(config)
 
     from fleos.figures.style import BLUE, GREEN, hist2d_inset, hist_with_fit, plt
 
@@ -64,7 +67,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     for ax, (kt, kr, lt, lr) in zip(axes, PANELS, strict=True):
         for k, col, lab in ((kt, BLUE, lt), (kr, GREEN, lr)):
             hist_with_fit(ax, a[f"{k}_values"], fit_row(k, a), col, lab, style="dots",
-                          eq=equilibration_summary(a, (f"{k}_sq",)))
+                          eq=equilibration_summary(a, (f"{k}_sq",), gates))
         if f"prior_{kt}_values" in a:
             # Inset at 0.1 of the width, not at the edge: its y tick labels then stay inside
             # the main axes instead of printing over the main axis's tick labels.

@@ -17,13 +17,18 @@ from typing import Any
 import numpy as np
 
 from fleos.analysis.aggregate import equilibration_summary
+from fleos.core.diagnostics import EquilibriumGates
+from fleos.core.files import read_json
 from fleos.figures.common import SERIES_CNN3, Inputs, Row, agg_index, fmt, nan
-from fleos.theory.runs import read_json
 
 SIGMA_TOP, Q2_TOP, Q2_INSET = 50, 10, 100  # eigenvalues drawn: Σ, Q2 main panel, Q2 inset
+# The columns of the report's verdict line (fleos.figures.render.verdict): the top eigenvalue,
+# the one the summary quotes (the small ones are noise-dominated in %).
+AGREEMENT = {"exp": "sigma_exp", "se": "sigma_exp_se", "theory": "sigma_eos",
+             "what": "top Σ eigenvalue", "rows": {"index": 1}}
 
 
-def _spectra(inputs: Inputs) -> dict[str, Any]:
+def _spectra(inputs: Inputs, gates: EquilibriumGates) -> dict[str, Any]:
     """The largest sampled (n, C): its aggregate, the theory record of the same (n, C), and
     every spectrum of the figure (theory spectra NaN-padded to the empirical length)."""
     aggs = agg_index(inputs["aggregate"])
@@ -45,12 +50,12 @@ def _spectra(inputs: Inputs) -> dict[str, Any]:
         "s_pred_an": eigs("sigma_pred_analytic_q2_eigs", ks),
         "q_pred": eigs("q2_pred_eigs", len(q_emp)), "q_gp": eigs("q2_gp_eigs", len(q_emp)),
         "pred_ok": bool(th.get("sigma_pred_valid", True)),
-        "eq": equilibration_summary(a, SERIES_CNN3),
+        "eq": equilibration_summary(a, SERIES_CNN3, gates),
     }
 
 
 def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
-    s = _spectra(inputs)
+    s = _spectra(inputs, EquilibriumGates.from_config(config))
     a, ks, kt, key = s["a"], s["ks"], s["kt"], s["key"]
     rows = []
     for i in range(max(ks, kt)):
@@ -78,7 +83,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
 
     from fleos.figures.style import BLUE, GREEN, RED, hollow_legend, plt, points
 
-    s = _spectra(inputs)
+    s = _spectra(inputs, EquilibriumGates.from_config(config))
     a, ks, kq, kt, key, eq = s["a"], s["ks"], s["kq"], s["kt"], s["key"], s["eq"]
     q_emp, q_pred, q_gp = s["q_emp"], s["q_pred"], s["q_gp"]
     fig, (axl, axr) = plt.subplots(1, 2, figsize=(11, 4.3))

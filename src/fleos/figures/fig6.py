@@ -13,18 +13,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleos.analysis.aggregate import equilibration_summary
+from fleos.core.diagnostics import EquilibriumGates
 from fleos.figures.common import PRIOR_EQ, Inputs, Row, agg_index, fit_row, fmt
+from fleos.nets.models import MYRTLE_PROBE_LAYERS
 
 FIRST_COLUMNS = ("layer",)  # the header of an empty table (no eigenvector available)
-LAYERS, EIGENVECTORS = ("layer2", "layer4"), (1, 10)
+LAYERS, EIGENVECTORS = MYRTLE_PROBE_LAYERS, (1, 10)
 STATES = (("prior_", "untrained"), ("", "trained"))  # drawing order: the prior below
 
 
-def _eq(a: Mapping[str, Any], pre: str, k: str) -> dict[str, Any]:
-    return equilibration_summary(a, (f"{k}_sq",)) if not pre else PRIOR_EQ
+def _eq(a: Mapping[str, Any], pre: str, k: str, gates: EquilibriumGates) -> dict[str, Any]:
+    return equilibration_summary(a, (f"{k}_sq",), gates) if not pre else PRIOR_EQ
 
 
 def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
+    gates = EquilibriumGates.from_config(config)
     aggs = agg_index(inputs["aggregate"])
     key = max(aggs)
     a = aggs[key]
@@ -41,11 +44,12 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
                                  "mean": f["mean"], "mean_se": f["mean_se"], "var": f["var"],
                                  "var_se": f["var_se"], "ks": f["ks"],
                                  "excess_kurtosis": f["excess_kurtosis"],
-                                 "n": key[0], "C": key[1], **_eq(a, pre, k)})
+                                 "n": key[0], "C": key[1], **_eq(a, pre, k, gates)})
     return rows
 
 
 def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
+    gates = EquilibriumGates.from_config(config)
 
     from fleos.figures.style import BLUE, GREY, hist_with_fit, plt
 
@@ -66,7 +70,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
             for pre, lab in STATES:
                 if f"{pre}{k}_values" in a:
                     hist_with_fit(ax, a[f"{pre}{k}_values"], fit_row(f"{pre}{k}", a),
-                                  colors[lab], lab, bins=40, eq=_eq(a, pre, k))
+                                  colors[lab], lab, bins=40, eq=_eq(a, pre, k, gates))
             ax.set_title(f"{'abcd'[2 * i + j]}) {layer}, eigenvector {ev}", fontsize=9)
             ax.set_xlabel(f"pre-activation projected on eigenvector {ev}")
             ax.set_ylabel("density")

@@ -18,14 +18,13 @@ matplotlib.use("Agg")  # files only, no display: also on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fleos.analysis.aggregate import EQ_DRIFT_MAX, EQ_RHAT_MAX  # noqa: E402
 from fleos.figures.common import not_eq  # noqa: E402
 
 __all__ = ["BLUE", "GREEN", "GREY", "HOLLOW_LABEL", "NONCONV", "RED", "hist2d_inset",
            "hist_with_fit", "hollow_legend", "plt", "points"]
 BLUE, GREEN, RED, GREY = "tab:blue", "tab:green", "tab:red", "0.5"
 NONCONV = {"marker": "x", "color": "0.4", "linestyle": "none", "markersize": 7}
-HOLLOW_LABEL = f"hollow: not equilibrated (R̂ > {EQ_RHAT_MAX} or |drift| > {EQ_DRIFT_MAX:g} SE)"
+HOLLOW_LABEL = "hollow: fails an equilibrium gate (R̂, ESS or drift; column failed_gates)"
 
 
 def hist_with_fit(ax: Any, values: np.ndarray, fit: Mapping[str, float], color: str,

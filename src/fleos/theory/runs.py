@@ -11,16 +11,14 @@ the equations of state and returns (and writes) a JSON-ready record:
 
 `fleos.pipeline.run_theory` dispatches a workflow theory job to them. Options (tolerances,
 methods, grids) come from `fleos.config.theory_options`, which holds their defaults. Records
-are written atomically; NaN and inf become null.
+are written atomically (`fleos.core.files.write_json`); NaN and inf become null.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,39 +29,7 @@ if TYPE_CHECKING:  # the theory modules are imported lazily (JAX start-up) where
     from fleos.theory.eos.cnn2 import CNN2Problem
 
 from fleos.config import theory_options
-from fleos.sampling.io import atomic_path
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-
-def write_json(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
-    """Atomic JSON write; NaN/inf are written as null (JSON has no NaN)."""
-    def clean(o: Any) -> Any:
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        if isinstance(o, (np.ndarray, np.generic)):
-            return clean(np.asarray(o).tolist())
-        return o
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(clean(dict(doc)), indent=1, default=_json_default))
-
-
-def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"theory file {path} is unreadable: {err}") from err
+from fleos.core.files import write_json
 
 
 def _test_set(ds: Any) -> tuple[Any, Any]:
@@ -96,13 +62,14 @@ def fcn_problem(ds: Any, model: Mapping[str, Any], sigma2: float, ridge: float) 
     """The FCN EoS problem (Eq. 5) of data set `ds` (rows flattened) and the ``model:``
     block of an fcn experiment (sigma_w2, sigma_a2, depth, scaling, activation). The
     workflow's theory and ``fleos eos fcn`` both build it here."""
+    from fleos.nets.models import DEFAULT_SCALING
     from fleos.theory.eos.fcn import FCNProblem
 
     X_test, y_test = _test_set(ds)
     return FCNProblem(
         _rows(ds.X), ds.y, None if X_test is None else _rows(X_test), y_test,
         sigma_w2=float(model["sigma_w2"]), sigma_a2=float(model["sigma_a2"]), sigma2=float(sigma2),
-        depth=int(model.get("depth", 3)), scaling=model.get("scaling", "standard"),
+        depth=int(model.get("depth", 3)), scaling=model.get("scaling", DEFAULT_SCALING),
         activation=model.get("activation", "erf"), ridge=float(ridge),
     )
 
@@ -140,6 +107,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
         RECOMMENDED_OPTIONS,
         analytic_observables,
     )
+    from fleos.theory.eos.cnn2_fluct import fluct_row
 
     m = exp["model"]
     th = theory_options("cnn2", exp.get("theory"))
@@ -166,6 +134,15 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
             matched, sigma_m = cnn2_matched_row(problem, float(C), start, th)
             ok = matched["matched_converged"] and res.converged
             offset = sigma_m - res.x if ok else 0.0
+        fluct = {}
+        if th["fluct_draws"] and res.converged:
+            # beyond the paper: Eq. 8's predictor plus the kernel's channel-to-channel
+            # fluctuations, i.i.d. (the O(1/C) term) and resummed (a hypothesis); independent
+            # normals per C (docs/derivations/cnn2.md, "Kernel fluctuations at O(1/C)")
+            seed = th["fluct_seed"] * 1_000_003 + int(C)
+            for prefix, resum in (("fluct", False), ("fluct_resummed", True)):
+                fluct.update(fluct_row(problem, float(C), res.x, n_draws=th["fluct_draws"],
+                                       seed=seed, resum=resum, prefix=prefix))
         an = analytic_observables(problem, float(C), ds.teacher, q_train=q_train)
         pr = analytic_observables(problem, float(C), ds.teacher, unit_teacher_norms=True,
                                   **PRINTED_OPTIONS)
@@ -185,13 +162,24 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
             "eq9_printed_converged": pr["converged"],
             "alpha_train_eq9_printed": pr["alpha_train"],
             "alpha_test_eq9_printed": pr["alpha_test_gp_inference"],
-            **matched,
+            **matched, **fluct,
         })
+    # Each analytic curve's own C → ∞ limit, so that a curve divided by its GP tends to 1 (as
+    # in the paper's Fig. 3): Eq. 9's train α is not the numeric GP's, its test α (GP inference
+    # at the prior Σ) is.
+    an_gp = analytic_observables(problem, math.inf, ds.teacher, q_train=q_train)
+    pr_gp = analytic_observables(problem, math.inf, ds.teacher, unit_teacher_norms=True,
+                                 **PRINTED_OPTIONS)
     return {
         "experiment": "cnn2", "n": ds.n, "teacher_seed": exp["data"].get("teacher_seed"),
+        "gp_analytic": {"alpha_train": an_gp["alpha_train"],
+                        "alpha_test": an_gp["alpha_test_gp_inference"]},
+        "gp_eq9_printed": {"alpha_train": pr_gp["alpha_train"],
+                           "alpha_test": pr_gp["alpha_test_gp_inference"]},
         "analytic_options": {**RECOMMENDED_OPTIONS, "q_train": q_train},
         "eq9_printed_options": {**PRINTED_OPTIONS, "teacher_norms": "unit"},
         "matched_options": {"samples": th["matched_samples"], "seed": th["matched_seed"]},
+        "fluct_options": {"draws": th["fluct_draws"], "seed": th["fluct_seed"]},
         "gp": {"alpha_test": gp["alpha_test"], "alpha_train": gp["alpha_train"],
                "mse_train_norm": gp["train_mse_normalized"],
                "sigma_top": float(gp["sigma_eigs"][0])},
@@ -232,7 +220,7 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     GP values AT THE SAME WIDTH (in mean-field scaling the readout variance σ_a²/N makes the
     GP itself width dependent; fleos.theory.eos.fcn.fcn_observables)."""
     from fleos.nets.datasets import load_dataset
-    from fleos.theory.eos.fcn import fcn_observables, residual_blocks, sweep_fcn
+    from fleos.theory.eos.fcn import fcn_observables, paper_form_residual, sweep_fcn
 
     ds = load_dataset(data_path)
     th = theory_options("fcn", exp.get("theory"))
@@ -253,8 +241,11 @@ def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
         finite = bool(np.all(np.isfinite(np.asarray(res.x["Sigma"]))))
         obs = fcn_observables(problem, res.x, N) if finite else None
         # The solver iterates on the precision form; also report Eq. 5 as printed, T(x) − x.
+        # A NaN block (paper_form_residual propagates it) marks the solve as not converged.
         row["eos_residual_paper_form"] = (
-            max(residual_blocks(problem, res.x, N).values()) if finite else math.nan)
+            paper_form_residual(problem, res.x, N) if finite else math.nan)
+        row["eos_converged"] = row["eos_converged"] and bool(
+            np.isfinite(row["eos_residual_paper_form"]))
         # A non-finite (failed) solve gets NaN observables; its GP values are still defined.
         gp = fcn_observables(problem, _fcn_gp_x(problem), N)
         row.update({

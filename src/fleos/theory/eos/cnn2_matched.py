@@ -54,7 +54,8 @@ Array = jnp.ndarray
 #: samples of the proposal per evaluation of M̂, in batches of this many (memory: batch·n·N floats)
 BATCH = 128
 #: samples per evaluation by default (= the workflow's theory.matched_samples default): a top-Σ
-#: Monte Carlo SE of 0.07-1.3 % at the paper's Fig. 3 settings (bench/RESULTS.md)
+#: Monte Carlo SE of 0.07-1.3 % at the paper's Fig. 3 settings (studies/perf_history.md "The
+#: moment-matched EoS")
 DEFAULT_SAMPLES = 4096
 
 
@@ -80,7 +81,7 @@ def _log_weights(Sigma: Array, z: Array, P: Array, y: Array, inv_C: Array, sigma
     coef = sigma_a2 / (2.0 * N) * inv_C
     # The tilt in float32 (K_f⁻¹ itself is formed in float64): 2.5x faster at the paper's
     # n = 1600, and within 5.4e-6 of float64 where F's spread over the samples is 1.3
-    # (measured by hand at the GP Σ, C = 640, 2026-12-01); the linear-network test holds the
+    # (measured at the GP Σ, C = 640); the linear-network test holds the
     # resulting weights equal to 1e-6.
     f32 = partial(jnp.asarray, dtype=jnp.float32)
     P32, eps32, Kinv32 = f32(P), f32(eps), f32(Kinv)
@@ -151,7 +152,7 @@ def solve_cnn2_matched(
     the paper's n = 1600, C = 640-320 with 4096 samples) and well above the float32 rounding
     floor of M̂ (~2e-6 at S = 64). Measured evaluations at n = 1600, S = 64: 40 and 49 with
     tol 1e-5, 30 and 37 with 1e-4 (C = 640, 320; the same top Σ eigenvalue to 5 digits); at
-    S = 16: 5-11 with 1e-5, 4-9 with 1e-4 (bench/RESULTS.md "The moment-matched EoS"). The
+    S = 16: 5-11 with 1e-5, 4-9 with 1e-4 (studies/perf_history.md "The moment-matched EoS"). The
     Monte Carlo error of Σ (from the n_samples common normals of `seed`) is not in the residual:
     see `matched_diagnostics`.
     """
@@ -183,7 +184,7 @@ def matched_diagnostics(problem: CNN2Problem, C: float, Sigma: Array, *,
     self-normalized estimator minus its control variate, linearized). At a fixed point Σ* this
     is the error of one evaluation of M̂, not of Σ* itself, which the feedback through A(Σ)
     scales by (I − J)⁻¹; at the paper's n = 1600, C = 320 and 640 two seeds' fixed points
-    differ by 0.3-0.4 of it (bench/RESULTS.md "The moment-matched EoS"), so it is used as a
+    differ by 0.3-0.4 of it (studies/perf_history.md "The moment-matched EoS"), so it is used as a
     conservative SE.
     """
     z = _base_normals(problem, n_samples, seed)

@@ -50,11 +50,11 @@ import numpy as np
 from fleos.core import gp as gpmod
 from fleos.core.kernels import activation_kernel, post_kernel, post_kernel_cross
 from fleos.core.linalg import spd_inverse, sym
+from fleos.nets.models import DEFAULT_SCALING, SCALINGS
 from fleos.theory.solvers import SolveResult, anderson, anneal, newton_krylov
 
 Array = jnp.ndarray
 
-SCALINGS = ("standard", "mean_field")
 SOLVERS = ("newton_krylov", "anderson")
 
 
@@ -83,7 +83,7 @@ class FCNProblem:
     sigma_a2: float = 2.0
     sigma2: float = 0.01
     depth: int = 3
-    scaling: str = "mean_field"
+    scaling: str = DEFAULT_SCALING
     activation: str = "erf"
     ridge: float = 0.0
 
@@ -326,6 +326,20 @@ def residual_blocks(problem: FCNProblem, x: dict[str, Any], width: Any) -> dict[
     for m, (a, b) in enumerate(zip(Tx["K"], x["K"], strict=True)):
         out[f"K{m + 2}"] = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
     return out
+
+
+def paper_form_residual(problem: FCNProblem, x: dict[str, Any], width: Any) -> float:
+    """The largest block of `residual_blocks` (Eq. 5 as printed), NaN if any block is NaN.
+
+    Python's ``max`` would drop a NaN block depending on where it sits; a residual must never
+    hide a block that failed to evaluate."""
+    return _nan_max(residual_blocks(problem, x, width).values())
+
+
+def _nan_max(values: Any) -> float:
+    """max of finite-or-NaN numbers that propagates NaN (NaN if empty)."""
+    r = np.asarray(list(values), np.float64)
+    return float(np.max(r)) if r.size else math.nan
 
 
 # Unknowns and their companions (scales, steps) are pytrees {"Sigma": M, "K": [M, ...]} of one
@@ -591,8 +605,12 @@ def result_summary(
     )
     if finite:
         # The solver's residual is the precision form's; this is Eq. 5 as printed (T(x) − x),
-        # the largest relative block.
-        rec["residual_paper_form"] = max(residual_blocks(problem, res.x, width).values())
+        # the largest relative block. A NaN block means the returned point is not a solution.
+        paper = paper_form_residual(problem, res.x, width)
+        rec["residual_paper_form"] = paper if np.isfinite(paper) else None
+        if not np.isfinite(paper):
+            rec["converged"] = False
+            rec["message"] = f"{res.message}; Eq. 5 residual is NaN in a block"
         rec.update(fcn_observables(problem, res.x, width))
     return rec
 
@@ -606,6 +624,7 @@ __all__ = [
     "FCNProblem",
     "SCALINGS",
     "fixed_point_map",
+    "paper_form_residual",
     "free_energy",
     "fcn_observables",
     "gp_x",
