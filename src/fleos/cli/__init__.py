@@ -1,4 +1,6 @@
-"""The `fleos` command line: `fleos sample`, `fleos eos {cnn2,fcn,cnn3}`, `fleos fls`.
+"""The `fleos` command line: `fleos sample`, `fleos eos {cnn2,fcn,cnn3}`, `fleos fls`,
+`fleos job` (what the workflow's rules run), `fleos collect` (a finished run, to commit) and
+`fleos train-alpha` (a finished cnn2 run's train-α gap to the EoS, split into measured terms).
 
 Each subcommand lives in its own module with a `register(subparsers)` function that adds its
 parser and sets `func` to the callable that runs it.
@@ -21,7 +23,7 @@ from fleos.cli.args import InputError, Parser
 
 def build_parser() -> argparse.ArgumentParser:
     from fleos import __version__
-    from fleos.cli import eos, fls, sample
+    from fleos.cli import collect, eos, fls, job, sample, train_alpha
 
     parser = Parser(
         prog="fleos",
@@ -36,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.register(sub)
     eos.register(sub)
     fls.register(sub)
+    job.register(sub)
+    collect.register(sub)
+    train_alpha.register(sub)
     return parser
 
 
@@ -48,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as err:
-        prog = " ".join(["fleos", args.command, getattr(args, "arch", None) or ""]).strip()
+        # `eos` names its architecture (a subcommand); `fls --arch` is a list of options
+        sub = args.arch if args.command == "eos" else ""
+        prog = " ".join(["fleos", args.command, sub]).strip()
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
 
