@@ -178,7 +178,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     exp = config["experiments"]["cnn2"]
     aggs = agg_index(inputs["aggregate"])
     theory = theory_index(inputs["theory"])
-    fig, (ax, axh) = plt.subplots(1, 2, figsize=(11, 5.2), gridspec_kw={"width_ratios": [1.3, 1]})
+    fig, (ax, axh) = plt.subplots(1, 2, figsize=(11, 6.2), gridspec_kw={"width_ratios": [1.3, 1]})
     # Lower right, low: below the rising test-α curve and its points (upper right would hide
     # the largest C).
     axin = ax.inset_axes([0.6, 0.05, 0.37, 0.25])
@@ -272,9 +272,10 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     ax.set_ylabel(r"test $\alpha / \alpha_{\mathrm{GP}}$")
     axin.set_title("train", fontsize=8)
     axin.tick_params(labelsize=7)
-    # Below the axes: inside, six entries hid the points near the top of the curves.
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7.5,
-              frameon=False)
+    # Below both panels, across the figure: inside, the entries hid the points near the top of
+    # the curves, and below the left panel alone they ran off the canvas.
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7.5,
+               frameon=False)
     # Right panel: weight overlaps.
     fcfg = dict(config.get("figures", {}).get("fig3", {}))
     n_max = max(n for n, _ in aggs)
@@ -295,7 +296,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     m = exp["model"]
     fig.suptitle(f"Fig. 3 - 2-layer CNN, S={m['S']}, N={m['N']}, σ²={exp['sigma2']}, "
                  f"teacher seed {exp['data'].get('teacher_seed')}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.16, 1, 1))  # the bottom strip holds the legend
     return fig
 
 
