@@ -267,11 +267,9 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize("integrator,layout", [
-    # the baoab runs take 40-110 s each on 2 cores: `make test-fast` leaves them out
-    ("lm", {}), pytest.param("baoab", {}, marks=pytest.mark.slow), ("mala", {}),
-    pytest.param("baoab", {"chain_batch": 1, "data_blocks": 4}, marks=pytest.mark.slow),
-    pytest.param("baoab", {"rao_blackwell_every": 10, "kernels": ["sigma", "Qf"]},
-                 marks=pytest.mark.slow),
+    ("lm", {}), ("baoab", {}), ("mala", {}),
+    ("baoab", {"chain_batch": 1, "data_blocks": 4}),
+    ("baoab", {"rao_blackwell_every": 10, "kernels": ["sigma", "Qf"]}),
 ])
 def test_integrators_resume_bit_identically(data_path, tmp_path, integrator, layout) -> None:
     """Every integrator's state (BAOAB's velocity and cached gradient, MALA's cached U and

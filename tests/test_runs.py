@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from fleos.theory.runs import theory_cnn2
 
 
-@pytest.mark.slow  # ~60 s on 2 cores: the EoS and Eq. 9 at every C of the grid
 def test_theory_cnn2_solves_the_c_grid_without_sampling_it(tmp_path):
     from fleos.nets.data import make_dataset
     from fleos.nets.datasets import save_dataset
