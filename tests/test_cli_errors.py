@@ -305,7 +305,6 @@ def test_available_memory_is_what_the_kernel_reports():
     assert have is not None and 0 < have <= total
 
 
-@pytest.mark.slow
 def test_memory_estimate_bounds_the_measured_peak(tmp_path):
     """A real run's peak resident set (the kernel's count, ru_maxrss of the child) is below
     the estimate, and the estimate is not so loose that it would refuse runs that fit (less

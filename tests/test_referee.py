@@ -15,7 +15,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import fleos  # noqa: F401  (enables float64)
 from fleos.core.kernels import cnn2_output_kernel, patches
@@ -78,7 +77,6 @@ def _grid_posterior(ds, points: int):
     return U, p / p.sum(), data
 
 
-@pytest.mark.slow
 def test_referee_matches_grid_integral_at_c1():
     """C = 1: HMC's E[w wᵀ], top Σ eigenvalue, α_train and α_test against the grid integral of
     the same posterior, each within 4 of the referee's SEs; and the exact Σ is far from the
@@ -176,7 +174,6 @@ def test_field_sign_difference_is_the_log_det_gradient():
     np.testing.assert_allclose(np.asarray(0.5 * (plus - minus)), np.asarray(g), rtol=1e-10)
 
 
-@pytest.mark.slow
 def test_exact_posterior_picks_the_minus_sign_at_c64():
     """C = 64: the referee's top Σ eigenvalue is closer to Eq. 8 (A = εεᵀ − K_f⁻¹) than to the
     same equation with A = εεᵀ + K_f⁻¹ by more than 3 SE (the EoS is deterministic, so the SE
