@@ -71,7 +71,9 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """`json.dumps` default for numpy arrays and scalars (sample-file attributes, theory
+    JSON)."""
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.generic):
@@ -93,7 +95,7 @@ def write_json(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
         return o
 
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(clean(dict(doc)), indent=1, default=_json_default))
+        Path(tmp).write_text(json.dumps(clean(dict(doc)), indent=1, default=json_default))
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -104,4 +106,4 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"JSON file {path} is unreadable: {err}") from err
 
 
-__all__ = ["atomic_path", "read_json", "remove_stale_temporaries", "write_json"]
+__all__ = ["atomic_path", "json_default", "read_json", "remove_stale_temporaries", "write_json"]

@@ -29,7 +29,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from fleos.core.files import atomic_path
+from fleos.core.files import atomic_path, json_default
 
 SAMPLES_FORMAT = "fleos-samples/1"
 CHECKPOINT_FORMAT = "fleos-checkpoint/1"
@@ -111,15 +111,7 @@ def _read_tree(group: h5py.Group) -> dict[str, Any]:
 
 
 def _json_attr(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=_json_default)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+    return json.dumps(value, sort_keys=True, default=json_default)
 
 
 def write_samples(path: str | os.PathLike, datasets: Mapping, *, config: Mapping,
