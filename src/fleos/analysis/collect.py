@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from fleos.core.diagnostics import EquilibriumGates
+from fleos.core.files import atomic_path
 
 JOB_COLUMNS = ("experiment", "n", "width", "chunk", "seeds", "wall_s", "cpu_s", "cpu_percent",
                "max_rss_mb", "integrator", "lr", "steps", "burn_in")
@@ -72,12 +73,6 @@ def sampling_jobs(results: Path, config: Mapping[str, Any]) -> list[dict[str, An
     return rows
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def collect_run(results: str | os.PathLike, config_path: str | os.PathLike,
                 out: str | os.PathLike, command: str | None = None,
                 notes: Sequence[str] = ()) -> list[Path]:
@@ -92,18 +87,18 @@ def collect_run(results: str | os.PathLike, config_path: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for src in [*tables, *sorted((results / "figures").glob("fig*.png"))]:
-        dst = out / src.name
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-        written.append(dst)
+        with atomic_path(out / src.name) as tmp:
+            shutil.copyfile(src, tmp)
+        written.append(out / src.name)
     jobs = sampling_jobs(results, config)
     lines = [",".join(JOB_COLUMNS)]
     lines += [",".join(str(j[c]) for c in JOB_COLUMNS) for j in jobs]
-    _write_atomic(out / "jobs.csv", "\n".join(lines) + "\n")
-    written.append(out / "jobs.csv")
-    _write_atomic(out / "RUN.md", run_notes(config_path, config, jobs, command, notes))
-    written.append(out / "RUN.md")
+    texts = {"jobs.csv": "\n".join(lines) + "\n",
+             "RUN.md": run_notes(config_path, config, jobs, command, notes)}
+    for name, text in texts.items():
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text)
+        written.append(out / name)
     return written
 
 
