@@ -423,7 +423,7 @@ def test_mala_step_formula_and_acceptance(problem) -> None:
     for leaf in ("a", "b"):
         np.testing.assert_allclose(new.params[leaf], expect[leaf], rtol=1e-6, atol=1e-7)
     # The cached U at the new point is the potential there.
-    np.testing.assert_allclose(new.extra["U"], pot(new.params)[0], rtol=1e-6)
+    np.testing.assert_allclose(new.extra.U, pot(new.params)[0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["lm", "baoab", "mala"])

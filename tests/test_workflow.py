@@ -194,7 +194,7 @@ def test_schema_enums_are_the_codes_lists():
     defs = yaml.safe_load(SCHEMA.read_text())["$defs"]
     samp, model = defs["sampler"]["properties"], defs["model"]["properties"]
     assert samp["integrator"]["enum"] == list(fconfig.INTEGRATORS)
-    assert sampler.INTEGRATORS is fconfig.INTEGRATORS  # imported, not copied
+    assert tuple(sampler.INTEGRATORS) == fconfig.INTEGRATORS  # the registry's names
     assert defs["schedule"]["properties"]["kind"]["enum"] == list(SCHEDULE_KINDS)
     assert fconfig.SCHEDULE_KINDS is SCHEDULE_KINDS
     assert samp["dtype"]["enum"] == list(fconfig.DTYPES)

@@ -27,8 +27,9 @@ from fleos.core.schedules import SCHEDULE_KINDS, schedule_from_config
 ARCHS = ("fcn", "cnn2", "cnn3", "myrtle5")
 DTYPES = ("float32", "float64")
 PRECONDITIONERS = (None, "prior")
-# The Langevin integrators of fleos.sampling.sampler (docs/langevin.md §7), defined here
-# only: the sampler imports this tuple.
+# The names of the Langevin integrators of fleos.sampling.sampler (docs/langevin.md §7): the
+# keys of its registry `INTEGRATORS`, listed here because config sits below sampling in the
+# import tiers (tests/test_integrators.py and tests/test_workflow.py check that they agree).
 INTEGRATORS = ("ula", "lm", "baoab", "mala")
 KERNEL_NAMES = ("sigma", "K2", "Q2", "probe", "Qf")
 PROBE_SPATIAL = ("mean", "full")

@@ -24,10 +24,14 @@ output. After ``max_backoffs`` back-offs of one chain, `ChainDivergedError` name
 experiment, seed and step, and no output file is written.
 
 Checkpoints: ``checkpoint_path`` (if given) is written atomically every ``checkpoint_every``
-epochs with the whole state (params, chain keys, accumulators, schedule states, loss history,
-snapshots, back-off state). A run finding a checkpoint resumes from it if its identity
-matches: the config hash (`fleos.config.config_hash`) and the SHA-256 of the data arrays
-(`fleos.sampling.io.arrays_checksum`). It refuses with a clear error otherwise, and discards a
+epochs with the whole state (params, the integrator's state, chain keys, accumulators,
+schedule states, loss history, snapshots, back-off state). Parameters and integrator state are
+stored by key path and restored against the job's freshly initialised ones, so any pytree
+state resumes (docs/langevin.md §7, "Checkpoints of the integrator state"). A run finding a
+checkpoint resumes from it if its identity matches: the config hash
+(`fleos.config.config_hash`) and the SHA-256 of the data arrays
+(`fleos.sampling.io.arrays_checksum`), and if its state has the leaves of the job's. It
+refuses with a clear error otherwise, and discards a
 corrupt checkpoint (unreadable, or arrays that do not match their stored checksum) with a
 warning naming it (restarting from scratch gives the identical result). The checkpoint is
 deleted after the output is written.
@@ -35,13 +39,12 @@ deleted after the output is written.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,7 @@ from fleos.core.files import remove_stale_temporaries
 from fleos.sampling.io import (
     CorruptFileError,
     arrays_checksum,
+    flatten_tree,
     load_checkpoint,
     save_checkpoint,
     write_samples,
@@ -68,7 +72,7 @@ from fleos.sampling.sampler import (
     init_extra,
     make_potential,
     map_chains,
-    run_steps,
+    run_ensemble,
     stiffest_curvature,
 )
 
@@ -141,34 +145,38 @@ class _State:
                       self.n_backoffs.copy(), [dict(e) for e in self.events])
 
 
-@functools.partial(jax.jit, static_argnames=("n_steps", "recorder", "integrator"))
-def _run_group(potential, rec_data, params, extra, step, keys, lrs, acc, precond, *, n_steps,
-               recorder, integrator):
-    """`run_steps` with the recorder's accumulate, vmapped over the chains of one group.
+@dataclass(frozen=True)
+class _Setup:
+    """What a job fixes before its first step (`_set_up`): the posterior, the chains' keys,
+    initial state and layout, the recorder, and the identity a checkpoint must match."""
 
-    `step` is a scalar shared by all chains (they advance in lockstep) and is NOT mapped, so
-    the recorder's `lax.cond` on `step % record_every` stays a real branch under vmap.
-    """
-    accumulate = recorder.accumulator(rec_data)
+    exp: ExperimentConfig
+    job: JobSpec
+    tag: str  # the prefix of every log line
+    emit: Callable[[str], None]
+    device: dict[str, str]  # `check_device`'s sample-file attributes
+    out_path: Path
+    ckpt_path: Path | None
+    dtype: Any
+    potential: Any
+    precond: Any
+    sched: Any  # the lr schedule (`fleos.core.schedules`), one state per chain in _State
+    integrator: Integrator
+    keys: jax.Array  # chain keys (chains, 2)
+    chain_batch: int
+    params0: Any  # initial parameters, leading chain axis
+    extra0: Any  # initial integrator state, leading chain axis
+    acc0: dict
+    recorder: Recorder
+    rec_data: dict
+    snap_fn: Callable
+    chash: str  # `config_hash` of (experiment, job)
+    data_sha: str  # SHA-256 of the data arrays
+    ckpt_id: str  # what a checkpoint must carry to be resumed: both of the above
 
-    def one(p, e, k, lr, a):
-        st, a, sse = run_steps(potential, ChainState(p, step, e), k, lr, n_steps,
-                               precond=precond, accumulate=accumulate, acc=a,
-                               integrator=integrator)
-        return st.params, st.extra, a, sse
-
-    return jax.vmap(one)(params, extra, keys, lrs, acc)
-
-
-def _run_chunk(potential, rec_data, params, extra, step, keys, lrs, acc, precond, *, n_steps,
-               recorder, integrator, chain_batch):
-    """`_run_group` over the job's chains, `chain_batch` at a time (`map_chains`: one
-    compiled program per chunk length, called once per group)."""
-    def group(p, e, k, lr, a):
-        return _run_group(potential, rec_data, p, e, step, k, lr, a, precond, n_steps=n_steps,
-                          recorder=recorder, integrator=integrator)
-
-    return map_chains(group, (params, extra, keys, lrs, acc), chain_batch)
+    @property
+    def sc(self) -> Any:
+        return self.exp.sampler
 
 
 def chain_layout(sc: Any, model: Any, params0: Any, X: jax.Array, n_chains: int,
@@ -233,19 +241,41 @@ def run_job(
     returns, for SLURM logs) go to `log` (default: stderr) every `progress_every` seconds.
     Returns out_path. Raises NoGPUError (before any work: `check_device`),
     ChainDivergedError, CheckpointMismatchError, ValueError.
-    """
-    from fleos.core.schedules import schedule_from_config
-    from fleos.nets.datasets import load_dataset
-    from fleos.nets.models import build_model
 
+    The parts, in order: `_set_up` (model, data, potential, keys, layout, recorder),
+    `_initial_state` (fresh, or restored from the checkpoint), `_sample` (the step loop, with
+    `_save_checkpoint` and `_back_off`), `_write_outputs`.
+    """
     if job.experiment != exp.name:
         raise ValueError(f"job is for experiment {job.experiment!r} but the config is "
                          f"{exp.name!r}")
     emit = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    su = _set_up(exp, job, data_path, out_path, checkpoint_path, emit)
+    state = _initial_state(su)
+    if su.sc.check_stability:
+        _warn_if_unstable(su.potential, su.params0, su.precond, su.sched, state, emit, su.tag)
+    reporter = _Progress(su, enabled=progress, every=progress_every, step0=state.step)
+    state = _sample(su, state, reporter)
+    _write_outputs(su, state, reporter.t0)
+    return su.out_path
+
+
+# ---- set-up --------------------------------------------------------------------------------
+
+
+def _set_up(exp: ExperimentConfig, job: JobSpec, data_path: str | Path,
+            out_path: str | Path, checkpoint_path: str | Path | None,
+            emit: Callable[[str], None]) -> _Setup:
+    """Everything `job` fixes before its first step: device check, data, model, potential
+    (Eq. 15 / Methods), preconditioner, schedule, keys, chain layout (docs/langevin.md §8),
+    the integrator's initial state, the recorder and the checkpoint identity. Logs the device
+    and the layout."""
+    from fleos.core.schedules import schedule_from_config
+    from fleos.nets.datasets import load_dataset
+    from fleos.nets.models import build_model
+
     device = check_device(exp, emit)
     sc = exp.sampler
-    out_path = Path(out_path)
-    ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
     tag = f"[{exp.name} n={job.n} width={job.width} seeds={list(job.seeds)}]"
 
     ds = load_dataset(data_path)
@@ -303,63 +333,94 @@ def run_job(
     data_sha = arrays_checksum({"X": ds.X, "y": ds.y, "X_test": ds.X_test,
                                 "y_test": ds.y_test, "teacher": dict(ds.teacher)})
     ckpt_id = hashlib.sha256(f"{chash}:{data_sha}".encode()).hexdigest()
+    return _Setup(
+        exp=exp, job=job, tag=tag, emit=emit, device=device, out_path=Path(out_path),
+        ckpt_path=Path(checkpoint_path) if checkpoint_path is not None else None,
+        dtype=dtype, potential=potential, precond=precond, sched=sched, integrator=integrator,
+        keys=keys, chain_batch=chain_batch, params0=params0, extra0=extra0, acc0=acc0,
+        recorder=recorder, rec_data=rec_data, snap_fn=snap_fn, chash=chash, data_sha=data_sha,
+        ckpt_id=ckpt_id)
 
-    def take_snapshot(st: _State, sampling: np.ndarray) -> None:
-        snap = {k: np.asarray(v) for k, v in snap_fn(st.params, rec_data).items()}
-        w_full = snap.pop("w_full", None)
-        st.snap_epochs.append(st.step)
-        st.snap_sampling.append(np.asarray(sampling, bool))
-        st.snaps.append(snap)
-        if w_full is not None and sampling.any():
-            st.full = (st.full + [(st.step, w_full, np.asarray(sampling, bool))])[
-                -sc.full_snapshots:]
 
-    # ---- state: fresh or resumed -------------------------------------------------------
-    for p in (out_path, ckpt_path):  # temporaries of a killed predecessor of this job
+def _take_snapshot(su: _Setup, st: _State, sampling: np.ndarray) -> None:
+    """Append the snapshot of `st` (and, while sampling, its full input weights)."""
+    snap = {k: np.asarray(v) for k, v in su.snap_fn(st.params, su.rec_data).items()}
+    w_full = snap.pop("w_full", None)
+    st.snap_epochs.append(st.step)
+    st.snap_sampling.append(np.asarray(sampling, bool))
+    st.snaps.append(snap)
+    if w_full is not None and sampling.any():
+        st.full = (st.full + [(st.step, w_full, np.asarray(sampling, bool))])[
+            -su.sc.full_snapshots:]
+
+
+def _initial_state(su: _Setup) -> _State:
+    """The state the job starts from: its checkpoint's, when one matches this job, else epoch
+    0 with its first snapshot. Removes the temporaries of a killed predecessor; moves a
+    corrupt checkpoint aside with a warning (restarting gives the identical result)."""
+    for p in (su.out_path, su.ckpt_path):
         if p is not None:
             remove_stale_temporaries(p)
-    state = None
-    if ckpt_path is not None and ckpt_path.exists():
+    if su.ckpt_path is not None and su.ckpt_path.exists():
         try:
-            state = _state_from_checkpoint(load_checkpoint(ckpt_path), ckpt_id, ckpt_path,
-                                           params0, extra0, acc0, n_chains)
-            emit(f"{tag} resumed from checkpoint {ckpt_path} at epoch {state.step}")
+            state = _state_from_checkpoint(load_checkpoint(su.ckpt_path), su.ckpt_id,
+                                           su.ckpt_path, su.params0, su.extra0, su.acc0,
+                                           len(su.job.seeds))
+            su.emit(f"{su.tag} resumed from checkpoint {su.ckpt_path} at epoch {state.step}")
+            return state
         except CorruptFileError as e:
-            bad = ckpt_path.with_name(ckpt_path.name + ".corrupt")
-            ckpt_path.replace(bad)
-            warnings.warn(f"{e}; moved it to {bad} and restarting from scratch", stacklevel=2)
-    if state is None:
-        state = _State(step=0, params=params0, extra=extra0, acc=acc0,
-                       sched=[sched.init() for _ in job.seeds], losses=[], snap_epochs=[],
-                       snap_sampling=[], snaps=[], full=[],
-                       lr_scale=np.ones(n_chains), n_backoffs=np.zeros(n_chains, np.int64))
-        take_snapshot(state, np.array([sched.sampling(s) for s in state.sched]))
-    ckpt = state.copy()  # the in-memory rollback point
-    if sc.check_stability:
-        _warn_if_unstable(potential, params0, precond, sched, state, emit, tag)
+            bad = su.ckpt_path.with_name(su.ckpt_path.name + ".corrupt")
+            su.ckpt_path.replace(bad)
+            warnings.warn(f"{e}; moved it to {bad} and restarting from scratch", stacklevel=3)
+    n_chains = len(su.job.seeds)
+    state = _State(step=0, params=su.params0, extra=su.extra0, acc=su.acc0,
+                   sched=[su.sched.init() for _ in su.job.seeds], losses=[], snap_epochs=[],
+                   snap_sampling=[], snaps=[], full=[],
+                   lr_scale=np.ones(n_chains), n_backoffs=np.zeros(n_chains, np.int64))
+    _take_snapshot(su, state, np.array([su.sched.sampling(s) for s in state.sched]))
+    return state
 
-    total = sc.steps
-    t0, last_print, step0 = time.monotonic(), -math.inf, state.step
 
-    last_step = -1
+# ---- the step loop -------------------------------------------------------------------------
 
-    def report(st: _State, force: bool = False) -> None:
-        nonlocal last_print, last_step
+
+@dataclass
+class _Progress:
+    """Progress lines (no carriage returns, for SLURM logs): at most one per `every` seconds
+    and per epoch, unless forced."""
+
+    su: _Setup
+    enabled: bool
+    every: float
+    step0: int  # the epoch the job (re)started at: the rate counts this run's steps only
+    t0: float = field(default_factory=time.monotonic)
+    last_print: float = -math.inf
+    last_step: int = -1
+
+    def report(self, st: _State, force: bool = False) -> None:
         now = time.monotonic()
-        if not progress or st.step == last_step or (not force
-                                                     and now - last_print < progress_every):
+        if not self.enabled or st.step == self.last_step or (
+                not force and now - self.last_print < self.every):
             return
-        last_print, last_step = now, st.step
-        rate = (st.step - step0) / max(now - t0, 1e-9)
-        lrs = [sched.lr(s) * f for s, f in zip(st.sched, st.lr_scale, strict=True)]
-        mse = (f"{np.mean(st.losses[-1][:, -1]) / job.n:.4g}" if st.losses else "?")
+        self.last_print, self.last_step = now, st.step
+        su, total = self.su, self.su.sc.steps
+        rate = (st.step - self.step0) / max(now - self.t0, 1e-9)
+        lrs = [su.sched.lr(s) * f for s, f in zip(st.sched, st.lr_scale, strict=True)]
+        mse = (f"{np.mean(st.losses[-1][:, -1]) / su.job.n:.4g}" if st.losses else "?")
         cnt = np.asarray(st.acc["count"])
-        emit(f"{tag} epoch {st.step}/{total} ({100 * st.step / total:.1f}%) "
-             f"lr {min(lrs):.3g}..{max(lrs):.3g} train_mse {mse} "
-             f"samples {cnt.min()}..{cnt.max()} {rate:.1f} steps/s "
-             f"ETA {_fmt_time((total - st.step) / rate if rate > 0 else math.inf)}")
+        su.emit(f"{su.tag} epoch {st.step}/{total} ({100 * st.step / total:.1f}%) "
+                f"lr {min(lrs):.3g}..{max(lrs):.3g} train_mse {mse} "
+                f"samples {cnt.min()}..{cnt.max()} {rate:.1f} steps/s "
+                f"ETA {_fmt_time((total - st.step) / rate if rate > 0 else math.inf)}")
 
-    report(state, force=True)
+
+def _sample(su: _Setup, state: _State, reporter: _Progress) -> _State:
+    """The step loop: chunks of jitted steps up to the earliest of a schedule boundary of any
+    chain, the next checkpoint, the next snapshot and the end (module docstring). A chunk
+    with a non-finite chain rolls every chain back to the last checkpoint (`_back_off`)."""
+    sc, sched, total = su.sc, su.sched, su.sc.steps
+    rollback = state.copy()  # the in-memory rollback point
+    reporter.report(state, force=True)
     while state.step < total and not all(sched.done(s, state.step) for s in state.sched):
         step = state.step
         bounds = [sched.next_boundary(s, step) for s in state.sched]
@@ -369,59 +430,57 @@ def run_job(
                              for s in state.sched])
         lr_now = np.array([sched.lr(s) * f for s, f in
                            zip(state.sched, state.lr_scale, strict=True)])
-        acc_in = dict(state.acc, sampling=jnp.asarray(sampling))
-        params, extra, acc, sse = _run_chunk(
-            potential, rec_data, state.params, state.extra, jnp.int32(step), keys,
-            jnp.asarray(lr_now, dtype), acc_in, precond, n_steps=end - step, recorder=recorder,
-            integrator=integrator, chain_batch=chain_batch)
-        sse = np.asarray(sse)
-        ok = _finite_per_chain(params) & np.all(np.isfinite(sse), axis=1)
+        chains, acc, sse = _run_chunk(su, state, end - step, sampling, lr_now)
+        ok = _finite_per_chain(chains.params) & np.all(np.isfinite(sse), axis=1)
         if not ok.all():
-            state = _back_off(exp, job, ckpt, state, ok, sse, step, end, lr_now, emit, tag)
-            ckpt = state.copy()
-            if ckpt_path is not None:
-                save_checkpoint(ckpt_path, _checkpoint_doc(state, keys, ckpt_id))
+            state = _back_off(su, rollback, state, ok, sse, step, end, lr_now)
+            rollback = state.copy()
+            _save_checkpoint(su, state)
             continue
-        state.params, state.extra, state.acc, state.step = params, extra, acc, end
-        state.losses.append(sse)
-        hist = None
-        for c, b in enumerate(bounds):
-            if b == end:
-                if hist is None:
-                    hist = np.concatenate(state.losses, axis=1)
-                state.sched[c] = sched.update(state.sched[c], end, hist[c, :end])
-        if end % sc.snapshot_every == 0 or end == total:
-            take_snapshot(state, sampling)
+        _accept_chunk(su, state, chains, acc, sse, bounds, sampling)
         if end % sc.checkpoint_every == 0 and end < total:
-            ckpt = state.copy()
-            if ckpt_path is not None:
-                save_checkpoint(ckpt_path, _checkpoint_doc(state, keys, ckpt_id))
-        report(state)
-    report(state, force=True)
-
-    for c, seed in enumerate(job.seeds):
-        if int(np.asarray(state.acc["count"])[c]) == 0:
-            msg = (f"{tag} the chain of seed {seed} recorded no equilibrium samples (its lr "
-                   f"schedule never reached the sampling stage in {total} epochs): its means "
-                   f"are NaN")
-            warnings.warn(msg, stacklevel=2)
-            emit(msg)
-    datasets = _output_datasets(state, job, sc, rec_data, recorder, sched)
-    attrs = {"config_hash": chash, "data_sha256": data_sha, "schedule_states": state.sched,
-             "steps_done": state.step, "total_steps": total, **device}
-    write_samples(out_path, datasets, config=exp.to_dict(), seeds=job.seeds, n=job.n,
-                  width=job.width, extra_attrs=attrs)
-    if ckpt_path is not None and ckpt_path.exists():
-        ckpt_path.unlink()
-    emit(f"{tag} wrote {out_path} ({time.monotonic() - t0:.1f} s)")
-    return out_path
+            rollback = state.copy()
+            _save_checkpoint(su, state)
+        reporter.report(state)
+    reporter.report(state, force=True)
+    return state
 
 
-def _back_off(exp: ExperimentConfig, job: JobSpec, ckpt: _State, state: _State,
-              ok: np.ndarray, sse: np.ndarray, step: int, end: int, lr_now: np.ndarray,
-              emit: Callable[[str], None], tag: str) -> _State:
+def _run_chunk(su: _Setup, st: _State, n_steps: int, sampling: np.ndarray,
+               lr_now: np.ndarray) -> tuple[ChainState, dict, np.ndarray]:
+    """`n_steps` steps of every chain from `st` at the per-chain lr `lr_now`, the recorder's
+    sums as the accumulator (`run_ensemble`; the step is shared by all chains, so the
+    recorder's `lax.cond` stays a branch). Returns (chains, sums, sse (chains, n_steps))."""
+    chains = ChainState(st.params, jnp.int32(st.step), st.extra)
+    acc_in = dict(st.acc, sampling=jnp.asarray(sampling))
+    chains, acc, sse = run_ensemble(
+        su.potential, chains, su.keys, jnp.asarray(lr_now, su.dtype), n_steps,
+        precond=su.precond, accumulate=su.recorder.accumulator, acc=acc_in,
+        acc_data=su.rec_data, integrator=su.integrator, chain_batch=su.chain_batch)
+    return chains, acc, np.asarray(sse)
+
+
+def _accept_chunk(su: _Setup, st: _State, chains: ChainState, acc: dict, sse: np.ndarray,
+                  bounds: list[int], sampling: np.ndarray) -> None:
+    """Take a finite chunk into `st`: the chains, sums and losses; the schedule update of
+    each chain whose boundary the chunk reached; the snapshot due at its end."""
+    end = st.step + sse.shape[1]
+    st.params, st.extra, st.acc, st.step = chains.params, chains.extra, acc, end
+    st.losses.append(sse)
+    hist = None
+    for c, b in enumerate(bounds):
+        if b == end:
+            if hist is None:
+                hist = np.concatenate(st.losses, axis=1)
+            st.sched[c] = su.sched.update(st.sched[c], end, hist[c, :end])
+    if end % su.sc.snapshot_every == 0 or end == su.sc.steps:
+        _take_snapshot(su, st, sampling)
+
+
+def _back_off(su: _Setup, ckpt: _State, state: _State, ok: np.ndarray, sse: np.ndarray,
+              step: int, end: int, lr_now: np.ndarray) -> _State:
     """Roll back to `ckpt`, reducing the lr of each non-finite chain (or raise)."""
-    sc = exp.sampler
+    exp, job, sc = su.exp, su.job, su.sc
     new = ckpt.copy()
     new.lr_scale, new.n_backoffs = state.lr_scale.copy(), state.n_backoffs.copy()
     new.events = [dict(e) for e in state.events]
@@ -441,12 +500,18 @@ def _back_off(exp: ExperimentConfig, job: JobSpec, ckpt: _State, state: _State,
         new.events.append({"epoch": at, "chain": int(c), "seed": int(seed),
                            "old_lr": float(lr_now[c]), "new_lr": float(new_lr),
                            "rollback_to": int(ckpt.step)})
-        emit(f"{tag} seed {seed} diverged at step {at}: rolling back to epoch {ckpt.step} "
-             f"with lr {lr_now[c]:.4g} -> {new_lr:.4g}")
+        su.emit(f"{su.tag} seed {seed} diverged at step {at}: rolling back to epoch "
+                f"{ckpt.step} with lr {lr_now[c]:.4g} -> {new_lr:.4g}")
     return new
 
 
 # ---- checkpoints ------------------------------------------------------------------------
+
+
+def _save_checkpoint(su: _Setup, st: _State) -> None:
+    """Write `st` to the job's checkpoint (atomically), if it has one."""
+    if su.ckpt_path is not None:
+        save_checkpoint(su.ckpt_path, _checkpoint_doc(st, su.keys, su.ckpt_id))
 
 
 def _stack_snaps(snaps: list[dict]) -> dict:
@@ -458,8 +523,8 @@ def _stack_snaps(snaps: list[dict]) -> dict:
 
 def _checkpoint_doc(st: _State, keys: jax.Array, chash: str) -> dict:
     arrays = {
-        "params": jax.tree.map(np.asarray, st.params),
-        **({} if st.extra is None else {"extra": jax.tree.map(np.asarray, st.extra)}),
+        "params": _tree_arrays(st.params),
+        **({} if not jax.tree.leaves(st.extra) else {"extra": _tree_arrays(st.extra)}),
         "acc": {k: np.asarray(v) for k, v in st.acc.items()},
         "chain_keys": np.asarray(keys),
         "losses": (np.concatenate(st.losses, axis=1) if st.losses
@@ -486,11 +551,9 @@ def _state_from_checkpoint(doc: dict, chash: str, path: Path, params0: Any, extr
             f"checkpoint {path} was written for a different configuration or data (hash "
             f"{str(meta.get('config_hash'))[:12]}… vs {chash[:12]}…); delete it to start "
             f"afresh or point --checkpoint elsewhere")
+    params = _restore_tree(params0, a.get("params", {}), "params", path)
+    extra = _restore_tree(extra0, a.get("extra", {}), "extra", path)
     try:
-        params = jax.tree.map(lambda ref, v: jnp.asarray(v, ref.dtype), params0,
-                              _match_tree(params0, a["params"]))
-        extra = None if extra0 is None else jax.tree.map(
-            lambda ref, v: jnp.asarray(v, ref.dtype), extra0, _match_tree(extra0, a["extra"]))
         acc = {k: jnp.asarray(a["acc"][k], v.dtype) for k, v in acc0.items()}
         losses_all = np.asarray(a["losses"])
         losses, off = [], 0
@@ -532,14 +595,87 @@ def _warn_if_unstable(potential: Any, params0: Any, precond: Any, sched: Any, st
         emit(msg)
 
 
-def _match_tree(ref: Any, loaded: Any) -> Any:
-    """Rebuild the params tree of `ref` from the nested dict read from HDF5."""
-    if isinstance(ref, dict):
-        return {k: _match_tree(v, loaded[k]) for k, v in ref.items()}
-    return loaded
+def _key_name(key: Any) -> str:
+    """The name of one step of a pytree key path: a NamedTuple field, a dict key or a
+    sequence index."""
+    for attr in ("name", "key", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    raise TypeError(f"unsupported pytree key {key!r}")
+
+
+def _tree_arrays(tree: Any) -> Any:
+    """A pytree as the nested dicts of numpy arrays a checkpoint stores, named by key path
+    (`_key_name`; a bare array stays an array). Any pytree works: the integrator states are
+    NamedTuples, and a dict state with the same names gets the same layout."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if len(flat) == 1 and not flat[0][0]:
+        return np.asarray(flat[0][1])
+    out: dict[str, Any] = {}
+    for path, leaf in flat:
+        *parents, last = [_key_name(k) for k in path]
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[last] = np.asarray(leaf)
+    return out
+
+
+def _restore_tree(template: Any, stored: Any, what: str, path: Path) -> Any:
+    """The pytree of `template` (its structure, dtypes and shapes: the freshly initialised
+    state of this job) rebuilt from what `_tree_arrays` stored, leaf by leaf by key path.
+    A checkpoint that lacks a leaf of the template, holds one it does not have, or has one of
+    another shape is refused (`CheckpointMismatchError`), naming the first such leaf."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    names = ["/".join(_key_name(k) for k in kp) for kp, _ in flat]
+    held = set(flatten_tree(stored)) if isinstance(stored, Mapping) else {""}
+
+    def refuse(problem: str) -> CheckpointMismatchError:
+        return CheckpointMismatchError(
+            f"checkpoint {path} {problem}: it was written by another integrator state or "
+            f"another version of fleos; delete it to restart")
+
+    missing = [n for n in names if n not in held]
+    if missing:
+        raise refuse(f"lacks {what}/{missing[0]} ({len(missing)} leaves missing)")
+    unknown = sorted(held - set(names))
+    if unknown:
+        raise refuse(f"holds {what}/{unknown[0]}, which this job's {what} does not have")
+    leaves = []
+    for name, (_, ref) in zip(names, flat, strict=True):
+        value = stored
+        for part in name.split("/") if name else ():
+            value = value[part]
+        if np.shape(value) != ref.shape:
+            raise refuse(f"has {what}/{name} of shape {np.shape(value)}, this job "
+                         f"{ref.shape}")
+        leaves.append(jnp.asarray(value, ref.dtype))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 # ---- outputs -------------------------------------------------------------------------------
+
+
+def _write_outputs(su: _Setup, state: _State, t0: float) -> None:
+    """Write the sample file (atomically), then delete the checkpoint. Warns for a chain that
+    recorded no equilibrium samples."""
+    job, total = su.job, su.sc.steps
+    for c, seed in enumerate(job.seeds):
+        if int(np.asarray(state.acc["count"])[c]) == 0:
+            msg = (f"{su.tag} the chain of seed {seed} recorded no equilibrium samples (its "
+                   f"lr schedule never reached the sampling stage in {total} epochs): its "
+                   f"means are NaN")
+            warnings.warn(msg, stacklevel=3)
+            su.emit(msg)
+    datasets = _output_datasets(state, job, su.sc, su.rec_data, su.recorder, su.sched)
+    attrs = {"config_hash": su.chash, "data_sha256": su.data_sha,
+             "schedule_states": state.sched, "steps_done": state.step, "total_steps": total,
+             **su.device}
+    write_samples(su.out_path, datasets, config=su.exp.to_dict(), seeds=job.seeds, n=job.n,
+                  width=job.width, extra_attrs=attrs)
+    if su.ckpt_path is not None and su.ckpt_path.exists():
+        su.ckpt_path.unlink()
+    su.emit(f"{su.tag} wrote {su.out_path} ({time.monotonic() - t0:.1f} s)")
 
 
 def _diag_series(x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:

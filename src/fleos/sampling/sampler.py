@@ -11,7 +11,9 @@ and one full-batch ULA step (one *epoch* in the paper's language) is
 the paper's dynamics. Three more integrators target the same posterior (`Integrator`,
 docs/langevin.md §7): "lm" (Leimkuhler–Matthews: ULA's cost, configurational bias O(η²)),
 "baoab" (kinetic Langevin with friction γ and mass P⁻¹: mixes like √κ instead of κ) and "mala"
-(Metropolis-adjusted ULA: exact, the referee). Every one costs one gradient per step.
+(Metropolis-adjusted ULA: exact, the referee). Every one costs one gradient per step. Each is
+one entry of the registry `INTEGRATORS`: its name mapped to an `IntegratorDef(init, step)`
+whose state is a typed pytree (`BAOABState`, `MALAState`; None for "ula" and "lm").
 
 with P an optional constant, positive, per-leaf scalar preconditioner (P = 1: the paper's
 plain dynamics). For any constant positive diagonal P the continuous-time limit
@@ -40,7 +42,6 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from fleos.config import INTEGRATORS
 from fleos.core.diagnostics import effective_sample_size, split_rhat
 
 Array = jax.Array
@@ -50,10 +51,9 @@ PotentialFn = Callable[[Params], tuple[Array, Array]]
 
 class ChainState(NamedTuple):
     """State of one chain: parameters (pytree, sampler dtype), the global epoch counter and
-    the integrator's own state `extra` (None for "ula" and "lm"; for "baoab" the velocity
-    u = P p and the cached gradient, U and sse at `params`; for "mala" the cached gradient,
-    U and sse). `extra=None` with an integrator that needs it is filled in by the first step
-    (`init_extra`)."""
+    the integrator's own state `extra` (what its `IntegratorDef.init` returns: None for "ula"
+    and "lm", `BAOABState`, `MALAState`). `extra=None` with an integrator that keeps a state
+    is filled in by `run_steps` before the first step (`init_extra`)."""
 
     params: Params
     step: Array  # int32 scalar: number of full-batch steps (epochs) taken so far
@@ -72,7 +72,7 @@ class StepInfo(NamedTuple):
 class Integrator(NamedTuple):
     """Which Langevin integrator a step uses (hashable: a static argument under jit).
 
-    name: "ula" | "lm" | "baoab" | "mala" (`INTEGRATORS`).
+    name: a key of the registry `INTEGRATORS` ("ula" | "lm" | "baoab" | "mala").
     friction: γ of the kinetic integrator "baoab", in units of 1/time where one step of
         lr η advances time by h = √(2η) (ignored by the others). γ ≈ 2√λ critically damps
         a mode of preconditioned curvature λ; γ → ∞ turns BAOAB into "lm".
@@ -297,6 +297,7 @@ def ula_step(
     chain_key: Array,
     lr: Any,
     precond: Params | None = None,
+    integrator: Integrator | None = None,
 ) -> tuple[ChainState, StepInfo]:
     """One ULA step θ ← θ − η P ∇U(θ) + √(2ηP) ξ (Methods, Eq. 15 in our units; η = `lr`).
 
@@ -304,7 +305,9 @@ def ula_step(
     leaf. `precond` is None (P = 1, the paper's dynamics) or a pytree like params whose leaves
     are positive scalars P_leaf (a constant diagonal preconditioner: same stationary law).
     Returns the new state (step + 1) and the StepInfo (sse, U) at the pre-step parameters.
+    `integrator` is unused (the registry's common signature, `IntegratorDef`).
     """
+    del integrator
     u, sse, grads = _value_and_grad(potential, state.params)
     leaves, treedef, p_leaves = _leaf_setup(state.params, precond)
     xi = _noise(chain_key, state.step, leaves)
@@ -366,14 +369,16 @@ def lm_step(
     chain_key: Array,
     lr: Any,
     precond: Params | None = None,
+    integrator: Integrator | None = None,
 ) -> tuple[ChainState, StepInfo]:
     """One Leimkuhler–Matthews step θ ← θ − ηP∇U(θ) + √(2ηP) (ξ_t + ξ_{t+1})/2.
 
     The overdamped limit of BAOAB (docs/langevin.md §7): the cost of a ULA step, but the noise
     is the mean of the draws of steps t and t+1 (both regenerated from the step-keyed stream,
     so the chain needs no extra state and resumes bit-identically). Its configurational bias is
-    O(η²) instead of ULA's O(η), and zero on a Gaussian posterior.
+    O(η²) instead of ULA's O(η), and zero on a Gaussian posterior. `integrator` is unused.
     """
+    del integrator
     u, sse, grads = _value_and_grad(potential, state.params)
     leaves, treedef, p_leaves = _leaf_setup(state.params, precond)
     xi0 = _noise(chain_key, state.step, leaves)
@@ -383,30 +388,70 @@ def lm_step(
             StepInfo(sse=sse, potential=u))
 
 
-def init_extra(
+class MALAState(NamedTuple):
+    """MALA's cache at the current parameters, so that a step costs one gradient."""
+
+    grad: Params  # ∇U
+    U: Array
+    sse: Array
+
+
+class BAOABState(NamedTuple):
+    """BAOAB's state: the cache of `MALAState` and the velocity u = P p (u ~ N(0, P) at
+    equilibrium)."""
+
+    grad: Params
+    U: Array
+    sse: Array
+    u: Params
+
+
+def no_state(
     potential: PotentialFn,
     params: Params,
     chain_key: Array,
     step: Any = 0,
-    *,
-    integrator: Integrator = ULA,
     precond: Params | None = None,
-) -> Any:
-    """The integrator state at `params`: None ("ula", "lm"); for "mala" the gradient, U and
-    sse at params; for "baoab" those and a velocity u ~ N(0, P) (its equilibrium law), drawn
-    from a key of its own (`fold_in(fold_in(chain_key, step), 1 << 30)`)."""
-    if integrator.name in ("ula", "lm"):
-        return None
+    integrator: Integrator | None = None,
+) -> None:
+    """The `init` of an integrator without a state of its own ("ula", "lm")."""
+    del potential, params, chain_key, step, precond, integrator
+
+
+def mala_init(
+    potential: PotentialFn,
+    params: Params,
+    chain_key: Array,
+    step: Any = 0,
+    precond: Params | None = None,
+    integrator: Integrator | None = None,
+) -> MALAState:
+    """MALA's state at `params`: ∇U, U and sse there."""
+    del chain_key, step, precond, integrator
     u, sse, grads = _value_and_grad(potential, params)
-    extra = {"grad": grads, "U": u, "sse": sse}
-    if integrator.name == "baoab":
-        leaves, treedef, p_leaves = _leaf_setup(params, precond)
-        key = jax.random.fold_in(jax.random.fold_in(chain_key, step), 1 << 30)
-        xi = _noise(key, 0, leaves)
-        extra["u"] = treedef.unflatten(
-            [z if pc is None else jnp.sqrt(jnp.asarray(pc, z.dtype)) * z
-             for z, pc in zip(xi, p_leaves, strict=True)])
-    return extra
+    return MALAState(grad=grads, U=u, sse=sse)
+
+
+def baoab_init(
+    potential: PotentialFn,
+    params: Params,
+    chain_key: Array,
+    step: Any = 0,
+    precond: Params | None = None,
+    integrator: Integrator | None = None,
+) -> BAOABState:
+    """BAOAB's state at `params`: ∇U, U and sse there, and a velocity u ~ N(0, P) (its
+    equilibrium law) drawn from a key of its own, `fold_in(fold_in(chain_key, step), 1 << 30)`,
+    apart from the noise stream of the steps."""
+    del integrator
+    cache = mala_init(potential, params, chain_key, step, precond)
+    leaves, treedef, p_leaves = _leaf_setup(params, precond)
+    key = jax.random.fold_in(jax.random.fold_in(chain_key, step), 1 << 30)
+    xi = _noise(key, 0, leaves)
+    velocity = treedef.unflatten(
+        [z if pc is None else jnp.sqrt(jnp.asarray(pc, z.dtype)) * z
+         for z, pc in zip(xi, p_leaves, strict=True)])
+    return BAOABState(grad=cache.grad, U=cache.U, sse=cache.sse, u=velocity)
 
 
 def baoab_step(
@@ -415,9 +460,10 @@ def baoab_step(
     chain_key: Array,
     lr: Any,
     precond: Params | None = None,
-    friction: float = 1.0,
+    integrator: Integrator | None = None,
 ) -> tuple[ChainState, StepInfo]:
-    """One BAOAB step of kinetic Langevin dynamics with mass P⁻¹ and friction γ.
+    """One BAOAB step of kinetic Langevin dynamics with mass P⁻¹ and friction
+    γ = `integrator.friction` (default: `Integrator`'s).
 
     With velocity u = P p (u ~ N(0, P) at equilibrium) and time step h = √(2η):
     B: u −= (h/2) P∇U(θ);  A: θ += (h/2) u;  O: u ← c u + √(1−c²) P^½ ξ, c = e^{−γh};
@@ -425,13 +471,13 @@ def baoab_step(
     and serves the first B of the next step: one gradient per step (Leimkuhler & Matthews
     2013; on a Gaussian posterior its configurational law is exact at any stable h).
     """
-    extra = state.extra
+    friction = Integrator("baoab").friction if integrator is None else integrator.friction
+    extra: BAOABState = state.extra
     if extra is None:
-        extra = init_extra(potential, state.params, chain_key, state.step,
-                           integrator=Integrator("baoab", friction), precond=precond)
+        extra = baoab_init(potential, state.params, chain_key, state.step, precond)
     leaves, treedef, p_leaves = _leaf_setup(state.params, precond)
-    u_leaves = treedef.flatten_up_to(extra["u"])
-    g_leaves = treedef.flatten_up_to(extra["grad"])
+    u_leaves = treedef.flatten_up_to(extra.u)
+    g_leaves = treedef.flatten_up_to(extra.grad)
     xi = _noise(chain_key, state.step, leaves)
     theta_mid, u_mid = [], []
     for p, u, g, pc, z in zip(leaves, u_leaves, g_leaves, p_leaves, xi, strict=True):
@@ -453,8 +499,8 @@ def baoab_step(
         h = jnp.sqrt(2 * jnp.asarray(lr, dt))
         pd = jnp.ones((), dt) if pc is None else jnp.asarray(pc, dt)
         u_out.append(u - (h / 2) * pd * g.astype(dt))             # B
-    new_extra = {"grad": g_new, "U": u_new, "sse": sse_new, "u": treedef.unflatten(u_out)}
-    info = StepInfo(sse=extra["sse"], potential=extra["U"])
+    new_extra = BAOABState(grad=g_new, U=u_new, sse=sse_new, u=treedef.unflatten(u_out))
+    info = StepInfo(sse=extra.sse, potential=extra.U)
     return ChainState(new_params, state.step + jnp.int32(1), new_extra), info
 
 
@@ -464,6 +510,7 @@ def mala_step(
     chain_key: Array,
     lr: Any,
     precond: Params | None = None,
+    integrator: Integrator | None = None,
 ) -> tuple[ChainState, StepInfo]:
     """One Metropolis-adjusted Langevin (MALA) step: the ULA proposal
     θ′ = θ − ηP∇U(θ) + √(2ηP) ξ, accepted with probability
@@ -472,19 +519,19 @@ def mala_step(
     docs/langevin.md §7); U and ∇U at the current point are cached in `state.extra`. The
     uniform of step t comes from its own key, `fold_in(fold_in(chain_key, t), 1 << 29)`.
     The log-ratio is summed in float32 at float32 parameters: at U ~ 10⁴ its rounding error
-    is ~10⁻³, far below the O(1) ratios that matter.
+    is ~10⁻³, far below the O(1) ratios that matter. `integrator` is unused.
     """
-    extra = state.extra
+    del integrator
+    extra: MALAState = state.extra
     if extra is None:
-        extra = init_extra(potential, state.params, chain_key, state.step,
-                           integrator=Integrator("mala"), precond=precond)
+        extra = mala_init(potential, state.params, chain_key, state.step, precond)
     leaves, treedef, p_leaves = _leaf_setup(state.params, precond)
-    g_leaves = treedef.flatten_up_to(extra["grad"])
+    g_leaves = treedef.flatten_up_to(extra.grad)
     xi = _noise(chain_key, state.step, leaves)
     prop = _euler(leaves, g_leaves, p_leaves, lr, xi)
     u1, sse1, g1 = _value_and_grad(potential, treedef.unflatten(prop))
     g1_leaves = treedef.flatten_up_to(g1)
-    dtype = extra["U"].dtype
+    dtype = extra.U.dtype
     log_q_fwd = jnp.zeros((), dtype)  # log q(θ′|θ) + const
     log_q_bwd = jnp.zeros((), dtype)  # log q(θ|θ′) + const
     for p, q, g0, gq, pc in zip(leaves, prop, g_leaves, g1_leaves, p_leaves, strict=True):
@@ -493,7 +540,7 @@ def mala_step(
         bwd = p - q + step * gq.astype(p.dtype)
         log_q_fwd = log_q_fwd - (jnp.sum(fwd * fwd) / (4 * step)).astype(dtype)
         log_q_bwd = log_q_bwd - (jnp.sum(bwd * bwd) / (4 * step)).astype(dtype)
-    log_ratio = extra["U"] - u1 + log_q_bwd - log_q_fwd
+    log_ratio = extra.U - u1 + log_q_bwd - log_q_fwd
     accept_prob = jnp.minimum(1.0, jnp.exp(jnp.minimum(log_ratio, 0.0))).astype(dtype)
     key_u = jax.random.fold_in(jax.random.fold_in(chain_key, state.step), 1 << 29)
     accept = jax.random.uniform(key_u, (), dtype) < accept_prob
@@ -503,10 +550,64 @@ def mala_step(
         return jnp.where(accept, a, b)
 
     new_params = jax.tree.map(pick, treedef.unflatten(prop), state.params)
-    new_extra = {"grad": jax.tree.map(pick, g1, extra["grad"]), "U": pick(u1, extra["U"]),
-                 "sse": pick(sse1, extra["sse"])}
-    info = StepInfo(sse=extra["sse"], potential=extra["U"], accept_prob=accept_prob)
+    new_extra = MALAState(grad=jax.tree.map(pick, g1, extra.grad), U=pick(u1, extra.U),
+                          sse=pick(sse1, extra.sse))
+    info = StepInfo(sse=extra.sse, potential=extra.U, accept_prob=accept_prob)
     return ChainState(new_params, state.step + jnp.int32(1), new_extra), info
+
+
+class IntegratorDef(NamedTuple):
+    """One Langevin integrator, blackjax style: a pair of pure, jittable functions.
+
+    init(potential, params, chain_key, step, precond, integrator) -> its state at `params`
+        (any pytree of arrays, typically a NamedTuple; None when it keeps none). Random draws
+        come from keys of its own, derived from (chain_key, step), never from the steps'
+        noise stream `fold_in(chain_key, t)`.
+    step(potential, state, chain_key, lr, precond, integrator) -> (ChainState, StepInfo):
+        one step from a `ChainState` whose `extra` is init's state (the signature of
+        `ula_step`); `integrator` carries the options (friction).
+
+    A job's checkpoint saves and restores any pytree state leaf by leaf, so a new integrator
+    is one module-level step (and init) plus one entry of `INTEGRATORS`.
+    """
+
+    init: Callable[..., Any]
+    step: Callable[..., tuple[ChainState, StepInfo]]
+
+
+# The registry: name -> (init, step). fleos.config.INTEGRATORS lists the same names for the
+# config's validation (config sits below sampling in the import tiers; tests/test_workflow.py
+# checks that the two agree and that the schema's enum is that list).
+INTEGRATORS: dict[str, IntegratorDef] = {
+    "ula": IntegratorDef(no_state, ula_step),
+    "lm": IntegratorDef(no_state, lm_step),
+    "baoab": IntegratorDef(baoab_init, baoab_step),
+    "mala": IntegratorDef(mala_init, mala_step),
+}
+
+
+def integrator_def(integrator: Integrator) -> IntegratorDef:
+    """The registry entry of `integrator`; ValueError naming the known ones otherwise."""
+    try:
+        return INTEGRATORS[integrator.name]
+    except KeyError:
+        raise ValueError(f"integrator must be one of {list(INTEGRATORS)}, got "
+                         f"{integrator.name!r}") from None
+
+
+def init_extra(
+    potential: PotentialFn,
+    params: Params,
+    chain_key: Array,
+    step: Any = 0,
+    *,
+    integrator: Integrator = ULA,
+    precond: Params | None = None,
+) -> Any:
+    """The state of `integrator` at `params` (its `IntegratorDef.init`): None for "ula" and
+    "lm", `MALAState`, `BAOABState`."""
+    return integrator_def(integrator).init(potential, params, chain_key, step, precond,
+                                           integrator)
 
 
 def integrator_step(
@@ -517,17 +618,9 @@ def integrator_step(
     precond: Params | None = None,
     integrator: Integrator = ULA,
 ) -> tuple[ChainState, StepInfo]:
-    """One step of `integrator` (see `Integrator`); all share the signature of `ula_step`."""
-    name = integrator.name
-    if name == "ula":
-        return ula_step(potential, state, chain_key, lr, precond)
-    if name == "lm":
-        return lm_step(potential, state, chain_key, lr, precond)
-    if name == "baoab":
-        return baoab_step(potential, state, chain_key, lr, precond, integrator.friction)
-    if name == "mala":
-        return mala_step(potential, state, chain_key, lr, precond)
-    raise ValueError(f"integrator must be one of {list(INTEGRATORS)}, got {name!r}")
+    """One step of `integrator` (its `IntegratorDef.step`; see `Integrator`)."""
+    return integrator_def(integrator).step(potential, state, chain_key, lr, precond,
+                                           integrator)
 
 
 def run_steps(
@@ -553,16 +646,14 @@ def run_steps(
     n_steps = int(n_steps)
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-    if integrator.name not in INTEGRATORS:
-        raise ValueError(f"integrator must be one of {list(INTEGRATORS)}, got "
-                         f"{integrator.name!r}")
-    if state.extra is None and integrator.name in ("baoab", "mala"):
-        state = state._replace(extra=init_extra(potential, state.params, chain_key, state.step,
-                                                integrator=integrator, precond=precond))
+    spec = integrator_def(integrator)
+    if state.extra is None:
+        state = state._replace(extra=spec.init(potential, state.params, chain_key, state.step,
+                                               precond, integrator))
 
     def body(carry, _):
         st, a = carry
-        new, info = integrator_step(potential, st, chain_key, lr, precond, integrator)
+        new, info = spec.step(potential, st, chain_key, lr, precond, integrator)
         if accumulate is not None:
             a = accumulate(a, new, info)
         return (new, a), info.sse
@@ -571,15 +662,19 @@ def run_steps(
     return state, acc, sse
 
 
-def _ensemble(potential, states, chain_keys, lrs, acc, precond, n_steps, accumulate,
+def _ensemble(potential, states, chain_keys, lrs, acc, precond, acc_data, n_steps, accumulate,
               integrator):
+    fn = accumulate if acc_data is None else accumulate(acc_data)
+
     def one(st, k, lr, a):
         return run_steps(
-            potential, st, k, lr, n_steps, precond=precond, accumulate=accumulate, acc=a,
+            potential, st, k, lr, n_steps, precond=precond, accumulate=fn, acc=a,
             integrator=integrator,
         )
 
-    return jax.vmap(one)(states, chain_keys, lrs, acc)
+    step_axis = None if jnp.ndim(states.step) == 0 else 0
+    return jax.vmap(one, in_axes=(ChainState(0, step_axis, 0), 0, 0, 0))(
+        states, chain_keys, lrs, acc)
 
 
 # Potential objects are pytrees (data passed as arguments); plain callables are static.
@@ -596,31 +691,43 @@ def run_ensemble(
     n_steps: int,
     *,
     precond: Params | None = None,
-    accumulate: Callable[[Any, ChainState, StepInfo], Any] | None = None,
+    accumulate: Callable[..., Any] | None = None,
     acc: Any = None,
+    acc_data: Any = None,
     integrator: Integrator = ULA,
     chain_batch: int | None = None,
 ) -> tuple[ChainState, Any, Array]:
-    """`jax.jit(jax.vmap(run_steps))` over a leading chain axis.
+    """`jax.jit(jax.vmap(run_steps))` over a leading chain axis: the one runner of chain
+    ensembles (tests, benchmarks and the job driver `fleos.sampling.experiment`).
 
-    states, chain_keys and acc carry a leading chain axis; `lrs` is a per-chain array of shape
-    (chains,) or a scalar (broadcast). `precond` is shared by all chains. `chain_batch`: vmap
-    this many chains per compiled call, the groups one after the other (`map_chains`; None =
-    all; `auto_chain_batch`). Returns
-    (states, acc, sse traces of shape (chains, n_steps)). Compiled once per (tree structure,
-    shapes, n_steps, accumulate, integrator); pass a `Potential` from `make_potential` so that
-    the data are runtime arguments (a plain callable is treated as static and recompiles per
-    object).
+    states, chain_keys and acc carry a leading chain axis; `states.step` is either per chain
+    (chains,) or one scalar shared by all chains (they advance in lockstep): a shared step
+    is not mapped, so a `lax.cond` of the accumulator on the step stays a real branch under
+    vmap instead of a select that evaluates both sides. `lrs` is a per-chain array of shape
+    (chains,) or a scalar (broadcast). `precond` is shared by all chains. `accumulate`
+    (static) is `accumulate(acc, state, info)`; with `acc_data` (a pytree shared by all
+    chains) it is a factory called inside the compiled program, `accumulate(acc_data)(acc,
+    state, info)` (e.g. `Recorder.accumulator`), so those data are runtime arguments and not
+    constants baked into the program. `chain_batch`: vmap this many chains per compiled
+    call, the groups one after the other (`map_chains`; None = all; `auto_chain_batch`).
+    Returns (states with a per-chain step, acc, sse traces of shape (chains, n_steps)).
+    Compiled once per (tree structure, shapes, n_steps, accumulate, integrator); pass a
+    `Potential` from `make_potential` so that the data are runtime arguments (a plain
+    callable is treated as static and recompiles per object).
     """
-    n_chains = jax.tree.leaves(states.step)[0].shape[0]
+    n_chains = chain_keys.shape[0]
     lrs = jnp.broadcast_to(jnp.asarray(lrs), (n_chains,))
     fn = _ensemble_pytree if isinstance(potential, Potential) else _ensemble_static
+    shared_step = jnp.ndim(states.step) == 0
 
     def group(st, k, lr, a):
-        return fn(potential, st, k, lr, a, precond, n_steps=int(n_steps),
+        if shared_step:
+            st = st._replace(step=states.step)
+        return fn(potential, st, k, lr, a, precond, acc_data, n_steps=int(n_steps),
                   accumulate=accumulate, integrator=integrator)
 
-    return map_chains(group, (states, chain_keys, lrs, acc), chain_batch)
+    mapped = states._replace(step=None) if shared_step else states
+    return map_chains(group, (mapped, chain_keys, lrs, acc), chain_batch)
 
 
 def stiffest_curvature(
@@ -794,18 +901,25 @@ def discretization_check(
 
 __all__ = [
     "INTEGRATORS",
+    "BAOABState",
     "ChainState",
     "Integrator",
+    "IntegratorDef",
     "DiscretizationCheck",
+    "MALAState",
     "Potential",
     "StepInfo",
     "discretization_check",
+    "baoab_init",
     "baoab_step",
     "init_extra",
     "init_state",
+    "integrator_def",
     "integrator_step",
     "lm_step",
+    "mala_init",
     "mala_step",
+    "no_state",
     "make_potential",
     "run_ensemble",
     "run_steps",
