@@ -17,6 +17,8 @@ from fleos.analysis.aggregate import (
     aggregate_job,
     alpha_per_seed,
     engine_config,
+    equilibration_record,
+    equilibration_series,
     jackknife,
     load_chunks,
     mean_se,
@@ -290,3 +292,27 @@ def test_gates_rerun_the_sampled_figures_only_when_their_value_changes():
     assert figure_params(spelled, "fig3") == figure_params(cfg, "fig3")
     assert figure_params(loose, "fig3") != figure_params(cfg, "fig3")
     assert figure_params(loose, "fig2c") == figure_params(cfg, "fig2c")  # theory only
+
+
+def test_gate_series_are_the_all_channel_means_not_the_recorded_subset():
+    """A mean-field FCN can break the channels' permutation symmetry: one unit aligns with the
+    teacher and stays so for ≫ 10⁴ steps. Which unit it is differs between chains; if it falls
+    inside the recorded subset of one chain only, that chain's subset series sits at another
+    level and R̂ fails, although the posterior the figures report (Σ, a mean over all units)
+    has mixed. Synthetic chains: 8 chains, 400 snapshots, 10 units of which the first 4 are
+    recorded; chain 6's specialized unit is unit 0, every other chain's is unit 9. The
+    all-channel mean square (`w_teacher_msq`) passes R̂; the subset's would not, and a file
+    without `_msq` falls back to it."""
+    rng = np.random.default_rng(0)
+    chains, T, units = 8, 400, 10
+    proj = 0.2 * rng.standard_normal((chains, T, units))
+    for c in range(chains):
+        proj[c, :, 0 if c == 6 else 9] += 1.5
+    mask = np.ones((chains, T), bool)
+    base = {"snapshots/sampling": mask, "snapshots/epoch": np.arange(T),
+            "snapshots/w_teacher": proj[..., :4]}
+    subset = equilibration_series(base)["w_teacher_sq"]
+    full = equilibration_series({**base, "snapshots/w_teacher_msq": (proj**2).mean(-1)})
+    np.testing.assert_allclose(full["w_teacher_sq"], (proj**2).mean(-1))
+    assert equilibration_record(subset)[0] > 1.1        # R̂ of the subset (1.29): the artefact
+    assert equilibration_record(full["w_teacher_sq"])[0] < 1.01

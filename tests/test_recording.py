@@ -176,6 +176,10 @@ def test_snapshot_channel_subset() -> None:
     for k in ("w_random", "w_teacher", "h2_teacher"):
         assert sub[k].shape[0] == 2
         np.testing.assert_array_equal(sub[k], full[k][:2])
+        # the gates' series: the mean square over ALL channels, whatever the subset
+        np.testing.assert_allclose(sub[f"{k}_msq"], np.mean(np.asarray(full[k]) ** 2),
+                                   rtol=1e-6)
+        np.testing.assert_array_equal(sub[f"{k}_msq"], full[f"{k}_msq"])
 
 
 def _rb_recorder(arch: str, model, rb_every: int, sigma2: float = 0.1) -> Recorder:

@@ -221,7 +221,10 @@ def equilibration_series(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
     * ``loss``: the training SSE Σ_μ (f(x_μ) − y_μ)² (train MSE and α, Figs. 2b, 3);
     * ``<p>_sq`` for the snapshot projections p = w_teacher, w_random, h2_teacher, h2_random:
       the channel (and direction) mean of the squared overlap, i.e. the second moment that
-      the figures' variances and Σ / K^(2) along the teacher measure (Figs. 3, 4, 5);
+      the figures' variances and Σ / K^(2) along the teacher measure (Figs. 3, 4, 5), over all
+      channels (the recorder's ``<p>_msq``, invariant under permuting channels); sample files
+      without it fall back to the recorded subset of ``snapshot_channels`` channels, whose
+      series also follows which channels specialize (docs/workflow.md "Equilibrium gates");
     * ``mode1_sq``: the same of the top-Σ-mode projections of the kept full snapshots
       (Fig. 2a); few points, often too few (then absent).
     Only sampling-stage points; each chain's last t points, t common to all chains."""
@@ -234,7 +237,12 @@ def equilibration_series(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if x is not None:
             out["loss"] = x
     for key in ("w_teacher", "w_random", "h2_teacher", "h2_random"):
-        if f"snapshots/{key}" in samples and mask is not None:
+        if f"snapshots/{key}_msq" in samples and mask is not None:
+            sq = np.asarray(samples[f"snapshots/{key}_msq"], np.float64)
+            x = _common_tail(sq, mask)
+            if x is not None:
+                out[f"{key}_sq"] = x
+        elif f"snapshots/{key}" in samples and mask is not None:
             v = np.asarray(samples[f"snapshots/{key}"], np.float64)
             sq = (v ** 2).reshape(v.shape[0], v.shape[1], -1).mean(axis=2)
             x = _common_tail(sq, mask)

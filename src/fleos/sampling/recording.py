@@ -253,20 +253,31 @@ class Recorder:
         Σ_{μ,j} h2_{c'j}(x_μ) t_{μj}/‖t‖ (3-layer CNN); layer2 / layer4 (P, c) or (P, H, W, c)
         (Myrtle-5, first `probe_channels` channels); w_full (C, d_in) if keep_full_weights.
         Channel axes are cut to the first `snapshot_channels` (None: all).
+        `<p>_msq` (scalars) for each projection p above except the Myrtle probes: the mean of p²
+        over ALL channels (and directions), e.g. w_teacher_msq = ŵ*ᵀ Σ̂(θ) ŵ* (C/σ² units
+        aside): invariant under permuting the channels, unlike any fixed subset.
         """
-        # channels are exchangeable: a fixed subset has the full posterior's distribution
-        W = self.input_weights(params)[: self.snapshot_channels]
-        out: dict[str, Array] = {"w_random": W @ data["dirs"]}
-        if "teacher_dir" in data:
-            out["w_teacher"] = W @ data["teacher_dir"]
-        if "teacher_random_dir" in data:
-            out["w_teacher_random"] = W @ data["teacher_random_dir"]
+        # Channels are exchangeable, so a fixed subset has the full posterior's distribution;
+        # but a subset's time series also follows which channels specialize (e.g. the one unit
+        # aligned with the teacher in a mean-field FCN, which can stay so for ≫ 10⁴ steps). The
+        # equilibration gates read the all-channel means, which only see the permutation-
+        # invariant posterior the figures report.
+        W_all = self.input_weights(params)
+        W = W_all[: self.snapshot_channels]
+        out: dict[str, Array] = {}
+        for key, name in (("dirs", "w_random"), ("teacher_dir", "w_teacher"),
+                          ("teacher_random_dir", "w_teacher_random")):
+            if key in data:
+                proj = W_all @ data[key]
+                out[name] = proj[: self.snapshot_channels]
+                out[f"{name}_msq"] = jnp.mean(proj**2)
         if self.arch == "cnn3" and ("teacher_h2" in data or "random_h2" in data):
             h2 = self.preactivations(params, data["X"])["h2"]  # (n, N, C2)
             for key, name in (("teacher_h2", "h2_teacher"), ("random_h2", "h2_random")):
                 if key in data:
-                    out[name] = jnp.einsum("mjc,mj->c", h2[..., : self.snapshot_channels],
-                                           data[key])
+                    proj = jnp.einsum("mjc,mj->c", h2, data[key])
+                    out[name] = proj[: self.snapshot_channels]
+                    out[f"{name}_msq"] = jnp.mean(proj**2)
         if self.arch == "myrtle5":
             pre = self.preactivations(params, data["probe"])
             for layer in MYRTLE_PROBE_LAYERS:
