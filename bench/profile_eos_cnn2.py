@@ -2,7 +2,7 @@
 
 Run by hand (never in CI), from the repository root:
     XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
-        taskset -c 0 .venv/bin/python bench/profile_eos_cnn2.py --out /tmp/profile_cnn2_core0.json
+        taskset -c 1 .venv/bin/python bench/profile_eos_cnn2.py --out /tmp/profile_cnn2_core1.json
     .venv/bin/python bench/profile_eos_cnn2.py --out /tmp/profile_cnn2_default.json
 
 (On jax 0.10.2 the XLA flags alone leave XLA on both cores; `taskset` pins it to one.)
@@ -12,11 +12,12 @@ C + `cnn2_gp_observables`), run twice in one process: cold (compilation included
 During the warm sweep the solvers' map call is wrapped (in this script only) to count its
 evaluations and time them with `block_until_ready`; the rest of the solve is the solver's
 Python and NumPy work. Then each piece of one map evaluation is timed alone, on the Σ of the
-smallest C (the cost does not depend on Σ's values): Q_f (forward, one patch at a time), the
-Cholesky of K_f and the explicit K_f⁻¹, the trace term's patch-by-patch VJP, and, as
-references for levers, the same kernels with the linear activation (GEMMs only), in float32,
-and one JVP of the map (the cost unit of Newton with exact JVPs). Every piece is the median of
---reps calls after one warm-up call; compilation is the first minus the second call of the
+smallest C (the cost does not depend on Σ's values): Q_f (forward, tiled), the Cholesky of
+K_f and the explicit K_f⁻¹ (block-recursive; `cho_solve` against I for reference), the trace
+term's closed-form pullback (and jax's VJP patch by patch, its previous form, for reference),
+and, as references for levers, the same kernels with the linear activation (GEMMs only), in
+float32, and one JVP of the map (the cost unit of Newton with exact JVPs). Every piece is the
+median of --reps calls after one warm-up call; compilation is the first minus the second call of the
 map and of the observables in the fresh process.
 """
 
@@ -58,7 +59,7 @@ def main() -> None:
     import jax.scipy.linalg as jsl
 
     import fleos
-    from fleos.core import gp
+    from fleos.core import gp, kernels
     from fleos.nets.data import make_dataset
     from fleos.theory import solvers
     from fleos.theory.eos import cnn2
@@ -161,6 +162,11 @@ def main() -> None:
     @jax.jit
     def chol_and_inverse(Qf):
         fit = gp.gp_fit(Qf, y, s2)
+        return gp.discrepancy(fit), cnn2._inverse_from_cholesky(fit.chol)
+
+    @jax.jit
+    def chol_and_cho_solve_inverse(Qf):  # K_f⁻¹ by two triangular solves against I
+        fit = gp.gp_fit(Qf, y, s2)
         Kinv = jsl.cho_solve((fit.chol, True), jnp.eye(y.shape[0], dtype=Qf.dtype))
         return gp.discrepancy(fit), Kinv
 
@@ -168,21 +174,25 @@ def main() -> None:
     def chol_only(Qf):
         return jnp.linalg.cholesky(Qf + s2 * jnp.eye(Qf.shape[0], dtype=Qf.dtype))
 
-    def make_vjp_loop(activation):
+    def make_vjp_autodiff(activation):  # jax.vjp patch by patch: the previous trace term
         @jax.jit
         def vjp_loop(A, Sig, PT_):
             def body(i, B):
-                _, pullback = jax.vjp(
-                    lambda s: cnn2._patch_g(PT_[i], PT_[i], s, activation), Sig)
+                _, pullback = jax.vjp(lambda s: kernels.cnn2_output_kernel(
+                    PT_[i][:, None], PT_[i][:, None], s, 1.0, activation), Sig)
                 return B + pullback(A)[0]
-            return jax.lax.fori_loop(0, N, body, jnp.zeros_like(Sig))
+            return jax.lax.fori_loop(0, N, body, jnp.zeros_like(Sig)) * (sa2 / N)
         return vjp_loop
 
-    vjp_erf, vjp_lin = make_vjp_loop("erf"), make_vjp_loop("linear")
+    def vjp_closed(A, Sig, P_, activation="erf"):
+        return kernels.cnn2_output_kernel_vjp(P_, Sig, A, sa2, activation)
 
-    Qf = cnn2.output_kernel(P, P, Sigma, sa2, "erf")
+    vjp_autodiff_erf = make_vjp_autodiff("erf")
+    qf = kernels.cnn2_output_kernel
+
+    Qf = qf(P, P, Sigma, sa2, "erf")
     eps, Kinv = chol_and_inverse(Qf)
-    A = (sa2 / N) * (jnp.outer(eps, eps) - Kinv)
+    A = jnp.outer(eps, eps) - Kinv
 
     scale = cnn2._scale(pb)
     u = jnp.linalg.inv(Sigma) / scale
@@ -192,26 +202,28 @@ def main() -> None:
 
     timed("map_evaluation", fp0, u, *margs)
     timed("trace_term", cnn2.trace_term, P, y, Sigma, s2, sa2, "erf")
-    timed("Qf_train_erf", cnn2.output_kernel, P, P, Sigma, sa2, "erf")
-    timed("Qf_train_linear_gemm_only", cnn2.output_kernel, P, P, Sigma, sa2, "linear")
+    timed("Qf_train_erf", qf, P, P, Sigma, sa2, "erf")
+    timed("Qf_train_linear_gemm_only", qf, P, P, Sigma, sa2, "linear")
     timed("cholesky_Kf", chol_only, Qf)
     timed("cholesky_and_Kf_inverse", chol_and_inverse, Qf)
-    timed("vjp_loop_erf", vjp_erf, A, Sigma, PT)
-    timed("vjp_loop_linear_gemm_only", vjp_lin, A, Sigma, PT)
-    timed("Qf_test_erf", cnn2.output_kernel, Pt, P, Sigma, sa2, "erf")
+    timed("cholesky_and_Kf_inverse_cho_solve", chol_and_cho_solve_inverse, Qf)
+    timed("vjp_closed_form_erf", vjp_closed, A, Sigma, P)
+    timed("vjp_closed_form_linear_gemm_only", vjp_closed, A, Sigma, P, "linear")
+    timed("vjp_autodiff_patch_loop_erf", vjp_autodiff_erf, A, Sigma, PT)
+    timed("Qf_test_erf", qf, Pt, P, Sigma, sa2, "erf")
     timed("observables_one_C", lambda s: cnn2.cnn2_observables(pb, s)["alpha_test"], Sigma)
 
     # float32: the same kernels in single precision, and the error they make
     P32, Pt32, S32 = P.astype(jnp.float32), Pt.astype(jnp.float32), Sigma.astype(jnp.float32)
-    A32, PT32 = A.astype(jnp.float32), PT.astype(jnp.float32)
-    timed("Qf_train_erf_float32", cnn2.output_kernel, P32, P32, S32, sa2, "erf")
-    timed("vjp_loop_erf_float32", vjp_erf, A32, S32, PT32)
-    Qf32 = cnn2.output_kernel(P32, P32, S32, sa2, "erf").astype(f64)
-    B64 = vjp_erf(A, Sigma, PT)
-    B32 = vjp_erf(A32, S32, PT32).astype(f64)
+    A32 = A.astype(jnp.float32)
+    timed("Qf_train_erf_float32", qf, P32, P32, S32, sa2, "erf")
+    timed("vjp_closed_form_erf_float32", vjp_closed, A32, S32, P32)
+    Qf32 = qf(P32, P32, S32, sa2, "erf").astype(f64)
+    B64 = vjp_closed(A, Sigma, P)
+    B32 = vjp_closed(A32, S32, P32).astype(f64)
     fit64, fit32 = gp.gp_fit(Qf, y, s2), gp.gp_fit(Qf32, y, s2)
-    Qt64 = cnn2.output_kernel(Pt, P, Sigma, sa2, "erf")
-    Qt32 = cnn2.output_kernel(Pt32, P32, S32, sa2, "erf").astype(f64)
+    Qt64 = qf(Pt, P, Sigma, sa2, "erf")
+    Qt32 = qf(Pt32, P32, S32, sa2, "erf").astype(f64)
     a_te64 = float(gp.alpha(pb.y_test, gp.gp_predict(fit64, Qt64), s2))
     a_te32 = float(gp.alpha(pb.y_test, gp.gp_predict(fit32, Qt32), s2))
     a_tr64 = float(gp.alpha(y, gp.gp_train_mean(fit64, y), s2))
@@ -227,6 +239,9 @@ def main() -> None:
         "alpha_train_rel": abs(a_tr32 - a_tr64) / abs(a_tr64),
         "alpha_test_rel": abs(a_te32 - a_te64) / abs(a_te64),
     }
+    # the closed-form pullback against the autodiff one, at this Σ
+    B_ad = vjp_autodiff_erf(A, Sigma, PT)
+    closed_vs_autodiff = float(jnp.max(jnp.abs(Bsym(B64) - Bsym(B_ad))) / jnp.max(jnp.abs(B_ad)))
 
     # Newton with exact JVPs: the cost of one jitted JVP of the map (forward over reverse)
     jvp_map = jax.jit(lambda v, t, *a: jax.jvp(lambda w: fp0(w, *a), (v,), (t,))[1])
@@ -263,6 +278,7 @@ def main() -> None:
         "pieces_median_s": {k: round(v, 4) for k, v in pieces.items()},
         "pieces_median_cpu_s": {k: round(v, 4) for k, v in cpu_pieces.items()},
         "float32_error": float32_error,
+        "vjp_closed_form_vs_autodiff_max_rel": closed_vs_autodiff,
         "low_rank_Sigma_minus_gp": low_rank,
     }
     text = json.dumps(out, indent=1)

@@ -11,7 +11,8 @@ from scipy.special import erf
 from test_eos_cnn2 import teacher_problem
 
 import fleos  # noqa: F401  (enables float64)
-from fleos.theory.eos.cnn2 import output_kernel, solve_cnn2
+from fleos.core.kernels import cnn2_output_kernel
+from fleos.theory.eos.cnn2 import solve_cnn2
 from fleos.theory.eos.cnn2_fluct import (
     fluct_row,
     jensen_spectrum,
@@ -32,8 +33,8 @@ def _dense_reference(pr, Sig, w, C, center):
     """The expansion with full n × n matrices per draw: v = mean_k δq_k K̄⁻¹ δq_k ε̄ etc."""
     P, Pt, y, yt = map(np.asarray, (pr.P, pr.P_test, pr.y, pr.y_test))
     c, s2 = pr.sigma_a2 / pr.N, pr.sigma2
-    Qb = np.asarray(output_kernel(pr.P, pr.P, jnp.asarray(Sig), pr.sigma_a2))
-    Qbt = np.asarray(output_kernel(pr.P_test, pr.P, jnp.asarray(Sig), pr.sigma_a2))
+    Qb = np.asarray(cnn2_output_kernel(pr.P, pr.P, jnp.asarray(Sig), pr.sigma_a2))
+    Qbt = np.asarray(cnn2_output_kernel(pr.P_test, pr.P, jnp.asarray(Sig), pr.sigma_a2))
     Ki = np.linalg.inv(Qb + s2 * np.eye(pr.n))
     eb = Ki @ y
     Ph = erf(np.einsum("mis,bs->bmi", P, w))
@@ -101,8 +102,8 @@ def _brute_force(pr, Sig, C, R, rng, chunk=500):
     P, Pt, y, yt = map(np.asarray, (pr.P, pr.P_test, pr.y, pr.y_test))
     n, N, S = pr.n, pr.N, pr.S
     c, s2 = pr.sigma_a2 / N, pr.sigma2
-    Qb = np.asarray(output_kernel(pr.P, pr.P, jnp.asarray(Sig), pr.sigma_a2))
-    Qbt = np.asarray(output_kernel(pr.P_test, pr.P, jnp.asarray(Sig), pr.sigma_a2))
+    Qb = np.asarray(cnn2_output_kernel(pr.P, pr.P, jnp.asarray(Sig), pr.sigma_a2))
+    Qbt = np.asarray(cnn2_output_kernel(pr.P_test, pr.P, jnp.asarray(Sig), pr.sigma_a2))
     Ki = np.linalg.inv(Qb + s2 * np.eye(n))
     eb, L = Ki @ y, np.linalg.cholesky(Sig)
     r = Ki @ (Qbt.T @ yt)
@@ -192,7 +193,7 @@ def test_resummed_fluctuations(setup):
     assert rs["jensen_train"] == pytest.approx(iid["jensen_train"], rel=1e-5)
     assert rs["jensen_test"] == pytest.approx(iid["jensen_test"], rel=1e-4)
     f_eos = np.asarray(pr.y) - pr.sigma2 * np.linalg.solve(
-        np.asarray(output_kernel(pr.P, pr.P, jnp.asarray(Sig), pr.sigma_a2))
+        np.asarray(cnn2_output_kernel(pr.P, pr.P, jnp.asarray(Sig), pr.sigma_a2))
         + pr.sigma2 * np.eye(pr.n), np.asarray(pr.y))
     np.testing.assert_allclose(C * (rs["f_train"] - f_eos), C * (iid["f_train"] - f_eos),
                                rtol=1e-4, atol=1e-6 * np.abs(C * (iid["f_train"] - f_eos)).max())

@@ -13,8 +13,8 @@ independent entries, so ∂/∂Σ_ss' is the plain (unsymmetrized) matrix gradie
 
 Numerics. The unknown is the precision Λ = Σ⁻¹ (S × S, symmetric); Eq. 8 is the fixed point
 Λ = T(Λ) := (S/σ_w²) I − B(Λ⁻¹)/C with B(Σ) = Tr{A ∂Q_f/∂Σ}, A = εεᵀ − K_f⁻¹. The trace term is
-one vector-Jacobian product: B = ∇_Σ ⟨A, Q_f(Σ)⟩ with A held fixed (`jax.vjp` of
-`fleos.core.kernels.cnn2_output_kernel`), so no S² × n² Jacobian is ever formed. Λ must stay
+one vector-Jacobian product: B = ∇_Σ ⟨A, Q_f(Σ)⟩ with A held fixed (the closed-form pullback
+`fleos.core.kernels.cnn2_output_kernel_vjp`), so no S² × n² Jacobian is ever formed. Λ must stay
 positive definite: T is evaluated through a Cholesky factor of Λ, and a non-PD Λ yields NaN,
 which the solvers in `fleos.theory.solvers` treat as "outside the domain" and step back from.
 The residual reported is the relative one, ||T(Λ) − Λ||_F / ||(S/σ_w²) I||_F (a fixed scale,
@@ -37,7 +37,12 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from fleos.core import gp
-from fleos.core.kernels import ACTIVATIONS, cnn2_output_kernel, fast_arcsin, patches
+from fleos.core.kernels import (
+    ACTIVATIONS,
+    cnn2_output_kernel,
+    cnn2_output_kernel_vjp,
+    patches,
+)
 from fleos.theory.solvers import SolveResult, anderson, anneal, newton_krylov
 
 Array = jnp.ndarray
@@ -164,50 +169,48 @@ class CNN2Problem:
 # ---------------------------------------------------------------------------------------------
 
 
-def _patch_g(Pa: Array, Pb: Array, Sigma: Array, activation: str) -> Array:
-    """G(P_a Σ P_bᵀ) for one patch position (n_a × n_b), erf via `fast_arcsin`.
-
-    Same function as `fleos.core.kernels.erf_g` / `linear_g` (tested against
-    `fleos.core.kernels.cnn2_output_kernel` to 1e-13), restructured so that a loop over patches
-    keeps only n_a × n_b arrays alive instead of N of them.
-    """
-    Za = Pa @ Sigma
-    k_ab = Za @ Pb.T
-    if activation == "linear":
-        return k_ab
-    k_aa = jnp.sum(Za * Pa, axis=-1)
-    k_bb = jnp.sum((Pb @ Sigma) * Pb, axis=-1)
-    da = jax.lax.rsqrt(1.0 + 2.0 * k_aa)
-    db = jax.lax.rsqrt(1.0 + 2.0 * k_bb)
-    rho = 2.0 * k_ab * da[:, None] * db[None, :]
-    # |rho| <= 1 by Cauchy-Schwarz for PSD Σ; the clip only guards rounding.
-    return (2.0 / math.pi) * fast_arcsin(jnp.clip(rho, -1.0, 1.0))
+def _tril_inverse(L: Array, leaf: int = 128) -> Array:
+    """L⁻¹ of a lower-triangular L by 2 × 2 block recursion, [[L₁₁, 0], [L₂₁, L₂₂]]⁻¹ =
+    [[X₁₁, 0], [−X₂₂ L₂₁ X₁₁, X₂₂]] (as LAPACK trtri): the work is matrix products, down to
+    `leaf`-sized triangular solves."""
+    n = L.shape[0]
+    if n <= leaf:
+        return jsl.solve_triangular(L, jnp.eye(n, dtype=L.dtype), lower=True)
+    h = n // 2
+    X11, X22 = _tril_inverse(L[:h, :h], leaf), _tril_inverse(L[h:, h:], leaf)
+    X21 = -X22 @ (L[h:, :h] @ X11)
+    top = jnp.concatenate([X11, jnp.zeros((h, n - h), dtype=L.dtype)], axis=1)
+    return jnp.concatenate([top, jnp.concatenate([X21, X22], axis=1)], axis=0)
 
 
-@partial(jax.jit, static_argnames=("activation",))
-def output_kernel(
-    Pa: Array, Pb: Array, Sigma: Array, sigma_a2: float, activation: str = "erf"
-) -> Array:
-    """Q_f (Eq. 8) between patch sets Pa (n_a, N, S) and Pb (n_b, N, S): the same values as
-    `fleos.core.kernels.cnn2_output_kernel`, computed one patch position at a time."""
-    N = Pa.shape[1]
-    PaT, PbT = jnp.swapaxes(Pa, 0, 1), jnp.swapaxes(Pb, 0, 1)
+def _tril_gram(X: Array, leaf: int = 128) -> Array:
+    """XᵀX for a lower-triangular X, skipping its zero upper block (as LAPACK lauum)."""
+    n = X.shape[0]
+    if n <= leaf:
+        return X.T @ X
+    h = n // 2
+    X21, X22 = X[h:, :h], X[h:, h:]
+    top_left = _tril_gram(X[:h, :h], leaf) + X21.T @ X21
+    top_right = X21.T @ X22
+    return jnp.concatenate([jnp.concatenate([top_left, top_right], axis=1),
+                            jnp.concatenate([top_right.T, _tril_gram(X22, leaf)], axis=1)],
+                           axis=0)
 
-    def body(i: int, Q: Array) -> Array:
-        return Q + _patch_g(PaT[i], PbT[i], Sigma, activation)
 
-    Q0 = jnp.zeros((Pa.shape[0], Pb.shape[0]), dtype=Sigma.dtype)
-    return (sigma_a2 / N) * jax.lax.fori_loop(0, N, body, Q0)
+def _inverse_from_cholesky(L: Array) -> Array:
+    """K⁻¹ = L⁻ᵀ L⁻¹ for K = L Lᵀ: ≈ 4n³/3 flops of matrix products (`_tril_inverse`,
+    `_tril_gram`), where `cho_solve` against I makes two full triangular solves (2n³ flops,
+    slower per flop); at n = 1600 on one core ≈ 3× faster (bench/RESULTS.md)."""
+    return _tril_gram(_tril_inverse(L))
 
 
 def discrepancy_and_inverse(P: Array, y: Array, Sigma: Array, sigma2: float, sigma_a2: float,
                             activation: str) -> tuple[Array, Array]:
     """ε = K_f⁻¹ y and K_f⁻¹ at the kernel Q_f(Σ) (Eq. 8's first two lines), through one
     Cholesky factor of K_f = Q_f + σ² I: the field A = εεᵀ − K_f⁻¹ that Σ feels."""
-    Qf = output_kernel(P, P, Sigma, sigma_a2, activation)
+    Qf = cnn2_output_kernel(P, P, Sigma, sigma_a2, activation)
     fit = gp.gp_fit(Qf, y, sigma2)
-    Kinv = jsl.cho_solve((fit.chol, True), jnp.eye(y.shape[0], dtype=Qf.dtype))
-    return gp.discrepancy(fit), Kinv
+    return gp.discrepancy(fit), _inverse_from_cholesky(fit.chol)
 
 
 @partial(jax.jit, static_argnames=("activation",))
@@ -221,29 +224,25 @@ def trace_term(
     sampled action, docs/derivations/cnn2.md "The sign of the field"); s = +1 is a diagnostic
     only, the sign of the authors' FCN notebook, which the exact referee rejects.
 
-    One pass for Q_f, one Cholesky of K_f (giving ε = K_f⁻¹ y and K_f⁻¹), then the VJP
-    ∇_Σ ⟨A, Q_f(Σ)⟩ with A = εεᵀ − K_f⁻¹ held fixed, accumulated patch by patch
-    (`jax.vjp` of each patch's G: exact derivatives, no S² × n² Jacobian, O(n²) memory).
+    One pass for Q_f, one Cholesky of K_f (giving ε = K_f⁻¹ y and K_f⁻¹), then the closed-form
+    pullback ∇_Σ ⟨A, Q_f(Σ)⟩ with A = εεᵀ − K_f⁻¹ held fixed, accumulated patch by patch
+    (`fleos.core.kernels.cnn2_output_kernel_vjp`: no S² × n² Jacobian, O(n²) memory).
     """
-    N = P.shape[1]
-    PT = jnp.swapaxes(P, 0, 1)
+    # All float64. Q_f and this pullback in float32 would be 2.3-2.5× faster, but their error
+    # in T(Λ) = (S/σ_w²) I − B/C is 7.6e-8 of the residual scale at C = 40 at the paper's size
+    # (∝ 1/C; bench/RESULTS.md), above tol = 1e-8 for C ≲ 300; and K_f has eigenvalues from σ²
+    # up to O(n), so its Cholesky and K_f⁻¹ need float64 at any C.
     eps, Kinv = discrepancy_and_inverse(P, y, Sigma, sigma2, sigma_a2, activation)
-    A = (sigma_a2 / N) * (jnp.outer(eps, eps) + field_sign * Kinv)
-
-    def body(i: int, B: Array) -> Array:
-        _, pullback = jax.vjp(lambda s: _patch_g(PT[i], PT[i], s, activation), Sigma)
-        return B + pullback(A)[0]
-
-    B = jax.lax.fori_loop(0, N, body, jnp.zeros_like(Sigma))
+    A = jnp.outer(eps, eps) + field_sign * Kinv
+    B = cnn2_output_kernel_vjp(P, Sigma, A, sigma_a2, activation)
     return 0.5 * (B + B.T)
 
 
 def trace_term_reference(
     P: Array, y: Array, Sigma: Array, sigma2: float, sigma_a2: float, activation: str = "erf"
 ) -> Array:
-    """B(Σ) by one `jax.vjp` of `fleos.core.kernels.cnn2_output_kernel` (all patches at once):
-    the straightforward form of `trace_term`, kept as its test reference (slow, O(N n²)
-    memory)."""
+    """B(Σ) by `jax.vjp` of `fleos.core.kernels.cnn2_output_kernel` (autodiff through the
+    forward Q_f): the straightforward form of `trace_term`, kept as its test reference."""
     Qf, pullback = jax.vjp(lambda s: cnn2_output_kernel(P, P, s, sigma_a2, activation), Sigma)
     fit = gp.gp_fit(Qf, y, sigma2)
     eps = gp.discrepancy(fit)
@@ -314,9 +313,18 @@ def gp_sigma(problem: CNN2Problem) -> Array:
     return (problem.sigma_w2 / problem.S) * jnp.eye(problem.S, dtype=jnp.float64)
 
 
+#: Anderson history and mixing β for Eq. 8. At small C the plain step Λ ← T(Λ) overshoots
+#: along Σ's growing top mode (the map's slope there is ≈ −760/C on the paper-size sweep, from
+#: the residual's growth in the first step), so a full step (β = 1) first multiplies the
+#: residual by up to 19 at C = 40; β = 1/2 and a longer history (12) took the paper-size sweep
+#: from 111 to 91 map evaluations (bench/RESULTS.md, "Eq. 8 sweep").
+ANDERSON_M = 12
+ANDERSON_DAMPING = 0.5
+
+
 def _solve_precision(
     problem: CNN2Problem, C: float, Lam0: Array, *, tol: float, max_iter: int, method: str,
-    m: int, field_sign: float = -1.0,
+    m: int, damping: float = 1.0, field_sign: float = -1.0,
 ) -> SolveResult:
     """Solve Eq. 8 in the precision Λ = Σ⁻¹ (x of the result = Λ), from Λ0."""
     if method not in METHODS:
@@ -331,7 +339,7 @@ def _solve_precision(
             f64(problem.sigma_w2), f64(scale), f64(field_sign))
     fp, res_fn = _EOS_FP[problem.activation]
     if method == "anderson":
-        res = anderson(fp, u0, args=args, tol=tol, max_iter=max_iter, m=m, damping=1.0)
+        res = anderson(fp, u0, args=args, tol=tol, max_iter=max_iter, m=m, damping=damping)
     else:
         res = newton_krylov(res_fn, u0, args=args, tol=tol, max_iter=max_iter)
     return replace(res, x=0.5 * (res.x + res.x.T) * scale)
@@ -350,21 +358,23 @@ def solve_cnn2(
     tol: float = 1e-8,
     max_iter: int = 100,
     method: str = "anderson",
-    m: int = 6,
+    m: int = ANDERSON_M,
+    damping: float = ANDERSON_DAMPING,
     field_sign: float = -1.0,
 ) -> SolveResult:
     """Solve Eq. 8 for Σ at channel count C (x of the result = Σ).
 
     tol: bound on the relative residual ||Σ⁻¹ − T(Σ⁻¹)||_F / ||(S/σ_w²) I||_F.
     Sigma0: start (default: the GP solution (σ_w²/S) I). method: "anderson" (Anderson
-    acceleration of the fixed point Λ = T(Λ), history m) or "newton_krylov" (exact JVPs +
-    GMRES on T(Λ) − Λ). The residual of the result is evaluated at the returned Σ (up to the
-    rounding of one S × S inversion Λ → Σ). field_sign: the sign of K_f⁻¹ in the field, −1 for
+    acceleration of the fixed point Λ = T(Λ), history m, mixing `damping`; defaults:
+    `ANDERSON_M`, `ANDERSON_DAMPING`) or "newton_krylov" (exact JVPs + GMRES on T(Λ) − Λ).
+    The residual of the result is evaluated at the returned Σ (up to the rounding of one
+    S × S inversion Λ → Σ). field_sign: the sign of K_f⁻¹ in the field, −1 for
     Eq. 8; +1 is a diagnostic only (`trace_term`).
     """
     Sigma0 = gp_sigma(problem) if Sigma0 is None else jnp.asarray(Sigma0, dtype=jnp.float64)
     res = _solve_precision(problem, C, jnp.linalg.inv(Sigma0), tol=tol, max_iter=max_iter,
-                           method=method, m=m, field_sign=field_sign)
+                           method=method, m=m, damping=damping, field_sign=field_sign)
     return _precision_to_sigma(res)
 
 
@@ -375,7 +385,8 @@ def sweep_cnn2(
     tol: float = 1e-8,
     max_iter: int = 60,
     method: str = "anderson",
-    m: int = 6,
+    m: int = ANDERSON_M,
+    damping: float = ANDERSON_DAMPING,
     min_ratio: float = 1.01,
     extrapolate: bool = True,
     progress: Callable[[float, SolveResult], None] | None = None,
@@ -384,14 +395,17 @@ def sweep_cnn2(
     """Solve Eq. 8 at every C of Cs by annealing from the GP solution (C = ∞) downward
     (`fleos.theory.solvers.anneal`: warm starts, geometric step insertion on failure). With
     `extrapolate`, each start is the linear extrapolation in 1/C of the last two precisions
-    Λ = Σ⁻¹ (Λ is linear in 1/C to first order, Eq. 8). Results (x = Σ) in the order of Cs.
-    `progress(C, result)` is called after every solve (`fleos.theory.solvers.progress_printer`).
-    field_sign: the sign of K_f⁻¹ in the field, −1 for Eq. 8 (+1: diagnostic, `trace_term`)."""
+    Λ = Σ⁻¹ (Λ is linear in 1/C to first order, Eq. 8; a quadratic one through three points
+    took 120 evaluations against 111 on the paper-size sweep, bench/RESULTS.md). m, damping:
+    Anderson's history and mixing (`solve_cnn2`). Results
+    (x = Σ) in the order of Cs. `progress(C, result)` is called after every solve
+    (`fleos.theory.solvers.progress_printer`). field_sign: the sign of K_f⁻¹ in the field, −1
+    for Eq. 8 (+1: diagnostic, `trace_term`)."""
     Cs = [float(c) for c in Cs]
 
     def solve_at(C: float, Lam0: Array) -> SolveResult:
         return _solve_precision(problem, C, Lam0, tol=tol, max_iter=max_iter, method=method,
-                                m=m, field_sign=field_sign)
+                                m=m, damping=damping, field_sign=field_sign)
 
     Lam_gp = jnp.linalg.inv(gp_sigma(problem))
     results = anneal(solve_at, Cs, Lam_gp, min_ratio=min_ratio, extrapolate=extrapolate,
@@ -414,7 +428,7 @@ def cnn2_observables(problem: CNN2Problem, Sigma: Array) -> dict[str, Any]:
     None when the problem has no test set.
     """
     Sigma = jnp.asarray(Sigma, dtype=jnp.float64)
-    Qf = output_kernel(problem.P, problem.P, Sigma, problem.sigma_a2, problem.activation)
+    Qf = cnn2_output_kernel(problem.P, problem.P, Sigma, problem.sigma_a2, problem.activation)
     fit = gp.gp_fit(Qf, problem.y, problem.sigma2)
     f_train = gp.gp_train_mean(fit, problem.y)
     out: dict[str, Any] = {
@@ -428,8 +442,8 @@ def cnn2_observables(problem: CNN2Problem, Sigma: Array) -> dict[str, Any]:
         "f_test": None,
     }
     if problem.P_test is not None:
-        Q_tf = output_kernel(problem.P_test, problem.P, Sigma, problem.sigma_a2,
-                             problem.activation)
+        Q_tf = cnn2_output_kernel(problem.P_test, problem.P, Sigma, problem.sigma_a2,
+                                  problem.activation)
         f_test = gp.gp_predict(fit, Q_tf)
         out["f_test"] = np.asarray(f_test)
         if problem.y_test is not None:

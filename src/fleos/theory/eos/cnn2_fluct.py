@@ -43,7 +43,8 @@ import numpy as np
 
 from fleos.core import gp
 from fleos.core.kernels import ACTIVATIONS
-from fleos.theory.eos.cnn2 import CNN2Problem, output_kernel
+from fleos.core.kernels import cnn2_output_kernel as output_kernel
+from fleos.theory.eos.cnn2 import CNN2Problem
 
 Array = jnp.ndarray
 
