@@ -3,13 +3,15 @@
 Run by hand (never in CI):
 
     .venv/bin/python bench/bench_sampler.py [--paper-steps 80] [--laptop-steps 5000]
-        [--rounds 3] [--layouts vmap,map,auto] [--skip-laptop] [--curvature]
+        [--rounds 3] [--layouts vmap,map,auto] [--skip-laptop] [--small-steps 0] [--curvature]
 
 Prints Markdown tables for bench/RESULTS.md: chain-steps/s (one step = one full-batch BAOAB
 epoch of `fleos.sampling.sampler`, value-and-grad of U plus the noise, prior preconditioner) for 1
 chain and a job of 8 chains, at the paper's size (n=1600, S=64, N=20, C=640) and the laptop
-size (n=256, S=16, N=8, C=64), each in two layouts: "vmap" (all chains vmapped, one data block)
-and "auto" (`sampler.chain_batch/data_blocks: auto`), with the achieved FLOP/s next to the
+size (n=256, S=16, N=8, C=64) and, with --small-steps, a small size (n=128, C=32: the
+per-chain working set of the laptop FCN and CNN3 jobs), each in three layouts: "vmap" (all
+chains vmapped, one data block), "map" (one chain at a time) and "auto"
+(`sampler.chain_batch/data_blocks: auto`), with the achieved FLOP/s next to the
 float32 matmul peak measured in the same run. Settings are timed in interleaved rounds, every
 other round in reverse order.
 
@@ -51,6 +53,7 @@ from fleos.sampling.sampler import (
 )
 
 SIZES = {
+    "small": dict(n=128, S=16, N=8, C=32),  # ~ the laptop FCN/CNN3 jobs' 10⁴-10⁵ floats/chain
     "laptop": dict(n=256, S=16, N=8, C=64),
     "paper": dict(n=1600, S=64, N=20, C=640),
 }
@@ -123,7 +126,7 @@ def layout_of(layout: str, size: str, n_chains: int) -> tuple[int | None, int]:
     p = SIZES[size]
     per_row = p["N"] * p["C"]
     backend = jax.default_backend()
-    b = 1 if layout == "map" else auto_chain_batch(n_chains, p["n"], per_row, backend)
+    b = 1 if layout == "map" else auto_chain_batch(n_chains, backend)
     return b, auto_data_blocks(p["n"], per_row, backend, chains=b)
 
 
@@ -199,6 +202,8 @@ def curvature(size: str, C: int | None = None, prior_precond: bool = False) -> f
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--laptop-steps", type=int, default=5000)
+    ap.add_argument("--small-steps", type=int, default=0, help="chain-steps per setting at "
+                    "the small size (n=128, C=32); 0 skips it")
     ap.add_argument("--paper-steps", type=int, default=80, help="chain-steps per setting at "
                     "paper size; 80 = 10-step calls for both jobs (see the loop below)")
     ap.add_argument("--skip-paper", action="store_true")
@@ -226,11 +231,13 @@ def main() -> None:
 
     rows = []
     for size, steps, chunk in (
+        ("small", args.small_steps, 1000),
         ("laptop", args.laptop_steps, 1000),
         ("paper", args.paper_steps, 10),  # 10-step calls: the 8-chain job (10 steps per chain) and
         # the 1-chain job then run the same compiled program the same number of times
     ):
-        if (size == "paper" and args.skip_paper) or (size == "laptop" and args.skip_laptop):
+        if ((size == "paper" and args.skip_paper) or (size == "laptop" and args.skip_laptop)
+                or (size == "small" and not steps)):
             continue
         rows += bench_sampler(size, (1, 8), steps, chunk, rounds=args.rounds, layouts=layouts)
         print(f"  done {size}", flush=True)

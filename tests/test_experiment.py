@@ -316,6 +316,52 @@ def test_unstable_lr_warns_naming_both_numbers(data_path, tmp_path) -> None:
                     tmp_path / "x.h5", progress=False)
 
 
+def test_stability_is_rechecked_after_the_start(data_path, reference, tmp_path,
+                                                monkeypatch) -> None:
+    """λ_max is estimated again at the first checkpoint (step 200 here, = the fixed 200 steps):
+    a curvature that grows along the run (a stand-in for `stiffest_curvature` returning 100,
+    then 4000) makes the warning name the step and both numbers, the second estimate is made
+    at the chains' parameters of that step, and the check changes no sampled number (the
+    output is bit-identical to the reference run, which made the real estimates)."""
+    import jax
+
+    import fleos.sampling.experiment as ex
+
+    calls: list[np.ndarray] = []
+
+    def growing(potential, params, n_iter=50, key=None, precond=None) -> float:
+        calls.append(np.concatenate([np.ravel(x) for x in jax.tree.leaves(params)]))
+        return (100.0, 4000.0)[len(calls) - 1]
+
+    monkeypatch.setattr(ex, "stiffest_curvature", growing)
+    out = tmp_path / "x.h5"
+    with pytest.warns(UserWarning, match=r"lr 0\.001 is beyond the stability bound 2/λ_max = "
+                      r"0\.0005 \(λ_max = 4000 of the preconditioned Hessian at step 200; 100 "
+                      r"at the initial parameters\)"):
+        run_job(_exp(), JOB, data_path, out, progress=False)
+    assert len(calls) == 2
+    assert not np.array_equal(calls[0], calls[1])  # the chain moved between the estimates
+    _assert_identical(reference, out)
+
+
+def test_stability_recheck_within_bound_logs_one_line(data_path, tmp_path,
+                                                      monkeypatch) -> None:
+    """Within the bound the re-check logs one line, at the first checkpoint when it comes
+    before 200 steps (100 here); with check_stability off no estimate is made."""
+    import fleos.sampling.experiment as ex
+
+    monkeypatch.setattr(ex, "stiffest_curvature", lambda *a, **k: 100.0)
+    lines: list[str] = []
+    run_job(_exp(steps=300, checkpoint_every=100), JOB, data_path, tmp_path / "x.h5",
+            log=lines.append, progress=False)
+    hits = [line for line in lines if "stability: lr·λ_max" in line]
+    assert hits == ["[cnn2 n=8 width=4 seeds=[0, 1]] stability: lr·λ_max = 0.1 (λ_max = 100 "
+                    "of the preconditioned Hessian at step 100; 100 at the initial parameters)"]
+    monkeypatch.setattr(ex, "stiffest_curvature", lambda *a, **k: pytest.fail("called"))
+    run_job(_exp(steps=300, check_stability=False), JOB, data_path, tmp_path / "y.h5",
+            progress=False)
+
+
 def test_rao_blackwellized_outputs(data_path, tmp_path) -> None:
     """The job stores the readout-integrated means beside the sampled ones: counts follow
     rao_blackwell_every over the sampling stage, Qf is a PSD kernel, the two estimators of

@@ -135,15 +135,16 @@ class SamplerConfig:
     integrator: the Langevin integrator, one of `INTEGRATORS` ("ula": the paper's dynamics;
         "lm", "baoab", "mala": docs/langevin.md §7). The schedule's lr is ULA's η for all.
     friction: γ of "baoab" (1/time, time step √(2η)); ignored by the others.
-    check_stability: estimate λ_max of the preconditioned Hessian at the start (20 Hessian-
-        vector products) and warn if lr·λ_max ≥ 2, naming both numbers.
+    check_stability: estimate λ_max of the preconditioned Hessian at the start and again
+        after the first 200 steps or the first checkpoint, whichever is sooner (20 Hessian-
+        vector products each), and warn if lr·λ_max ≥ 2, naming the numbers and the step.
     data_blocks: the gradient is accumulated over this many equal blocks of training rows
         (`fleos.sampling.sampler.Potential.value_and_grad`; must divide every n), or "auto"
         (`fleos.sampling.sampler.auto_data_blocks`: blocks of ~2M pre-activation floats on CPU, one
         block on GPU). Changes float rounding only, not the posterior.
     chain_batch: how many chains of a job are vmapped together (`fleos.sampling.sampler.map_chains`;
         groups run one after the other), or "auto" (`fleos.sampling.sampler.auto_chain_batch`: all
-        on GPU; on CPU as many as fit one block). Changes float rounding only.
+        on GPU; one at a time on CPU). Changes float rounding only.
     """
 
     steps: int

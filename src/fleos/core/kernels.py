@@ -224,7 +224,8 @@ def patches(X: Array, num_patches: int, patch_size: int) -> Array:
 #: Rows per block in the 2-layer CNN kernels below. Q_f is built from block_rows × block_rows
 #: tiles (train × train: only the tiles on and above the diagonal, Q_f being symmetric), each
 #: summing all N patches while its N × block_rows² slabs stay in the core's cache, instead of
-#: N passes of element-wise work over n × n arrays in memory (bench/RESULTS.md, "Eq. 8 sweep").
+#: N passes of element-wise work over n × n arrays in memory (bench/RESULTS.md,
+#: "The Eq. 8 sweep, before and after").
 CNN2_BLOCK_ROWS = 256
 
 

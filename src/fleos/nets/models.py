@@ -70,8 +70,6 @@ class _PriorModule(nn.Module):
     weight is not named "a").
     """
 
-    # True where vmapping chains turns the model's convolutions into grouped ones (Myrtle5).
-    vmap_makes_grouped_conv = False
     # Name of the readout weight (the last, linear layer) in `params`.
     readout = "a"
 
@@ -317,10 +315,6 @@ class Myrtle5(_PriorModule):
     (H/2, W/2), ``layer4`` (H/4, W/4).
     """
 
-    # vmapping chains through `lax.conv` makes grouped convolutions, which XLA:CPU runs ~10x
-    # slower per chain (16 ms vs 147 ms per gradient, 1 vs 4 chains at n = 128, C = 16):
-    # `fleos.sampling.sampler.auto_chain_batch` runs such chains one at a time on CPU.
-    vmap_makes_grouped_conv = True
     readout = "readout"
 
     width: int

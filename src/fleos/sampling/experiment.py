@@ -182,14 +182,14 @@ class _Setup:
 def chain_layout(sc: Any, model: Any, params0: Any, X: jax.Array, n_chains: int,
                  backend: str) -> tuple[int, int]:
     """(chain_batch, data_blocks) of a job: the sampler config's (`sc`) integers, or the `auto`
-    choices of `fleos.sampling.sampler` from the number of pre-activation floats one training
-    row makes. params0: the chains' initial parameters (leading chain axis)."""
+    choices of `fleos.sampling.sampler` (the data blocks from the number of pre-activation
+    floats one training row makes). params0: the chains' initial parameters (leading chain
+    axis)."""
     one = jax.tree.map(lambda a: a[0], params0)
     shapes = jax.eval_shape(lambda p, x: model.forward(p, x)[1], one, X[:1])
     per_row = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
     n = X.shape[0]
-    chain_batch = (auto_chain_batch(n_chains, n, per_row, backend,
-                                    grouped_conv=model.vmap_makes_grouped_conv)
+    chain_batch = (auto_chain_batch(n_chains, backend)
                    if sc.chain_batch == "auto" else min(sc.chain_batch, n_chains))
     data_blocks = (auto_data_blocks(n, per_row, backend, chains=chain_batch)
                    if sc.data_blocks == "auto" else sc.data_blocks)
@@ -252,10 +252,9 @@ def run_job(
     emit = log or (lambda s: print(s, file=sys.stderr, flush=True))
     su = _set_up(exp, job, data_path, out_path, checkpoint_path, emit)
     state = _initial_state(su)
-    if su.sc.check_stability:
-        _warn_if_unstable(su.potential, su.params0, su.precond, su.sched, state, emit, su.tag)
+    lam0 = (_warn_if_unstable(su, su.params0, state) if su.sc.check_stability else None)
     reporter = _Progress(su, enabled=progress, every=progress_every, step0=state.step)
-    state = _sample(su, state, reporter)
+    state = _sample(su, state, reporter, lam0)
     _write_outputs(su, state, reporter.t0)
     return su.out_path
 
@@ -414,11 +413,16 @@ class _Progress:
                 f"ETA {_fmt_time((total - st.step) / rate if rate > 0 else math.inf)}")
 
 
-def _sample(su: _Setup, state: _State, reporter: _Progress) -> _State:
+def _sample(su: _Setup, state: _State, reporter: _Progress, lam0: float | None = None
+            ) -> _State:
     """The step loop: chunks of jitted steps up to the earliest of a schedule boundary of any
     chain, the next checkpoint, the next snapshot and the end (module docstring). A chunk
-    with a non-finite chain rolls every chain back to the last checkpoint (`_back_off`)."""
+    with a non-finite chain rolls every chain back to the last checkpoint (`_back_off`).
+    lam0: λ_max at the start (`_warn_if_unstable`), or None (no stability check): then the
+    stability bound is checked once more after the first accepted chunk that reaches
+    `_recheck_step`, if this run starts before it."""
     sc, sched, total = su.sc, su.sched, su.sc.steps
+    recheck = _recheck_step(sc) if lam0 is not None and state.step < _recheck_step(sc) else None
     rollback = state.copy()  # the in-memory rollback point
     reporter.report(state, force=True)
     while state.step < total and not all(sched.done(s, state.step) for s in state.sched):
@@ -438,6 +442,9 @@ def _sample(su: _Setup, state: _State, reporter: _Progress) -> _State:
             _save_checkpoint(su, state)
             continue
         _accept_chunk(su, state, chains, acc, sse, bounds, sampling)
+        if recheck is not None and end >= recheck:
+            _warn_if_unstable(su, state.params, state, lam0=lam0)
+            recheck = None
         if end % sc.checkpoint_every == 0 and end < total:
             rollback = state.copy()
             _save_checkpoint(su, state)
@@ -580,19 +587,44 @@ def _state_from_checkpoint(doc: dict, chash: str, path: Path, params0: Any, extr
     return st
 
 
-def _warn_if_unstable(potential: Any, params0: Any, precond: Any, sched: Any, state: _State,
-                      emit: Callable[[str], None], tag: str) -> None:
-    """Warn when the first lr exceeds the stability bound 2/λ_max of every integrator
-    (docs/langevin.md §3), λ_max of the preconditioned Hessian at the first chain's start."""
-    lr_max = max(sched.lr(s) * f for s, f in zip(state.sched, state.lr_scale, strict=True))
-    lam = stiffest_curvature(potential, jax.tree.map(lambda a: a[0], params0), n_iter=20,
-                             precond=precond)
+# The second stability estimate comes after this many steps (or at the first checkpoint, if
+# that is sooner): λ_max grows as a chain leaves its prior draw and fits the data, and by
+# then it has (at the paper's CNN3: studies/cnn3_stability).
+STABILITY_RECHECK_STEPS = 200
+
+
+def _recheck_step(sc: Any) -> int:
+    """The step after which `_sample` re-estimates λ_max: `STABILITY_RECHECK_STEPS` or the
+    first checkpoint, whichever comes first."""
+    return min(STABILITY_RECHECK_STEPS, sc.checkpoint_every)
+
+
+def _warn_if_unstable(su: _Setup, params: Any, state: _State,
+                      lam0: float | None = None) -> float:
+    """Warn when the current lr exceeds the stability bound 2/λ_max of every integrator
+    (docs/langevin.md §3), λ_max of the preconditioned Hessian at the first chain's
+    `params` (leading chain axis; 20 Hessian-vector products, `stiffest_curvature`).
+
+    Called twice per job when ``check_stability`` is on: at the initial parameters
+    (`run_job`; `lam0` None) and after the first chunk reaching `_recheck_step` (`_sample`;
+    `lam0` the first estimate, named in the line with the step). The second call also logs
+    one line when the lr is within the bound. Reads the state only: no sampled number
+    changes. Returns λ_max."""
+    lr_max = max(su.sched.lr(s) * f for s, f in zip(state.sched, state.lr_scale, strict=True))
+    lam = stiffest_curvature(su.potential, jax.tree.map(lambda a: a[0], params), n_iter=20,
+                             precond=su.precond)
+    where = ("the initial parameters" if lam0 is None else
+             f"step {state.step}; {lam0:.4g} at the initial parameters")
     if lr_max * lam >= 2.0:
-        msg = (f"{tag} lr {lr_max:.4g} is beyond the stability bound 2/λ_max = "
-               f"{2 / lam:.4g} (λ_max = {lam:.4g} of the preconditioned Hessian at the initial "
-               f"parameters); expect back-offs or a biased chain")
+        msg = (f"{su.tag} lr {lr_max:.4g} is beyond the stability bound 2/λ_max = "
+               f"{2 / lam:.4g} (λ_max = {lam:.4g} of the preconditioned Hessian at {where}); "
+               f"expect back-offs or a biased chain")
         warnings.warn(msg, stacklevel=3)
-        emit(msg)
+        su.emit(msg)
+    elif lam0 is not None:
+        su.emit(f"{su.tag} stability: lr·λ_max = {lr_max * lam:.3g} (λ_max = {lam:.4g} of the "
+                f"preconditioned Hessian at {where})")
+    return lam
 
 
 def _key_name(key: Any) -> str:

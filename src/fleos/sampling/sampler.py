@@ -247,21 +247,15 @@ def auto_data_blocks(n: int, activations_per_row: int, backend: str, chains: int
     return next(k for k in range(max(need, 1), n + 1) if n % k == 0)
 
 
-def auto_chain_batch(n_chains: int, n: int, activations_per_row: int, backend: str,
-                     grouped_conv: bool = False) -> int:
-    """How many chains to vmap together (`run_ensemble`'s `chain_batch`): all on
-    accelerators; on CPU as many as fit one block's working set (`BLOCK_TARGET_ELEMENTS`),
-    at least 1, and a divisor of `n_chains`. Large problems lose to cache misses when
-    vmapped: at the paper's CNN size 8 vmapped chains ran at about half the chain-steps/s of
-    one chain (bench/RESULTS.md "Chain layout"). `grouped_conv`: the model's convolutions
-    become grouped convolutions under vmap (Myrtle-5), which XLA:CPU runs far slower per
-    chain: 1 on CPU."""
-    if backend != "cpu":
-        return n_chains
-    if grouped_conv:
-        return 1
-    fit = max(1, BLOCK_TARGET_ELEMENTS // max(n * activations_per_row, 1))
-    return max(b for b in range(1, min(fit, n_chains) + 1) if n_chains % b == 0)
+def auto_chain_batch(n_chains: int, backend: str) -> int:
+    """How many chains to vmap together (`run_ensemble`'s `chain_batch`): all on accelerators
+    (not yet measured there), one at a time on CPU. On CPU a job of 8
+    chains run one at a time delivered 1.01-1.08x the chain-steps/s of a 1-chain job at every
+    size measured (n·N·C = 33k, 131k and 20M pre-activation floats per chain), and vmapping
+    them in groups 0.69-0.75x at the two small sizes (groups of 8 and 4) and 0.63x at the
+    paper's (bench/RESULTS.md "Chain layout"). Vmapped convolutions also become grouped ones
+    (Myrtle-5), which XLA:CPU runs ~10x slower per chain."""
+    return n_chains if backend != "cpu" else 1
 
 
 def map_chains(fn: Callable, args: tuple, chain_batch: int | None = None) -> Any:

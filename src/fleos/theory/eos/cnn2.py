@@ -317,7 +317,7 @@ def gp_sigma(problem: CNN2Problem) -> Array:
 #: along Σ's growing top mode (the map's slope there is ≈ −760/C on the paper-size sweep, from
 #: the residual's growth in the first step), so a full step (β = 1) first multiplies the
 #: residual by up to 19 at C = 40; β = 1/2 and a longer history (12) took the paper-size sweep
-#: from 111 to 91 map evaluations (bench/RESULTS.md, "Eq. 8 sweep").
+#: from 111 to 91 map evaluations (bench/RESULTS.md, "The Eq. 8 sweep, before and after").
 ANDERSON_M = 12
 ANDERSON_DAMPING = 0.5
 
