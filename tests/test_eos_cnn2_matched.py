@@ -10,15 +10,17 @@ import pytest
 from test_eos_cnn2 import teacher_problem
 
 import fleos  # noqa: F401  (enables float64)
+from fleos.core.kernels import cnn2_output_kernel
 from fleos.theory.eos.cnn2 import (
     discrepancy_and_inverse,
     gp_sigma,
-    output_kernel,
     solve_cnn2,
     sweep_cnn2,
 )
 from fleos.theory.eos.cnn2_matched import (
+    channel_covariance_on_grid,
     channel_log_tilt,
+    field_of,
     matched_diagnostics,
     matched_map,
     solve_cnn2_matched,
@@ -43,33 +45,24 @@ def test_linear_network_fixed_point_is_eq8():
     np.testing.assert_allclose(np.asarray(res.x), np.asarray(Sig), rtol=0, atol=1e-6 * scale)
 
 
-def _quadrature_covariance(pr, C, Sig, half_width=6.0, points=301):
-    """Cov of p(w) ∝ exp(−S|w|²/2σ_w² + F(w)) for S = 2 by the trapezoid rule on a grid."""
-    eps, Kinv = discrepancy_and_inverse(pr.P, pr.y, jnp.asarray(Sig), pr.sigma2,
-                                        pr.sigma_a2, pr.activation)
-    sd = np.sqrt(pr.sigma_w2 / pr.S)
-    g = np.linspace(-half_width * sd, half_width * sd, points)
-    W = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
-    coef = pr.sigma_a2 / (2 * pr.N * C)
-    F = np.concatenate([np.asarray(channel_log_tilt(pr.P, jnp.asarray(b), eps, Kinv, coef))
-                        for b in np.array_split(W, 64)])
-    logp = F - pr.S / (2 * pr.sigma_w2) * np.sum(W**2, 1)
-    p = np.exp(logp - logp.max())
-    p /= p.sum()
-    return (W * p[:, None]).T @ W
-
-
 def test_erf_channel_covariance_matches_quadrature():
     """erf at S = 2: one evaluation of M̂ at Eq. 8's Σ against the exact covariance of the
-    channel law by quadrature, along Σ's top eigenvector, within 4 of its delta-method SEs;
-    and the exact covariance differs from Eq. 8's Σ by many SEs (the test can tell)."""
+    channel law by quadrature (`channel_covariance_on_grid` at the field A(Σ)), along Σ's top
+    eigenvector, within 4 of its delta-method SEs; and the exact covariance differs from
+    Eq. 8's Σ by many SEs (the test can tell). The quadrature itself: halving the grid spacing
+    changes it by < 1e-9 relative, and a grid too narrow for the law is refused."""
     pr = teacher_problem(n=40, N=3, S=2, n_test=10, seed=3)
     C = 2.0  # z-scores (estimate − quadrature)/SE over 12 seeds of the normals here: mean −0.2,
     # sd 0.8, so the SE is calibrated (checked by hand with seeds 100-111, 2026-12-01)
     eq8 = sweep_cnn2(pr, [30.0, 10.0, 5.0, 3.0, C], tol=1e-12, max_iter=300)[-1]
     assert eq8.converged
     Sig = np.asarray(eq8.x)
-    exact = _quadrature_covariance(pr, C, Sig)
+    A = field_of(pr, Sig)
+    exact = np.asarray(channel_covariance_on_grid(pr, C, A))
+    finer = np.asarray(channel_covariance_on_grid(pr, C, A, points=1601))
+    np.testing.assert_allclose(finer, exact, rtol=1e-9)
+    with pytest.raises(ValueError, match="half_width"):
+        channel_covariance_on_grid(pr, C, A, half_width=1.0)
     u = np.linalg.eigh(Sig)[1][:, -1]
     n_samples = 1 << 14
     est = np.asarray(matched_map(pr, C, Sig, n_samples=n_samples, seed=7))
@@ -82,14 +75,14 @@ def test_erf_channel_covariance_matches_quadrature():
 
 def test_tilt_averages_to_eq8s_kernel_term():
     """The tilt's φ and Eq. 8's kernel G describe the same channel: under w ~ N(0, Σ) the
-    mean of F(w) is (1/2C)⟨A, Q_f(Σ)⟩ with Q_f from `output_kernel` (the arcsin formula), to
+    mean of F(w) is (1/2C)⟨A, Q_f(Σ)⟩ with Q_f from `cnn2_output_kernel` (the arcsin formula), to
     4 standard errors of the Monte Carlo mean (float64 tilt)."""
     pr = teacher_problem(n=30, N=3, S=4, n_test=5, seed=1)
     C = 5.0
     Sig = np.asarray(solve_cnn2(pr, C, tol=1e-10, max_iter=300).x)
     eps, Kinv = discrepancy_and_inverse(pr.P, pr.y, jnp.asarray(Sig), pr.sigma2,
                                         pr.sigma_a2, pr.activation)
-    Q = output_kernel(pr.P, pr.P, jnp.asarray(Sig), pr.sigma_a2, pr.activation)
+    Q = cnn2_output_kernel(pr.P, pr.P, jnp.asarray(Sig), pr.sigma_a2, pr.activation)
     exact = float(jnp.sum((jnp.outer(eps, eps) - Kinv) * Q)) / (2 * C)
     w = np.random.default_rng(5).multivariate_normal(np.zeros(pr.S), Sig, size=40000)
     F = np.asarray(channel_log_tilt(pr.P, jnp.asarray(w), eps, Kinv, pr.sigma_a2 / (2 * pr.N * C)))

@@ -78,8 +78,9 @@ def _grid_posterior(ds, points: int):
 
 
 def test_referee_matches_grid_integral_at_c1():
-    """C = 1: HMC's E[w wᵀ], top Σ eigenvalue, α_train and α_test against the grid integral of
-    the same posterior, each within 4 of the referee's SEs; and the exact Σ is far from the
+    """C = 1: HMC's E[w wᵀ], top Σ eigenvalue, α_train, α_test and the field E[εεᵀ − K⁻¹]
+    against the grid integral of the same posterior, each within 4 of the referee's SEs (5 for
+    the field's two projections); and the exact Σ is far from the
     prior (the comparison can tell a sampler of the prior from one of the posterior)."""
     ds = reference_data(100)
     U, p, data = _grid_posterior(ds, 200)
@@ -91,15 +92,19 @@ def test_referee_matches_grid_integral_at_c1():
     @jax.jit
     def fbar(w):
         Q = kernel(data.P, data.P, w[None, :], data.sigma_a2)
-        v = jnp.linalg.solve(Q + SIGMA2 * jnp.eye(40), data.y)
-        return data.y - SIGMA2 * v, kernel(P_test, data.P, w[None, :], data.sigma_a2) @ v
+        K_inv = jnp.linalg.inv(Q + SIGMA2 * jnp.eye(40))
+        v = K_inv @ data.y
+        return (data.y - SIGMA2 * v, kernel(P_test, data.P, w[None, :], data.sigma_a2) @ v,
+                jnp.outer(v, v) - K_inv)
 
     f_tr = np.zeros(40)
     f_te = np.zeros(len(ds.y_test))
+    field = np.zeros((40, 40))
     for b in np.array_split(np.arange(len(p)), 32):
-        tr, te = jax.vmap(fbar)(jnp.asarray(W[b]))
+        tr, te, A = jax.vmap(fbar)(jnp.asarray(W[b]))
         f_tr += p[b] @ np.asarray(tr)
         f_te += p[b] @ np.asarray(te)
+        field += np.einsum("b,bmk->mk", p[b], np.asarray(A))
     y, yt = ds.y, ds.y_test
     a_train = (y - f_tr) @ y / (SIGMA2 * y @ y)
     a_test = (yt - f_te) @ yt / (SIGMA2 * yt @ yt)
@@ -115,6 +120,15 @@ def test_referee_matches_grid_integral_at_c1():
     assert abs(_z(r.sigma_top, top, r.sigma_top_se)) < 4, (r.sigma_top, top)
     assert abs(_z(r.alpha_train, a_train, r.alpha_train_se)) < 4, (r.alpha_train, a_train)
     assert abs(_z(r.alpha_test, a_test, r.alpha_test_se)) < 4, (r.alpha_test, a_test)
+    # The field E[εεᵀ − K⁻¹] (the field test's input) along y and its trace: SE from the spread
+    # of the 8 independent chains' means (7 dof, hence 5 SE).
+    for name, proj in (("yAy", lambda A: y @ A @ y / (y @ y)), ("trace", np.trace)):
+        per_chain = np.array([proj(A) for A in r.field_chain_means])
+        se = per_chain.std(ddof=1) / np.sqrt(len(per_chain))
+        assert abs(proj(r.field_mean) - proj(field)) < 5 * se, (name, proj(r.field_mean),
+                                                                 proj(field), se)
+    np.testing.assert_allclose(r.sigma_chain_means.mean(0), 0.5 * (r.sigma + r.sigma.T),
+                               rtol=1e-12)
 
 
 def test_referee_matches_quadrature_linear_c8():

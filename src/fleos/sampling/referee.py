@@ -197,17 +197,20 @@ def _burn_in(keys: Array, states: HMCState, adapt: AdaptState, data: Data, n_lea
 
 def _draw_observables(u: Array, data: Data, P_test: Array, y_test: Array,
                       activation: str) -> tuple[Array, ...]:
-    """Per draw: (1/C) Σ_c w_c w_cᵀ, α_train(W), α_test(W), f̄(W) train and test, Q(W)."""
+    """Per draw: (1/C) Σ_c w_c w_cᵀ, α_train(W), α_test(W), f̄(W) train and test, Q(W), and
+    the field A(W) = εεᵀ − K⁻¹ with ε = K⁻¹y, K = Q(W) + σ²I (the finite-C field of Eq. 8)."""
     S = data.P.shape[-1]
     W = u * jnp.sqrt(data.sigma_w2 / S)
     Q = kernel(data.P, data.P, W, data.sigma_a2, activation)
     K = Q + data.sigma2 * jnp.eye(Q.shape[0], dtype=Q.dtype)
-    v = jsl.cho_solve((jnp.linalg.cholesky(K), True), data.y)  # K⁻¹ y
+    L = jnp.linalg.cholesky(K)
+    v = jsl.cho_solve((L, True), data.y)  # K⁻¹ y
+    K_inv = jsl.cho_solve((L, True), jnp.eye(K.shape[0], dtype=K.dtype))
     f_train = data.y - data.sigma2 * v
     a_train = jnp.dot(v, data.y) / jnp.dot(data.y, data.y)
     f_test = kernel(P_test, data.P, W, data.sigma_a2, activation) @ v
     a_test = jnp.dot(y_test - f_test, y_test) / (data.sigma2 * jnp.dot(y_test, y_test))
-    return W.T @ W / W.shape[0], a_train, a_test, f_train, f_test, Q
+    return W.T @ W / W.shape[0], a_train, a_test, f_train, f_test, Q, jnp.outer(v, v) - K_inv
 
 
 @partial(jax.jit, static_argnames=("steps", "activation"))
@@ -216,7 +219,8 @@ def _sample(keys: Array, states: HMCState, data: Data, step_size: Array, n_leapf
             ) -> tuple[HMCState, tuple[Array, ...], tuple[Array, ...]]:
     """`steps` recorded transitions at a frozen step size. Returns the chains, the per-draw
     records (Σ_t (steps, chains, S, S), α_train, α_test, log density, acceptance: (steps,
-    chains)) and the chain-summed f̄ train, f̄ test and Q."""
+    chains)) and the chain-summed f̄ train, f̄ test and Q, and the per-chain sums of the field
+    A(W) (chains, n, n)."""
     step = jax.vmap(hmc_step, in_axes=(0, 0, None, None, None, None))
     obs = jax.vmap(_draw_observables, in_axes=(0, None, None, None, None))
 
@@ -224,13 +228,13 @@ def _sample(keys: Array, states: HMCState, data: Data, step_size: Array, n_leapf
         st, sums = carry
         ks = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
         st, acc = step(ks, st, data, step_size, n_leapfrog, activation)
-        sig, a_tr, a_te, f_tr, f_te, Q = obs(st.position, data, P_test, y_test, activation)
-        sums = (sums[0] + f_tr.sum(0), sums[1] + f_te.sum(0), sums[2] + Q.sum(0))
+        sig, a_tr, a_te, f_tr, f_te, Q, A = obs(st.position, data, P_test, y_test, activation)
+        sums = (sums[0] + f_tr.sum(0), sums[1] + f_te.sum(0), sums[2] + Q.sum(0), sums[3] + A)
         return (st, sums), (sig, a_tr, a_te, st.logdensity, acc)
 
     n, n_test = data.P.shape[0], P_test.shape[0]
     z = jnp.zeros
-    sums0 = (z(n), z(n_test), z((n, n)))
+    sums0 = (z(n), z(n_test), z((n, n)), z((keys.shape[0], n, n)))
     (states, sums), rec = jax.lax.scan(body, (states, sums0), t0 + jnp.arange(steps))
     return states, rec, sums
 
@@ -243,6 +247,9 @@ class RefereeResult:
     test sets (test: NaN without a test set); sigma: E[(1/C) Σ_c w_c w_cᵀ] (S × S) and
     sigma_se (entrywise); sigma_top: its top eigenvalue, with the SE of vᵀ Σ_t v along its top
     eigenvector v (delta method); Q_mean: E[Q(W)] (n × n); f_train, f_test: E[f̄(W)];
+    field_chain_means: per chain, the mean over its draws of the finite-C field
+    A(W) = εεᵀ − K⁻¹ (chains × n × n; `field_mean` is their mean); sigma_chain_means: per chain,
+    the mean of (1/C) Σ_c w_c w_cᵀ (chains × S × S); both for jackknife errors over chains;
     rhat, ess_bulk, se: per tracked scalar (`TRACKED`); acceptance: mean acceptance probability
     of the recorded steps; step_size, n_leapfrog: the frozen HMC settings; chains, draws:
     recorded draws per chain; seconds: wall time.
@@ -269,6 +276,13 @@ class RefereeResult:
     draws: int
     seconds: float
     se: dict[str, float] = field(default_factory=dict)
+    field_chain_means: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    sigma_chain_means: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+
+    @property
+    def field_mean(self) -> np.ndarray:
+        """E[A(W)], A = εεᵀ − K⁻¹ at the finite-C kernel of each draw (n × n)."""
+        return self.field_chain_means.mean(axis=0)
 
     @property
     def max_rhat(self) -> float:
@@ -409,7 +423,8 @@ def cnn2_exact_posterior(
         f_test=np.asarray(sums[1]) / n_draws if has_test else np.zeros(0),
         rhat=rhat, ess_bulk=ess, acceptance=float(acc.mean()), step_size=float(eps),
         n_leapfrog=int(n_leap), chains=chains, draws=steps, seconds=time.perf_counter() - t_start,
-        se=se,
+        se=se, field_chain_means=np.asarray(sums[3]) / steps,
+        sigma_chain_means=sig_t.mean(axis=1),
     )
 
 

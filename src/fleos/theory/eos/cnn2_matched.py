@@ -45,8 +45,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fleos.core.kernels import ACTIVATIONS
-from fleos.theory.eos.cnn2 import CNN2Problem, discrepancy_and_inverse, solve_cnn2
+from fleos.core import gp
+from fleos.core.kernels import ACTIVATIONS, cnn2_output_kernel
+from fleos.theory.eos.cnn2 import (
+    CNN2Problem,
+    _tril_inverse,
+    discrepancy_and_inverse,
+    solve_cnn2,
+)
 from fleos.theory.solvers import SolveResult, anderson
 
 Array = jnp.ndarray
@@ -72,21 +78,46 @@ def channel_log_tilt(
     return coef * jnp.sum(along_eps**2 - jnp.sum(phi * Kphi, axis=1), axis=1)
 
 
+#: rows per tile of L⁻¹ in `_tilt_triangular` (8 tiles at n = 1600: 36 of 64 blocks multiplied)
+TILE_ROWS = 200
+
+
+@partial(jax.jit, static_argnames=("activation", "tile"))
+def _tilt_triangular(P: Array, w: Array, eps: Array, Linv: Array, coef: float,
+                     activation: str = "erf", tile: int = TILE_ROWS) -> Array:
+    """`channel_log_tilt` with K_f⁻¹ = L⁻ᵀL⁻¹ (K_f = L Lᵀ): φ_iᵀK_f⁻¹φ_i = |L⁻¹φ_i|², and the
+    product L⁻¹Φ skips the zero tiles above L⁻¹'s diagonal, so it costs (T + 1)/(2T) of the
+    full K_f⁻¹Φ with T row tiles (0.56 at T = 8). That product is ≈ 3/4 of an evaluation of
+    M̂ at the paper's n = 1600 (bench/RESULTS.md, "The moment-matched EoS and the fluctuation
+    correction, before and after")."""
+    n = P.shape[0]
+    phi = ACTIVATIONS[activation](jnp.einsum("mis,bs->mbi", P, w))  # (n, B, N)
+    along_eps = jnp.einsum("m,mbi->bi", eps, phi)
+    flat = phi.reshape(n, -1)
+    quad = jnp.zeros(flat.shape[1], dtype=flat.dtype)
+    for r0 in range(0, n, tile):
+        r1 = min(r0 + tile, n)
+        quad = quad + jnp.sum(jnp.square(Linv[r0:r1, :r1] @ flat[:r1]), axis=0)
+    return coef * jnp.sum(along_eps**2 - quad.reshape(along_eps.shape), axis=1)
+
+
 def _log_weights(Sigma: Array, z: Array, P: Array, y: Array, inv_C: Array, sigma2: Array,
                  sigma_a2: Array, sigma_w2: Array, activation: str) -> tuple[Array, Array]:
     """Proposal draws w = L z and their log importance weights (unnormalized)."""
     S, N = P.shape[-1], P.shape[1]
-    eps, Kinv = discrepancy_and_inverse(P, y, Sigma, sigma2, sigma_a2, activation)
+    # ε and the Cholesky factor of K_f as in `discrepancy_and_inverse`, but K_f⁻¹ only as L⁻¹
+    fit = gp.gp_fit(cnn2_output_kernel(P, P, Sigma, sigma_a2, activation), y, sigma2)
+    eps, Linv = gp.discrepancy(fit), _tril_inverse(fit.chol)
     w = z @ jnp.linalg.cholesky(Sigma).T
     coef = sigma_a2 / (2.0 * N) * inv_C
-    # The tilt in float32 (K_f⁻¹ itself is formed in float64): 2.5x faster at the paper's
+    # The tilt in float32 (K_f and L⁻¹ are formed in float64): 2.5x faster at the paper's
     # n = 1600, and within 5.4e-6 of float64 where F's spread over the samples is 1.3
     # (measured at the GP Σ, C = 640); the linear-network test holds the
     # resulting weights equal to 1e-6.
     f32 = partial(jnp.asarray, dtype=jnp.float32)
-    P32, eps32, Kinv32 = f32(P), f32(eps), f32(Kinv)
+    P32, eps32, Linv32 = f32(P), f32(eps), f32(Linv)
     tilt = jax.lax.map(
-        lambda wb: channel_log_tilt(P32, f32(wb), eps32, Kinv32, coef, activation),
+        lambda wb: _tilt_triangular(P32, f32(wb), eps32, Linv32, coef, activation),
         w.reshape(-1, BATCH, S)).reshape(-1).astype(w.dtype)
     logw = tilt - S / (2.0 * sigma_w2) * jnp.sum(w * w, axis=1) + 0.5 * jnp.sum(z * z, axis=1)
     return w, logw
@@ -119,6 +150,61 @@ def _args(problem: CNN2Problem, C: float, z: Array) -> tuple:
     f64 = partial(jnp.asarray, dtype=jnp.float64)
     return (z, problem.P, problem.y, f64(1.0 / C), f64(problem.sigma2), f64(problem.sigma_a2),
             f64(problem.sigma_w2))
+
+
+def field_of(problem: CNN2Problem, Sigma: Array) -> Array:
+    """Eq. 8's field A(Σ) = εεᵀ − K_f⁻¹ at the Gaussian channel of covariance Σ (n × n)."""
+    eps, Kinv = discrepancy_and_inverse(problem.P, problem.y, jnp.asarray(Sigma, jnp.float64),
+                                        problem.sigma2, problem.sigma_a2, problem.activation)
+    return jnp.outer(eps, eps) - Kinv
+
+
+@partial(jax.jit, static_argnames=("activation", "points"))
+def _grid_moments(P: Array, A: Array, coef: Array, prior_prec: Array, half_width: Array, *,
+                  points: int, activation: str) -> tuple[Array, Array, Array]:
+    grid = jnp.linspace(-half_width, half_width, points)
+    w = jnp.stack(jnp.meshgrid(grid, grid, indexing="ij"), axis=-1).reshape(-1, 2)
+
+    def log_density(wb: Array) -> Array:
+        phi = ACTIVATIONS[activation](jnp.einsum("mis,bs->bmi", P, wb))  # (B, n, N)
+        tilt = coef * jnp.einsum("bmi,mk,bki->b", phi, A, phi)
+        return tilt - 0.5 * prior_prec * jnp.sum(wb**2, axis=1)
+
+    logp = jax.lax.map(log_density, w.reshape(points, points, 2)).reshape(-1)
+    p = jnp.exp(logp - logp.max())
+    p = p / p.sum()
+    edge = jnp.max(jnp.where(jnp.max(jnp.abs(w), axis=1) >= half_width, p, 0.0)) / p.max()
+    return w.T @ (p[:, None] * w), jnp.sum(p[:, None] * w, axis=0), edge
+
+
+def channel_covariance_on_grid(problem: CNN2Problem, C: float, A: Array, *,
+                               points: int = 801, half_width: float = 10.0) -> Array:
+    """Cov_p(w) of the channel law p_A(w) ∝ exp(−S|w|²/(2σ_w²) + (1/2C)⟨A, q(w)⟩) (module
+    docstring) at a GIVEN field A (n × n), by quadrature on a square grid of `points`² nodes
+    over [−half_width, half_width]² in units of the prior's standard deviation: S = 2 only.
+
+    Unlike `matched_map`, A need not be Eq. 8's A(Σ): the field test evaluates the closure at a
+    field measured from exact posterior draws (studies/field_test). p is even in w (φ odd), so
+    its covariance is its second moment. Raises if p has visible mass on the grid's edge (more
+    than 1e-12 of its peak) or if its mean is not zero to quadrature accuracy."""
+    if problem.S != 2:
+        raise ValueError(f"channel_covariance_on_grid: S must be 2, got {problem.S}")
+    A = jnp.asarray(A, dtype=jnp.float64)
+    if A.shape != (problem.n, problem.n):
+        raise ValueError(f"channel_covariance_on_grid: A must be ({problem.n}, {problem.n}), "
+                         f"got {A.shape}")
+    sd = float(np.sqrt(problem.sigma_w2 / problem.S))
+    coef = problem.sigma_a2 / (2.0 * problem.N * C)
+    second, mean, edge = _grid_moments(
+        problem.P / 1.0, 0.5 * (A + A.T), jnp.asarray(coef, jnp.float64),
+        jnp.asarray(1.0 / sd**2, jnp.float64), jnp.asarray(half_width * sd, jnp.float64),
+        points=int(points), activation=problem.activation)
+    if float(edge) > 1e-12:
+        raise ValueError(f"channel_covariance_on_grid: the channel law reaches the grid's edge "
+                         f"(density {float(edge):.1e} of its peak); raise half_width")
+    if float(jnp.max(jnp.abs(mean))) > 1e-8 * sd:
+        raise ValueError(f"channel_covariance_on_grid: non-zero mean {np.asarray(mean)}")
+    return 0.5 * (second + second.T)
 
 
 def matched_map(problem: CNN2Problem, C: float, Sigma: Array, *, n_samples: int = DEFAULT_SAMPLES,
