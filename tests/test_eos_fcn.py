@@ -354,3 +354,35 @@ def test_a_nan_block_makes_the_paper_form_residual_nan_and_the_solve_unconverged
     rec = fcn.result_summary(pb, widths[0], results[0])
     assert rec["residual_paper_form"] is None and rec["converged"] is False
     assert "NaN" in rec["message"]
+
+
+def test_plus_sign_field_is_stationarity_of_the_flipped_log_det_and_solves_its_own_equation():
+    """The diagnostic field A = εεᵀ + K_f⁻¹ (`field_sign=+1`, the authors' FCN notebook) is
+    −2 ∂/∂Q_f of ½yᵀK_f⁻¹y − ½ log det K_f. Check its fixed-point map against autodiff of that
+    free energy at an arbitrary point (as for Eq. 5 above), then solve it: its own paper-form
+    residual vanishes while Eq. 5's does not, and the two solutions differ (more Σ growth
+    with the plus sign: its log-det term rewards a larger K_f)."""
+    pb = _problem(depth=3, n=10, d=4)
+    widths = (60.0, 60.0)
+    data, p = fcn._data(pb), fcn._params(pb, widths, field_sign=1.0)
+    x = fcn.gp_x(pb)
+    x = {"Sigma": x["Sigma"] * 1.3 + 0.01 * _spd(4, 7),
+         "K": [x["K"][0] * 0.99 + 0.002 * _spd(10, 8)]}
+    gS = jax.grad(lambda S: fcn._free_energy_core({"Sigma": S, "K": x["K"]}, data, p, "erf"))(
+        x["Sigma"])
+    Tx = fcn._fixed_point_core(x, data, p, "erf")
+    inv = jnp.linalg.inv
+    np.testing.assert_allclose(0.5 * (gS + gS.T),
+                               0.5 * widths[0] * (inv(Tx["Sigma"]) - inv(x["Sigma"])),
+                               rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="field_sign"):
+        fcn._params(pb, widths, field_sign=0.5)
+    pb = _problem(depth=3, scaling="mean_field", n=24, d=6)
+    plus = fcn.sweep_fcn(pb, [64.0, 16.0], tol=1e-10, field_sign=1.0)[-1]
+    minus = fcn.sweep_fcn(pb, [64.0, 16.0], tol=1e-10)[-1]
+    assert plus.converged and minus.converged
+    assert max(fcn.residual_blocks(pb, plus.x, 16.0, field_sign=1.0).values()) < 1e-8
+    assert max(fcn.residual_blocks(pb, plus.x, 16.0).values()) > 1e-4
+    top = {s: fcn.fcn_observables(pb, r.x, 16.0)["sigma_top_over_gp"]
+           for s, r in ((1, plus), (-1, minus))}
+    assert top[1] > top[-1] > 1.0, top

@@ -166,13 +166,15 @@ def kl_gauss(K: Array, Q: Array) -> Array:
     return 0.5 * (tr - n + logdet_q - logdet_k)
 
 
-def gp_neg_log_evidence(Qf: Array, y: Array, sigma2: float) -> Array:
+def gp_neg_log_evidence(Qf: Array, y: Array, sigma2: float, log_det_sign: Any = 1.0) -> Array:
     """½ yᵀ K_f⁻¹ y + ½ log det K_f (up to a constant): the output-layer term of F.
 
     Its derivative w.r.t. Q_f is −½ A^(L) with A^(L) = εεᵀ − K_f⁻¹ (Eq. 5, line 5).
+    `log_det_sign` −1 flips the log-det term: the merit whose gradient has the diagnostic
+    field A = εεᵀ + K_f⁻¹ (`_params`' field_sign +1).
     """
     fit = gpmod.gp_fit(Qf, y, sigma2)
-    return 0.5 * jnp.dot(y, fit.weights) + jnp.sum(jnp.log(jnp.diagonal(fit.chol)))
+    return 0.5 * jnp.dot(y, fit.weights) + log_det_sign * jnp.sum(jnp.log(jnp.diagonal(fit.chol)))
 
 
 def trace_term(B: Array, K: Array, scale: float, activation: str) -> Array:
@@ -206,10 +208,18 @@ def _data(problem: FCNProblem) -> dict[str, Array]:
     return {"X": problem.X, "y": problem.y}
 
 
-def _params(problem: FCNProblem, width: float | Sequence[float]) -> dict[str, Array]:
-    """Scalars of the EoS as traced arrays, so that one compiled solver serves every width."""
+def _params(problem: FCNProblem, width: float | Sequence[float],
+            field_sign: float = -1.0) -> dict[str, Array]:
+    """Scalars of the EoS as traced arrays, so that one compiled solver serves every width.
+
+    field_sign: the sign s of the output field A^(L) = εεᵀ + s K_f⁻¹. Eq. 5 is s = −1 (derived
+    from the action the sampler samples, docs/derivations/fcn.md "The sign of the field");
+    s = +1 is the sign of the authors' FCN notebook, kept as a diagnostic to score both."""
+    if field_sign not in (-1.0, 1.0):
+        raise ValueError(f"field_sign must be -1 or +1, got {field_sign!r}")
     f64 = jnp.float64
     return {
+        "field_sign": jnp.asarray(field_sign, dtype=f64),
         "Ns": jnp.asarray(problem.widths(width), dtype=f64),
         "sL2": jnp.asarray(problem.readout_var(width), dtype=f64),
         "sigma_w2": jnp.asarray(problem.sigma_w2, dtype=f64),
@@ -252,10 +262,10 @@ def _precisions_core(
     Sigma, Ks = x["Sigma"], list(x["K"])
     n_hidden = len(Ks)
     Qs, Qf = _post_kernels_core(x, X, p, activation)
-    # Output layer: A^(L) = εεᵀ − K_f⁻¹, ε = K_f⁻¹ y = (y − f̄)/σ².
+    # Output layer: A^(L) = εεᵀ − K_f⁻¹, ε = K_f⁻¹ y = (y − f̄)/σ² (field_sign −1; `_params`).
     Kf_inv = spd_inverse(Qf + p["sigma2"] * jnp.eye(n, dtype=jnp.float64))
     eps = Kf_inv @ y
-    A = jnp.outer(eps, eps) - Kf_inv
+    A = jnp.outer(eps, eps) + p["field_sign"] * Kf_inv
     # Downstream gradient w.r.t. K^(L-1) (or K^(1) when L = 2): −½ Tr{A ∂Q_f/∂K}.
     K_last = Ks[-1] if n_hidden else X @ Sigma @ X.T
     g = -0.5 * trace_term(A, K_last, p["sL2"], activation)
@@ -308,7 +318,7 @@ def _free_energy_core(
     F = p["Ns"][0] * kl_gauss(x["Sigma"], prior)
     for m, K in enumerate(x["K"]):
         F = F + p["Ns"][m + 1] * kl_gauss(K, Qs[m])
-    return F + gp_neg_log_evidence(Qf, y, p["sigma2"])
+    return F + gp_neg_log_evidence(Qf, y, p["sigma2"], -p["field_sign"])
 
 
 def free_energy(problem: FCNProblem, x: dict[str, Any], width: float | Sequence[float]) -> Array:
@@ -316,24 +326,28 @@ def free_energy(problem: FCNProblem, x: dict[str, Any], width: float | Sequence[
     return _free_energy_core(x, _data(problem), _params(problem, width), problem.activation)
 
 
-def residual_blocks(problem: FCNProblem, x: dict[str, Any], width: Any) -> dict[str, float]:
+def residual_blocks(problem: FCNProblem, x: dict[str, Any], width: Any,
+                    field_sign: float = -1.0) -> dict[str, float]:
     """Relative Frobenius residual ‖T(x)_b − x_b‖/‖x_b‖ of each block b (Sigma, K2, …).
 
     T(x) − x is the EoS in their paper form (Eq. 5), independent of the solver's residual.
+    field_sign: see `_params` (−1: Eq. 5).
     """
-    Tx = _fixed_point_jit(x, _data(problem), _params(problem, width), problem.activation)
+    Tx = _fixed_point_jit(x, _data(problem), _params(problem, width, field_sign),
+                          problem.activation)
     out = {"Sigma": float(jnp.linalg.norm(Tx["Sigma"] - x["Sigma"]) / jnp.linalg.norm(x["Sigma"]))}
     for m, (a, b) in enumerate(zip(Tx["K"], x["K"], strict=True)):
         out[f"K{m + 2}"] = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
     return out
 
 
-def paper_form_residual(problem: FCNProblem, x: dict[str, Any], width: Any) -> float:
+def paper_form_residual(problem: FCNProblem, x: dict[str, Any], width: Any,
+                        field_sign: float = -1.0) -> float:
     """The largest block of `residual_blocks` (Eq. 5 as printed), NaN if any block is NaN.
 
     Python's ``max`` would drop a NaN block depending on where it sits; a residual must never
-    hide a block that failed to evaluate."""
-    return _nan_max(residual_blocks(problem, x, width).values())
+    hide a block that failed to evaluate. field_sign: see `_params` (−1: Eq. 5)."""
+    return _nan_max(residual_blocks(problem, x, width, field_sign).values())
 
 
 def _nan_max(values: Any) -> float:
@@ -439,6 +453,7 @@ def solve_fcn(
     tol: float = 1e-8,
     max_iter: int = 50,
     method: str = "newton_krylov",
+    field_sign: float = -1.0,
 ) -> SolveResult:
     """Solve Eq. 5 at one width, starting from x0 (default: the GP solution).
 
@@ -454,6 +469,7 @@ def solve_fcn(
     norms); converges at large widths, stalls at small mean-field widths.
     The returned SolveResult's `x` is (Σ, K) and its `residual` the solver's residual
     evaluated at that point; `residual_blocks` gives the paper form T(x) − x.
+    field_sign: the sign of K_f⁻¹ in the output field, −1 for Eq. 5 (+1: diagnostic, `_params`).
     """
     if method not in SOLVERS:
         raise ValueError(f"solve_fcn: method must be one of {SOLVERS}, got {method!r}")
@@ -464,7 +480,7 @@ def solve_fcn(
           "K": [jnp.asarray(K, dtype=jnp.float64) for K in x0["K"]]}
     if len(x0["K"]) != problem.depth - 2:
         raise ValueError(f"solve_fcn: x0['K'] must hold {problem.depth - 2} pre-kernels")
-    data, p = _data(problem), _params(problem, width)
+    data, p = _data(problem), _params(problem, width, field_sign)
     act = problem.activation
     if method == "newton_krylov":
         u0 = _invert_blocks(x0)
@@ -490,16 +506,18 @@ def sweep_fcn(
     method: str = "newton_krylov",
     min_ratio: float = 1.05,
     progress: Callable[[float, SolveResult], None] | None = None,
+    field_sign: float = -1.0,
 ) -> list[SolveResult]:
     """Solve Eq. 5 at each width, from large to small (the paper's annealing, Methods).
 
     Uses fleos.theory.solvers.anneal: each width is warm-started at the previous solution, and
     intermediate widths are inserted where a solve stalls (rare with the default Newton
     solver, which also converges from the GP point). `progress(width, result)` is called after
-    every solve (`fleos.theory.solvers.progress_printer`).
+    every solve (`fleos.theory.solvers.progress_printer`). field_sign: see `solve_fcn`.
     """
     def solve_at(w: float, x_start: Any) -> SolveResult:
-        return solve_fcn(problem, w, x_start, tol=tol, max_iter=max_iter, method=method)
+        return solve_fcn(problem, w, x_start, tol=tol, max_iter=max_iter, method=method,
+                         field_sign=field_sign)
 
     return anneal(solve_at, list(widths), gp_x(problem), min_ratio=min_ratio,
                   progress=progress)
