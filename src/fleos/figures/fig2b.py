@@ -82,12 +82,12 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
         conv = np.array([r["eos_converged"] for r in rs], bool)
         g = np.array([r["gp"] for r in rs])
         eos = np.array([r["eos"] for r in rs]) / g
-        ax.plot(Ns[conv], eos[conv], "-", color=col)
+        ax.plot(Ns[conv], eos[conv], "-", marker="_", markersize=14, color=col)
         ax.plot(Ns[~conv], eos[~conv], **NONCONV)
         hollow = points(ax, Ns, np.array([r["exp"] for r in rs]) / g,
                         np.array([r["exp_se"] for r in rs]) / g, rs, col,
                         label=label) or hollow
-    ax.plot([], [], "k-", label="EoS (Eq. 5)")
+    ax.plot([], [], "k-", marker="_", markersize=14, label="EoS (Eq. 5)")
     if not all(r["eos_converged"] for r in rows):
         ax.plot([], [], label="EoS not converged", **NONCONV)
     if hollow:
