@@ -14,7 +14,9 @@ import fleos  # noqa: F401  (enables float64)
 from fleos.core.kernels import cnn2_output_kernel
 from fleos.theory.eos.cnn2 import solve_cnn2
 from fleos.theory.eos.cnn2_fluct import (
+    _jackknife_resummed,
     fluct_row,
+    fluct_rows,
     jensen_spectrum,
     kernel_fluctuation_correction,
 )
@@ -216,3 +218,28 @@ def test_row_and_bad_input(setup):
     with pytest.raises(ValueError, match="weights must be"):
         kernel_fluctuation_correction(pr, 16.0, Sig, draws=np.zeros((4, pr.S)),
                                       weights=-np.ones(4))
+
+
+def test_both_variants_from_one_pass(setup):
+    """`fluct_rows` (what the workflow writes: both variants from one pass over the draws)
+    gives the numbers of two separate `fluct_row` calls to rounding, and the jackknife's
+    Cholesky inverse equals a dense inverse."""
+    pr, Sig = setup
+    both = fluct_rows(pr, 16.0, Sig, n_draws=300, seed=4)
+    one = {**fluct_row(pr, 16.0, Sig, n_draws=300, seed=4),
+           **fluct_row(pr, 16.0, Sig, n_draws=300, seed=4, resum=True, prefix="fluct_resummed")}
+    assert set(both) == set(one)
+    for key, value in one.items():
+        if not key.endswith("seconds"):
+            assert both[key] == pytest.approx(value, rel=1e-12), key
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 30))
+    gram, cross, C = X @ X.T, rng.standard_normal((40, 40)), 3.0
+    ref = []
+    for drop in np.array_split(np.arange(40), 8):
+        keep = np.setdiff1d(np.arange(40), drop)
+        R = np.linalg.inv(np.eye(len(keep)) + gram[np.ix_(keep, keep)] / (C * len(keep)))
+        ref.append((np.sum(R * gram[np.ix_(keep, keep)]), np.sum(R * cross[np.ix_(keep, keep)])))
+    ref = np.asarray(ref) / 35
+    se = np.sqrt(7 / 8 * np.sum((ref - ref.mean(0)) ** 2, axis=0))
+    np.testing.assert_allclose(_jackknife_resummed(gram, cross, C), se, rtol=1e-10)

@@ -18,6 +18,7 @@ from fleos.theory.eos.cnn2 import (
     sweep_cnn2,
 )
 from fleos.theory.eos.cnn2_matched import (
+    _tilt_triangular,
     channel_covariance_on_grid,
     channel_log_tilt,
     field_of,
@@ -89,6 +90,24 @@ def test_tilt_averages_to_eq8s_kernel_term():
     se = F.std(ddof=1) / np.sqrt(len(F))
     assert abs(F.mean() - exact) < 4 * se
     assert abs(exact) > 20 * se  # a non-trivial field, resolved by the test
+
+
+@pytest.mark.parametrize("tiles", [1, 4, 7])
+def test_triangular_tilt_equals_the_dense_one(tiles):
+    """The tilt M̂ uses, |L⁻¹φ_i|² over L⁻¹'s lower tiles only, equals `channel_log_tilt` with
+    the dense K_f⁻¹ = L⁻ᵀL⁻¹ to float64 rounding, also when the tiles do not divide n (n = 30:
+    tiles of 8 and 5 rows)."""
+    pr = teacher_problem(n=30, N=3, S=4, n_test=5, seed=1)
+    C = 5.0
+    Sig = jnp.asarray(solve_cnn2(pr, C, tol=1e-10, max_iter=300).x)
+    eps, Kinv = discrepancy_and_inverse(pr.P, pr.y, Sig, pr.sigma2, pr.sigma_a2, pr.activation)
+    Q = cnn2_output_kernel(pr.P, pr.P, Sig, pr.sigma_a2, pr.activation)
+    Linv = jnp.linalg.inv(jnp.linalg.cholesky(Q + pr.sigma2 * jnp.eye(pr.n)))
+    w = jnp.asarray(np.random.default_rng(2).multivariate_normal(np.zeros(pr.S), Sig, size=64))
+    coef = pr.sigma_a2 / (2 * pr.N * C)
+    dense = np.asarray(channel_log_tilt(pr.P, w, eps, Kinv, coef))
+    tri = np.asarray(_tilt_triangular(pr.P, w, eps, Linv, coef, tiles=tiles))
+    np.testing.assert_allclose(tri, dense, rtol=1e-11, atol=1e-12 * np.abs(dense).max())
 
 
 def test_erf_fixed_point_is_a_fixed_point():

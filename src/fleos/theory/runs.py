@@ -107,7 +107,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
         RECOMMENDED_OPTIONS,
         analytic_observables,
     )
-    from fleos.theory.eos.cnn2_fluct import fluct_row
+    from fleos.theory.eos.cnn2_fluct import fluct_rows
 
     m = exp["model"]
     th = theory_options("cnn2", exp.get("theory"))
@@ -139,10 +139,9 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
             # beyond the paper: Eq. 8's predictor plus the kernel's channel-to-channel
             # fluctuations, i.i.d. (the O(1/C) term) and resummed (a hypothesis); independent
             # normals per C (docs/derivations/cnn2.md, "Kernel fluctuations at O(1/C)")
+            # (both from the same draws: one pass of the channels' features, `fluct_rows`)
             seed = th["fluct_seed"] * 1_000_003 + int(C)
-            for prefix, resum in (("fluct", False), ("fluct_resummed", True)):
-                fluct.update(fluct_row(problem, float(C), res.x, n_draws=th["fluct_draws"],
-                                       seed=seed, resum=resum, prefix=prefix))
+            fluct = fluct_rows(problem, float(C), res.x, n_draws=th["fluct_draws"], seed=seed)
         an = analytic_observables(problem, float(C), ds.teacher, q_train=q_train)
         pr = analytic_observables(problem, float(C), ds.teacher, unit_teacher_norms=True,
                                   **PRINTED_OPTIONS)

@@ -40,6 +40,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
+import scipy.linalg.lapack
 
 from fleos.core import gp
 from fleos.core.kernels import ACTIVATIONS
@@ -78,25 +80,12 @@ def _u_batch(P: Array, w: Array, a: Array, qa: Array, c: float, activation: str)
     return c * jnp.einsum("bmi,bi->bm", Ph, jnp.einsum("bmi,m->bi", Ph, a)) - qa[None, :]
 
 
-@partial(jax.jit, static_argnames=("activation",))
-def _ell_batch(P: Array, Pt: Array, w: Array, r: Array, yt: Array, cr: Array, cty: Array,
-               c: Array, activation: str) -> Array:
-    """ℓ = −δq_*ᵀ y_* + δq r for each draw of a batch (B, n), so that h = ℓ·g:
-    ℓ = −(c Φ Φ_*ᵀ y_* − Q̄_*ᵀ y_*) + (c Φ Φᵀ r − Q̄ r)."""
-    Ph, Pht = _phi(P, w, activation), _phi(Pt, w, activation)
-    return (-(c * jnp.einsum("bmi,bi->bm", Ph, jnp.einsum("bmi,m->bi", Pht, yt)) - cty[None])
-            + (c * jnp.einsum("bmi,bi->bm", Ph, jnp.einsum("bmi,m->bi", Ph, r)) - cr[None]))
-
-
-@partial(jax.jit, static_argnames=("activation",))
-def _accumulate_batch(P: Array, Pt: Array, w: Array, om: Array, U: Array, G: Array, r: Array,
-                      yt: Array, cr: Array, cty: Array, c: Array, activation: str
-                      ) -> tuple[Array, Array, Array, Array, Array]:
-    """One batch of draws with u_b (rows of U) and g_b (rows of G; K̄⁻¹ u_b, or its resummed
-    mix): per-draw t = u·g and h = −y_*ᵀδq_*g + rᵀδq g, and the ω-weighted sums of c Φ Φᵀ g
-    (train), c Φ_* Φᵀ g (test) and g. cr, cty: the centre kernel applied to r and
+def _accumulate(Ph: Array, Pht: Array, om: Array, U: Array, G: Array, r: Array, yt: Array,
+                cr: Array, cty: Array, c: Array) -> tuple[Array, Array, Array, Array, Array]:
+    """One batch of draws with Φ (Ph), Φ_* (Pht), u_b (rows of U) and g_b (rows of G; K̄⁻¹ u_b,
+    or its resummed mix): per-draw t = u·g and h = −y_*ᵀδq_*g + rᵀδq g, and the ω-weighted sums
+    of c Φ Φᵀ g (train), c Φ_* Φᵀ g (test) and g. cr, cty: the centre kernel applied to r and
     (transposed) to y_*."""
-    Ph, Pht = _phi(P, w, activation), _phi(Pt, w, activation)
     t = jnp.sum(U * G, axis=1)
     s = jnp.einsum("bmi,bm->bi", Ph, G)  # Φᵀ g
     h = (-(c * jnp.sum(jnp.einsum("bmi,m->bi", Pht, yt) * s, axis=1) - G @ cty)
@@ -104,6 +93,33 @@ def _accumulate_batch(P: Array, Pt: Array, w: Array, om: Array, U: Array, G: Arr
     v = c * jnp.einsum("b,bmi,bi->m", om, Ph, s)
     vt = c * jnp.einsum("b,bmi,bi->m", om, Pht, s)
     return t, h, v, vt, om @ G
+
+
+@partial(jax.jit, static_argnames=("activation",))
+def _accumulate_batch(P: Array, Pt: Array, w: Array, om: Array, U: Array, G: Array, r: Array,
+                      yt: Array, cr: Array, cty: Array, c: Array, activation: str
+                      ) -> tuple[Array, Array, Array, Array, Array]:
+    """`_accumulate` for given u_b and g_b, Φ and Φ_* recomputed from the draws w."""
+    return _accumulate(_phi(P, w, activation), _phi(Pt, w, activation), om, U, G, r, yt, cr,
+                       cty, c)
+
+
+@partial(jax.jit, static_argnames=("activation", "keep"))
+def _first_pass_batch(P: Array, Pt: Array, w: Array, om: Array, Kinv: Array, a: Array,
+                      ca: Array, r: Array, yt: Array, cr: Array, cty: Array, c: Array,
+                      activation: str, keep: bool) -> tuple[Array, ...]:
+    """Everything of one batch that needs Φ and Φ_* once: u_b, g_b = K̄⁻¹u_b, the i.i.d.
+    sums of `_accumulate` with them, and (keep) u_b and ℓ_b (`_ell_batch`) for the resummed
+    variant."""
+    Ph, Pht = _phi(P, w, activation), _phi(Pt, w, activation)
+    U = c * jnp.einsum("bmi,bi->bm", Ph, jnp.einsum("bmi,m->bi", Ph, a)) - ca[None, :]
+    G = U @ Kinv
+    sums = _accumulate(Ph, Pht, om, U, G, r, yt, cr, cty, c)
+    if not keep:
+        return sums
+    L = (-(c * jnp.einsum("bmi,bi->bm", Ph, jnp.einsum("bmi,m->bi", Pht, yt)) - cty[None])
+         + (c * jnp.einsum("bmi,bi->bm", Ph, jnp.einsum("bmi,m->bi", Ph, r)) - cr[None]))
+    return (*sums, U, G, L)
 
 
 def _weighted_se(x: np.ndarray, om: np.ndarray) -> tuple[float, float]:
@@ -147,14 +163,23 @@ def kernel_fluctuation_correction(
     seconds. Test entries are None without a test set.
     """
     t0 = time.perf_counter()
+    Sigma, w_all, om_all = _draws_and_weights(problem, C, Sigma, n_draws, seed, draws, weights,
+                                              resum)
+    return _corrections(problem, C, Sigma, w_all, om_all, draws is None, (resum,), t0)[0]
+
+
+def _draws_and_weights(problem: CNN2Problem, C: float, Sigma: Any, n_draws: int, seed: int,
+                       draws: Any, weights: Any, resum: bool
+                       ) -> tuple[Array, np.ndarray, np.ndarray]:
+    """The checked arguments of `kernel_fluctuation_correction`: Σ, the draws (K, S) and their
+    normalized weights (K,)."""
     if not C > 0:
         raise ValueError(f"kernel_fluctuation_correction: C must be > 0, got {C}")
     Sigma = jnp.asarray(Sigma, dtype=jnp.float64)
     if Sigma.shape != (problem.S, problem.S):
         raise ValueError(f"kernel_fluctuation_correction: Sigma has shape {Sigma.shape}, "
                          f"expected ({problem.S}, {problem.S})")
-    exact_center = draws is None
-    if resum and not exact_center:
+    if resum and draws is not None:
         raise ValueError("kernel_fluctuation_correction: resum needs the Gaussian draws "
                          "(no draws/weights)")
     if draws is None:
@@ -178,7 +203,18 @@ def kernel_fluctuation_correction(
             raise ValueError(f"kernel_fluctuation_correction: weights must be {K} non-negative "
                              "numbers, not all zero")
         om_all = om_all / om_all.sum()
+    return Sigma, w_all, om_all
 
+
+
+def _corrections(problem: CNN2Problem, C: float, Sigma: Array, w_all: np.ndarray,
+                 om_all: np.ndarray, exact_center: bool, resums: tuple[bool, ...],
+                 t0: float) -> list[dict[str, Any]]:
+    """`kernel_fluctuation_correction` for one set of draws and each variant in `resums`
+    (False: i.i.d., True: resummed), sharing every Φ: one pass over the draws gives the i.i.d.
+    sums and, when a resummed variant is asked for, the u_b, g_b and ℓ_b it needs; a second
+    pass applies its mixed g. Each result's seconds: from t0 to its own end."""
+    K = w_all.shape[0]
     P, y, sig2 = problem.P, problem.y, problem.sigma2
     c = jnp.asarray(problem.sigma_a2 / problem.N, dtype=jnp.float64)
     act = problem.activation
@@ -205,26 +241,53 @@ def kernel_fluctuation_correction(
     else:
         parts = [_center_batch(P, Pt, wb, ob, a, r, yt, c, act) for wb, ob in batches]
         ca, cr, cty = (sum(p[j] for p in parts) for j in range(3))
-    G_res = None
-    if resum:
-        U = jnp.concatenate([_u_batch(P, wb, a, ca, c, act) for wb, _ in batches])[:K]
-        G = U @ Kinv
-        L = jnp.concatenate([_ell_batch(P, Pt, wb, r, yt, cr, cty, c, act)
-                             for wb, _ in batches])[:K]
+    keep = any(resums)
+    first = [_first_pass_batch(P, Pt, wb, ob, Kinv, a, ca, r, yt, cr, cty, c, act, keep)
+             for wb, ob in batches]
+
+    def cat(j: int) -> Array:
+        return jnp.concatenate([f[j] for f in first])
+
+    def total(j: int) -> Array:
+        return sum(f[j] for f in first)
+
+    out = []
+    for resum in resums:
+        if not resum:
+            sums = (np.asarray(cat(0))[:K], np.asarray(cat(1))[:K], total(2), total(3), total(4))
+            out.append(_summary(problem, C, fit, Kinv, Qbar, Qt, has_test, om_all,
+                                exact_center, sums, None, t0))
+            continue
+        U, G, L = cat(5)[:K], cat(6)[:K], cat(7)[:K]
         gram, cross = np.asarray(U @ G.T), np.asarray(L @ G.T)
-        G_res = np.linalg.solve(np.eye(K) + gram / (C * K), np.asarray(G))
+        # I + Γ/(CK) is symmetric positive definite (Γ a Gram matrix): Cholesky, not LU
+        G_res = scipy.linalg.cho_solve(scipy.linalg.cho_factor(np.eye(K) + gram / (C * K)),
+                                       np.asarray(G))
         G_res = jnp.asarray(np.concatenate([G_res, np.zeros((pad, problem.n))]))
-    t_l, h_l = [], []
-    v = vt = gbar = 0.0
-    for i, (wb, ob) in enumerate(batches):
-        Ub = _u_batch(P, wb, a, ca, c, act)
-        Gb = Ub @ Kinv if G_res is None else G_res[i * BATCH:(i + 1) * BATCH]
-        t, h, vb, vtb, gb = _accumulate_batch(P, Pt, wb, ob, Ub, Gb, r, yt, cr, cty, c, act)
-        t_l.append(t)
-        h_l.append(h)
-        v, vt, gbar = v + vb, vt + vtb, gbar + gb
-    t_all = np.asarray(jnp.concatenate(t_l))[:K]
-    h_all = np.asarray(jnp.concatenate(h_l))[:K]
+        U_pad = jnp.concatenate([U, jnp.zeros((pad, problem.n))])
+        t_l, h_l = [], []
+        v = vt = gbar = 0.0
+        for i, (wb, ob) in enumerate(batches):
+            blk = slice(i * BATCH, (i + 1) * BATCH)
+            t, h, vb, vtb, gb = _accumulate_batch(P, Pt, wb, ob, U_pad[blk], G_res[blk], r, yt,
+                                                  cr, cty, c, act)
+            t_l.append(t)
+            h_l.append(h)
+            v, vt, gbar = v + vb, vt + vtb, gbar + gb
+        sums = (np.asarray(jnp.concatenate(t_l))[:K], np.asarray(jnp.concatenate(h_l))[:K],
+                v, vt, gbar)
+        out.append(_summary(problem, C, fit, Kinv, Qbar, Qt, has_test, om_all, exact_center,
+                            sums, _jackknife_resummed(gram, cross, C), t0))
+    return out
+
+
+def _summary(problem: CNN2Problem, C: float, fit: Any, Kinv: Array, Qbar: Array, Qt: Array,
+             has_test: bool, om_all: np.ndarray, exact_center: bool, sums: tuple,
+             jack_se: tuple[float, float] | None, t0: float) -> dict[str, Any]:
+    """The result dict of `kernel_fluctuation_correction` from the per-draw t, h and the sums
+    v, v_*, Σ ω g of one variant (jack_se: the resummed variant's jackknife SEs)."""
+    y, sig2 = problem.y, problem.sigma2
+    t_all, h_all, v, vt, gbar = sums
     bessel = 1.0
     if exact_center:  # δq's centre Q̄ enters v, v_* through Σ ω g; the sample mean's cancels
         v, vt = v - Qbar @ gbar, vt - Qt @ gbar
@@ -236,21 +299,22 @@ def kernel_fluctuation_correction(
     f_train = f_eos - sig2 * (Kinv @ v) / C
     jt, jt_se = _weighted_se(t_all, om_all)
     jh, jh_se = _weighted_se(h_all, om_all)
-    if resum:
-        jt_se, jh_se = _jackknife_resummed(gram, cross, C)
+    if jack_se is not None:
+        jt_se, jh_se = jack_se
     yy = float(y @ y)
     out: dict[str, Any] = {
         "alpha_train_eos": float(gp.alpha(y, f_eos, sig2)),
         "jensen_train": bessel * jt / yy, "jensen_train_se": bessel * jt_se / yy,
         "f_train": np.asarray(f_train),
         "alpha_test_eos": None, "jensen_test": None, "jensen_test_se": None, "f_test": None,
-        "n_draws": K, "kish_ess": float(1.0 / np.sum(om_all**2)),
+        "n_draws": len(om_all), "kish_ess": float(1.0 / np.sum(om_all**2)),
     }
     out["dalpha_train"] = out["jensen_train"] / C
     out["alpha_train"] = out["alpha_train_eos"] + out["dalpha_train"]
     out["alpha_train_se"] = out["jensen_train_se"] / C
     out["alpha_test"] = out["alpha_test_se"] = out["dalpha_test"] = None
     if has_test:
+        yt = problem.y_test
         f_eos_t = gp.gp_predict(fit, Qt)
         out["f_test"] = np.asarray(f_eos_t + (Qt @ (Kinv @ v) - vt) / C)
         norm = -1.0 / (sig2 * float(yt @ yt))
@@ -273,7 +337,13 @@ def _jackknife_resummed(gram: np.ndarray, cross: np.ndarray, C: float,
     for drop in np.array_split(np.arange(K), groups):
         keep = np.setdiff1d(np.arange(K), drop)
         k = len(keep)
-        R = np.linalg.inv(np.eye(k) + gram[np.ix_(keep, keep)] / (C * k))
+        # (I + Γ/(Ck))⁻¹ from its Cholesky factor (LAPACK potrf + potri: half the work of LU)
+        R, info = scipy.linalg.lapack.dpotri(
+            scipy.linalg.cholesky(np.eye(k) + gram[np.ix_(keep, keep)] / (C * k), lower=True),
+            lower=True)
+        if info:
+            raise np.linalg.LinAlgError(f"_jackknife_resummed: dpotri failed ({info})")
+        R = np.tril(R) + np.tril(R, -1).T
         est.append((np.sum(R * gram[np.ix_(keep, keep)]) / k,
                     np.sum(R * cross[np.ix_(keep, keep)]) / k))
     est = np.asarray(est)
@@ -311,6 +381,27 @@ def fluct_row(problem: CNN2Problem, C: float, Sigma: Any, *, n_draws: int = DEFA
         f"alpha_test_{prefix}_mc_se": res["alpha_test_se"],
         f"{prefix}_draws": res["n_draws"], f"{prefix}_seconds": res["seconds"],
     }
+
+
+def fluct_rows(problem: CNN2Problem, C: float, Sigma: Any, *, n_draws: int = DEFAULT_DRAWS,
+               seed: int = 0) -> dict[str, Any]:
+    """`fluct_row` twice, i.i.d. ("fluct") and resummed ("fluct_resummed"), from the same draws
+    and one pass of Φ over them (the same numbers as the two calls; what the workflow's theory
+    rule writes). fluct_seconds is the i.i.d. part's time, fluct_resummed_seconds the whole."""
+    t0 = time.perf_counter()
+    Sigma, w_all, om_all = _draws_and_weights(problem, C, Sigma, n_draws, seed, None, None, True)
+    out: dict[str, Any] = {}
+    for prefix, res in zip(("fluct", "fluct_resummed"),
+                           _corrections(problem, C, Sigma, w_all, om_all, True, (False, True),
+                                        t0), strict=True):
+        out.update({
+            f"alpha_train_{prefix}": res["alpha_train"],
+            f"alpha_train_{prefix}_mc_se": res["alpha_train_se"],
+            f"alpha_test_{prefix}": res["alpha_test"],
+            f"alpha_test_{prefix}_mc_se": res["alpha_test_se"],
+            f"{prefix}_draws": res["n_draws"], f"{prefix}_seconds": res["seconds"],
+        })
+    return out
 
 
 def jensen_spectrum(problem: CNN2Problem, C: float, Sigma: Any, *, n_draws: int = DEFAULT_DRAWS,

@@ -78,19 +78,22 @@ def channel_log_tilt(
     return coef * jnp.sum(along_eps**2 - jnp.sum(phi * Kphi, axis=1), axis=1)
 
 
-#: rows per tile of L⁻¹ in `_tilt_triangular` (8 tiles at n = 1600: 36 of 64 blocks multiplied)
-TILE_ROWS = 200
+#: row tiles of L⁻¹ in `_tilt_triangular`: 10 of 16 blocks multiplied. One core, n = 1600, 4096
+#: samples: 1, 4, 8, 16 tiles take 2.46, 2.11, 2.26, 2.83 CPU-s for the tilt (smaller products
+#: run below the matrix-product peak)
+TILES = 4
 
 
-@partial(jax.jit, static_argnames=("activation", "tile"))
+@partial(jax.jit, static_argnames=("activation", "tiles"))
 def _tilt_triangular(P: Array, w: Array, eps: Array, Linv: Array, coef: float,
-                     activation: str = "erf", tile: int = TILE_ROWS) -> Array:
+                     activation: str = "erf", tiles: int = TILES) -> Array:
     """`channel_log_tilt` with K_f⁻¹ = L⁻ᵀL⁻¹ (K_f = L Lᵀ): φ_iᵀK_f⁻¹φ_i = |L⁻¹φ_i|², and the
     product L⁻¹Φ skips the zero tiles above L⁻¹'s diagonal, so it costs (T + 1)/(2T) of the
-    full K_f⁻¹Φ with T row tiles (0.56 at T = 8). That product is ≈ 3/4 of an evaluation of
+    full K_f⁻¹Φ with T row tiles (0.625 at T = 4). That product is ≈ 3/4 of an evaluation of
     M̂ at the paper's n = 1600 (bench/RESULTS.md, "The moment-matched EoS and the fluctuation
     correction, before and after")."""
     n = P.shape[0]
+    tile = -(-n // tiles)
     phi = ACTIVATIONS[activation](jnp.einsum("mis,bs->mbi", P, w))  # (n, B, N)
     along_eps = jnp.einsum("m,mbi->bi", eps, phi)
     flat = phi.reshape(n, -1)
@@ -229,6 +232,7 @@ def solve_cnn2_matched(
     tol: float = 1e-4,
     max_iter: int = 200,
     m: int = 6,
+    damping: float = 0.5,
 ) -> SolveResult:
     """Solve Σ = M̂(Σ) at channel count C (x of the result = Σ) by Anderson acceleration.
 
@@ -241,6 +245,14 @@ def solve_cnn2_matched(
     S = 16: 5-11 with 1e-5, 4-9 with 1e-4 (studies/perf_history.md "The moment-matched EoS"). The
     Monte Carlo error of Σ (from the n_samples common normals of `seed`) is not in the residual:
     see `matched_diagnostics`.
+
+    m, damping: Anderson's history and mixing β. β = 1/2 because, as for Eq. 8
+    (`fleos.theory.eos.cnn2`), the plain step overshoots along Σ's top mode at small C.
+    Evaluations at the paper's n = 800, C = 320 and 160, from Eq. 8's Σ: 30 and 38 with m = 6,
+    β = 1; 25 and 31 with m = 6, β = 1/2; 22 and 25 with Eq. 8's m = 12, β = 1/2 (top Σ equal
+    to 1.4e-6 relative in all, 0.004 of its Monte Carlo SE). m = 12 is not used: on the
+    strongly non-Gaussian test problem (test_erf_fixed_point_is_a_fixed_point, C = 4) it
+    stalls at a residual of 0.03, where m = 6 converges with either β (32 evaluations).
     """
     if not C > 0:
         raise ValueError(f"solve_cnn2_matched: C must be > 0, got {C}")
@@ -255,7 +267,7 @@ def solve_cnn2_matched(
         return _matched_map_scaled(u, *a, activation=problem.activation)
 
     res = anderson(fp, jnp.asarray(Sigma0, dtype=jnp.float64) / unit, args=args, tol=tol,
-                   max_iter=max_iter, m=m)
+                   max_iter=max_iter, m=m, damping=damping)
     x = 0.5 * (res.x + res.x.T) * unit
     return replace(res, x=x, seconds=time.perf_counter() - t0)
 
