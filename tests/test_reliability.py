@@ -499,10 +499,11 @@ def test_full_checkpoint_folder_is_one_line(tmp_path: Path, monkeypatch, capsys)
                "--checkpoint", str(ckdir / "job.ckpt"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
-    # the job's first lines say which backend and chain layout it runs on; then the reason,
-    # on one line
-    assert len(err) == 3 and "backend" in err[0] and "layout:" in err[1], err
+    # the job's first lines say which backend and chain layout it runs on, and the stability
+    # re-check's verdict (due at the first checkpoint here); then the reason, on one line
+    assert len(err) == 4 and "backend" in err[0] and "layout:" in err[1], err
+    assert "stability:" in err[2], err
     assert "Traceback" not in "".join(err), err
     assert re.match(rf"fleos sample: error: cannot write checkpoint {re.escape(str(ckdir))}"
-                    r"/job\.ckpt: no space left on device", err[2]), err
+                    r"/job\.ckpt: no space left on device", err[3]), err
     assert list(ckdir.iterdir()) == []
