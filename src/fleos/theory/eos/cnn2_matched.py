@@ -199,7 +199,7 @@ def channel_covariance_on_grid(problem: CNN2Problem, C: float, A: Array, *,
     sd = float(np.sqrt(problem.sigma_w2 / problem.S))
     coef = problem.sigma_a2 / (2.0 * problem.N * C)
     second, mean, edge = _grid_moments(
-        problem.P / 1.0, 0.5 * (A + A.T), jnp.asarray(coef, jnp.float64),
+        problem.P, 0.5 * (A + A.T), jnp.asarray(coef, jnp.float64),
         jnp.asarray(1.0 / sd**2, jnp.float64), jnp.asarray(half_width * sd, jnp.float64),
         points=int(points), activation=problem.activation)
     if float(edge) > 1e-12:
