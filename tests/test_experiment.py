@@ -266,6 +266,22 @@ class _Stop(Exception):
     pass
 
 
+def _interrupted(exp, data_path, tmp_path):
+    """Run `exp` until its first checkpoint is on disk, then stop it (as a kill would).
+    Returns the (unwritten) output path and the checkpoint."""
+    out, ckpt = tmp_path / "out.h5", tmp_path / "job.ckpt"
+
+    def stop_after_checkpoint(_line: str) -> None:
+        if ckpt.exists():
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_job(exp, JOB, data_path, out, checkpoint_path=ckpt, progress_every=0,
+                log=stop_after_checkpoint)
+    assert ckpt.exists() and not out.exists()
+    return out, ckpt
+
+
 @pytest.mark.parametrize("integrator,layout", [
     ("lm", {}), ("baoab", {}), ("mala", {}),
     ("baoab", {"chain_batch": 1, "data_blocks": 4}),
@@ -279,16 +295,7 @@ def test_integrators_resume_bit_identically(data_path, tmp_path, integrator, lay
     exp = _exp(integrator=integrator, friction=2.0, **layout)
     ref = tmp_path / "ref.h5"
     run_job(exp, JOB, data_path, ref, progress=False)
-    out, ckpt = tmp_path / "out.h5", tmp_path / "job.ckpt"
-
-    def stop_after_checkpoint(_line: str) -> None:
-        if ckpt.exists():
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run_job(exp, JOB, data_path, out, checkpoint_path=ckpt, progress_every=0,
-                log=stop_after_checkpoint)
-    assert ckpt.exists() and not out.exists()
+    out, ckpt = _interrupted(exp, data_path, tmp_path)
     lines: list[str] = []
     run_job(exp, JOB, data_path, out, checkpoint_path=ckpt, log=lines.append)
     assert any("resumed from checkpoint" in line for line in lines)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_experiment import JOB, MODEL, _assert_identical, _exp
+from test_experiment import JOB, MODEL, _assert_identical, _exp, _interrupted
 
 import fleos.config as fconfig
 from fleos.nets.data import make_dataset
@@ -67,25 +67,6 @@ def counted(monkeypatch):
 
     register()
     return register
-
-
-class _Stop(Exception):
-    pass
-
-
-def _interrupted(exp, data_path, tmp_path):
-    """Run `exp` until its first checkpoint is on disk, then stop it (as a kill would)."""
-    out, ckpt = tmp_path / "out.h5", tmp_path / "job.ckpt"
-
-    def stop_after_checkpoint(_line: str) -> None:
-        if ckpt.exists():
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run_job(exp, JOB, data_path, out, checkpoint_path=ckpt, progress_every=0,
-                log=stop_after_checkpoint)
-    assert ckpt.exists() and not out.exists()
-    return out, ckpt
 
 
 def test_registered_integrator_resumes_bit_identically(counted, data_path, tmp_path) -> None:
