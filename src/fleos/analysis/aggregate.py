@@ -237,17 +237,18 @@ def equilibration_series(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if x is not None:
             out["loss"] = x
     for key in ("w_teacher", "w_random", "h2_teacher", "h2_random"):
-        if f"snapshots/{key}_msq" in samples and mask is not None:
+        if mask is None:
+            break
+        if f"snapshots/{key}_msq" in samples:
             sq = np.asarray(samples[f"snapshots/{key}_msq"], np.float64)
-            x = _common_tail(sq, mask)
-            if x is not None:
-                out[f"{key}_sq"] = x
-        elif f"snapshots/{key}" in samples and mask is not None:
+        elif f"snapshots/{key}" in samples:
             v = np.asarray(samples[f"snapshots/{key}"], np.float64)
             sq = (v ** 2).reshape(v.shape[0], v.shape[1], -1).mean(axis=2)
-            x = _common_tail(sq, mask)
-            if x is not None:
-                out[f"{key}_sq"] = x
+        else:
+            continue
+        x = _common_tail(sq, mask)
+        if x is not None:
+            out[f"{key}_sq"] = x
     if "top_modes/proj" in samples:
         proj = np.asarray(samples["top_modes/proj"], np.float64)[..., 0]  # (chains, K, C)
         sq = (proj ** 2).mean(axis=2)

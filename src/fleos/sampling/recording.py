@@ -254,8 +254,8 @@ class Recorder:
         (Myrtle-5, first `probe_channels` channels); w_full (C, d_in) if keep_full_weights.
         Channel axes are cut to the first `snapshot_channels` (None: all).
         `<p>_msq` (scalars) for each projection p above except the Myrtle probes: the mean of p²
-        over ALL channels (and directions), e.g. w_teacher_msq = ŵ*ᵀ Σ̂(θ) ŵ* (C/σ² units
-        aside): invariant under permuting the channels, unlike any fixed subset.
+        over ALL channels (and directions), e.g. w_teacher_msq = ŵ*ᵀ Σ̂(θ) ŵ* with
+        Σ̂ = (1/C) Σ_c w_c w_cᵀ: invariant under permuting the channels, unlike any fixed subset.
         """
         # Channels are exchangeable, so a fixed subset has the full posterior's distribution;
         # but a subset's time series also follows which channels specialize (e.g. the one unit

@@ -213,7 +213,7 @@ def _params(problem: FCNProblem, width: float | Sequence[float],
     """Scalars of the EoS as traced arrays, so that one compiled solver serves every width.
 
     field_sign: the sign s of the output field A^(L) = εεᵀ + s K_f⁻¹. Eq. 5 is s = −1 (derived
-    from the action the sampler samples, docs/derivations/fcn.md "The sign of the field");
+    from the action the sampler samples, docs/derivations/fcn.md §8);
     s = +1 is the sign of the authors' FCN notebook, kept as a diagnostic to score both."""
     if field_sign not in (-1.0, 1.0):
         raise ValueError(f"field_sign must be -1 or +1, got {field_sign!r}")
