@@ -19,6 +19,7 @@ of the K_f⁻¹ part of the output field's trace term over that of its εεᵀ p
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import time
 
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="config/paper_cpu_fcn.yaml")
     ap.add_argument("--out", type=out_file, required=True)
     args = ap.parse_args(argv)
+    for flag, path in (("--data", args.data), ("--table", args.table), ("--config", args.config)):
+        if not os.path.isfile(path):
+            ap.error(f"{flag} {path}: no such file")
     with open(args.config) as fh:
         exp = yaml.safe_load(fh)["experiments"]["fcn3"]
     with open(args.table, newline="") as fh:
