@@ -28,6 +28,7 @@ referee's and the closure's combined in quadrature, beside Eq. 8's z from the re
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import time
 
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=out_file, required=True)
     args = ap.parse_args(argv)
+    if not os.path.isfile(args.referee):
+        ap.error(f"--referee {args.referee}: no such file")
     with open(args.referee, newline="") as fh:
         ref = {int(r["C"]): r for r in csv.DictReader(fh)}
     missing = [c for c in args.C if c not in ref]
