@@ -260,6 +260,23 @@ def _upper_tiles(n_blocks: int) -> tuple[Array, Array]:
     return jnp.asarray(b, dtype=jnp.int32), jnp.asarray(c, dtype=jnp.int32)
 
 
+def cnn2_channel_features(P: Array, W: Array, activation: str = "erf") -> Array:
+    """φ(w_c·x_μi) of C given channels W (C, S) on patches P (n, N, S), flattened to (n, N·C):
+    the finite-C kernel of those channels is (σ_a²/(N C)) F Fᵀ (`cnn2_finite_kernel`)."""
+    H = jnp.einsum("mis,cs->mic", P, W)
+    return ACTIVATIONS[activation](H).reshape(P.shape[0], -1)
+
+
+def cnn2_finite_kernel(Pa: Array, Pb: Array, W: Array, sigma_a2: Array,
+                       activation: str = "erf") -> Array:
+    """Q(W) = (σ_a²/(N C)) Σ_c Σ_i φ(w_c·x_ai) φ(w_c·x_bi) between patch sets Pa (n_a, N, S) and
+    Pb (n_b, N, S): the readout's kernel at fixed input weights W (C, S), whose channel average
+    `cnn2_output_kernel` is at w ~ N(0, Σ)."""
+    N, C = Pa.shape[1], W.shape[0]
+    features = partial(cnn2_channel_features, W=W, activation=activation)
+    return (sigma_a2 / (N * C)) * features(Pa) @ features(Pb).T
+
+
 def cnn2_output_kernel(
     Pa: Array, Pb: Array, Sigma: Array, sigma_a2: float, activation: str = "erf",
     block_rows: int = CNN2_BLOCK_ROWS,

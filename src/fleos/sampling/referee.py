@@ -45,6 +45,8 @@ import numpy as np
 
 from fleos.core import diagnostics
 from fleos.core.kernels import ACTIVATIONS, patches
+from fleos.core.kernels import cnn2_channel_features as features
+from fleos.core.kernels import cnn2_finite_kernel as kernel
 
 Array = jnp.ndarray
 
@@ -84,18 +86,6 @@ class AdaptState(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 # The posterior
 # ---------------------------------------------------------------------------------------------
-
-
-def features(P: Array, W: Array, activation: str = "erf") -> Array:
-    """φ(w_c·x_μi) for all (μ, i, c), flattened to (n, N·C): Q(W) = (σ_a²/(N C)) F Fᵀ."""
-    H = jnp.einsum("mis,cs->mic", P, W)
-    return ACTIVATIONS[activation](H).reshape(P.shape[0], -1)
-
-
-def kernel(Pa: Array, Pb: Array, W: Array, sigma_a2: Array, activation: str = "erf") -> Array:
-    """Q(W) between patch sets Pa (n_a, N, S) and Pb (n_b, N, S) (the module docstring's Q)."""
-    N, C = Pa.shape[1], W.shape[0]
-    return (sigma_a2 / (N * C)) * features(Pa, W, activation) @ features(Pb, W, activation).T
 
 
 def log_density(u: Array, data: Data, activation: str = "erf") -> Array:
