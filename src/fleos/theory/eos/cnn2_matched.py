@@ -288,14 +288,25 @@ def matched_diagnostics(problem: CNN2Problem, C: float, Sigma: Array, *,
     z = _base_normals(problem, n_samples, seed)
     Sigma = jnp.asarray(Sigma, dtype=jnp.float64)
     w, logw = _log_weights_jit(Sigma, *_args(problem, C, z), activation=problem.activation)
+    u = np.linalg.eigh(np.asarray(Sigma))[1][:, -1]
+    top, top_se = weighted_quadratic_form(w, logw, Sigma, u)
+    om = np.exp(np.asarray(logw) - np.max(logw))
+    om /= om.sum()
+    return {"kish_ess": float(1.0 / np.sum(om**2)), "logw_sd": float(np.std(logw)),
+            "top": top, "top_se": top_se}
+
+
+def weighted_quadratic_form(w: Array, logw: Array, Sigma_prop: Array,
+                            u: np.ndarray) -> tuple[float, float]:
+    """uᵀ M̂ u and its delta-method SE for a pool w_k ~ N(0, Σ_prop) with log weights logw:
+    M̂ = Σ_prop + Σ_k (ω̄_k − 1/M) w_k w_kᵀ (the proposal's exact second moment as a control
+    variate), SE = sd_k[M ω̄_k (g_k − uᵀM̂u) − (g_k − uᵀΣ_prop u)]/√M with g_k = (u·w_k)²."""
     w, logw = np.asarray(w), np.asarray(logw)
     om = np.exp(logw - logw.max())
     om /= om.sum()
     M = len(om)
-    evals, U = np.linalg.eigh(np.asarray(Sigma))
-    u = U[:, -1]
     g = (w @ u) ** 2
-    top = evals[-1] + float(np.sum((om - 1.0 / M) * g))
-    lin = M * om * (g - top) - (g - evals[-1])
-    return {"kish_ess": float(1.0 / np.sum(om**2)), "logw_sd": float(np.std(logw)),
-            "top": top, "top_se": float(np.std(lin) / np.sqrt(M))}
+    prop = float(u @ np.asarray(Sigma_prop) @ u)
+    value = prop + float(np.sum((om - 1.0 / M) * g))
+    lin = M * om * (g - value) - (g - prop)
+    return value, float(np.std(lin) / np.sqrt(M))
