@@ -39,8 +39,8 @@ import numpy as np
 import fleos  # noqa: F401  (float64)
 from fleos.cli.args import Parser, out_file, positive_int
 from fleos.core.kernels import ACTIVATIONS
+from fleos.core.kernels import cnn2_channel_features as features
 from fleos.nets.data import make_dataset
-from fleos.sampling.referee import features
 from fleos.theory.eos.cnn2 import CNN2Problem, sweep_cnn2
 from fleos.theory.eos.cnn2_matched import field_of
 

@@ -1,0 +1,308 @@
+"""The fluctuating-field closure of the 2-layer CNN (beyond the paper).
+
+Eq. 8 and the moment-matched EoS (`fleos.theory.eos.cnn2_matched`) share the one-channel law
+
+    p_A(w) ∝ exp(−S |w|² / (2σ_w²) + (1/2C) ⟨A, q(w)⟩),   q(w)_μν = (σ_a²/N) Σ_i φ_μi φ_νi,
+
+and both take the field at the mean kernel, A = ε̄ε̄ᵀ − K̄⁻¹. The exact referee showed that the
+law is right once the field is the one the finite-C posterior exerts, and that Eq. 8's field is
+18-29 % off (docs/derivations/cnn2.md, "The field test"). This closure takes the field as the
+average of the finite-C field over C channels drawn independently from p_A:
+
+    A = E_{W ~ p_A^{⊗C}} [ ε(W) ε(W)ᵀ − K(W)⁻¹ ],   ε(W) = K(W)⁻¹ y,   K(W) = Q(W) + σ² I,
+    Σ = Cov_{p_A}(w),   f̄ = E[Q(W) K(W)⁻¹ y]  (train and test),
+
+with Q(W) = (σ_a²/(NC)) F Fᵀ the exact kernel of the C drawn channels
+(`core.kernels.cnn2_finite_kernel`).
+It keeps the kernel's channel-to-channel fluctuations in the field *and* in the predictor; the
+O(1/C) correction of `cnn2_fluct` keeps them only in the predictor, Eq. 8 in neither.
+
+Numerics (general S; docs/derivations/cnn2.md, "The fluctuating-field closure, for any S"):
+- Each set of C channels is drawn exactly from p_A by rejection: C·R candidates w = L z from
+  N(0, Σ_prop), L Lᵀ = Σ_prop (Eq. 8's Σ at the same C with its eigenvalues raised to at least
+  the prior's, `proposal_covariance`, so that the weight ω ∝ exp(F_A(w) − S|w|²/(2σ_w²) +
+  |z|²/2) is bounded), each accepted when its uniform is below ω/ω_max; the set takes its first
+  C accepted. R doubles (new random numbers) until every set has C.
+- Σ = Cov_{p_A} is the importance-weighted second moment of all candidates, with the
+  proposal's exact second moment as a control variate (as in `cnn2_matched`).
+- The normals and uniforms are fixed (common random numbers), so A ↦ A′ is one deterministic
+  (piecewise constant) map; its fixed point is found by damped iteration A ← (1 − β)A + βA′
+  from Eq. 8's field, until ‖A′ − A‖_F/‖A′‖_F < tol.
+- K(W) and its inverse are float64, as in `fleos.core.gp`: the field is a difference of two
+  terms of similar size, averaged over draws.
+- Why not one shared importance-weighted pool for all sets: its Monte Carlo error is common
+  to every set, so no per-set spread contains it (measured: test α 5.4 of its SEs off the
+  quadrature at S = 2, C = 128).
+
+Monte Carlo errors: α's SE is the spread of the per-set α over √sets (the sets are independent
+exact draws); top Σ's SE is the delta-method error of one weighted evaluation over the
+candidates (`cnn2_matched.weighted_quadratic_form`). Neither contains the error that reaches
+the fixed point through A; a second seed measures it.
+
+Cost per field evaluation, per set: n² C N + n³ flops for the finite-C kernel and its inverse,
+C·R·n²N for the candidates' tilt (R = `oversample`), and the erf of their pre-activations
+(docs/derivations/cnn2.md, "The fluctuating-field closure, for any S": measured 8-9 s for 64
+sets at the laptop's n = 256, C = 512 on one loaded core; ≈ 100 GFLOP per set at the paper's
+n = 1600, C = 640).
+
+Exact references (tests/test_eos_cnn2_fluctfield.py): at S = 2 the drawn channels and the
+weighted Σ against quadrature of the same law (`cnn2_matched.channel_covariance_on_grid`); the
+batched field against a dense evaluation set by set; the exact referee
+(`fleos.sampling.referee`) at C = 128.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fleos.core.kernels import cnn2_channel_features as features
+from fleos.theory.eos.cnn2 import CNN2Problem, solve_cnn2
+from fleos.theory.eos.cnn2_matched import channel_log_tilt, field_of, weighted_quadratic_form
+
+Array = jnp.ndarray
+
+#: proposal candidates per channel drawn (rejection sampling), and the batch of candidates
+#: whose tilt is computed at once
+DEFAULT_OVERSAMPLE = 2
+MAX_OVERSAMPLE = 64
+POOL_BATCH = 256
+#: sets of C channels per field evaluation, and the batch of sets whose n × n inverses are held
+#: at once (memory: batch · n² floats)
+DEFAULT_DRAWS = 1024
+DRAW_BATCH = 8
+
+
+@dataclass(frozen=True)
+class FluctFieldSolution:
+    """The closure's fixed point at one C.
+
+    A: the field (n × n); Sigma: Cov_{p_A} (S × S); alpha_*: means over the draws of the exact
+    finite-C α, with *_se their Monte Carlo SE (per-draw spread / √draws); sigma_top and
+    sigma_top_se: top eigenvalue of Σ and its one-evaluation delta-method SE; kish_ess: the
+    candidates' Kish effective sample size at the returned field; converged: step < tol
+    within max_iter and every set complete; step: the last relative change
+    ‖A′ − A‖_F/‖A′‖_F."""
+
+    A: Array
+    Sigma: Array
+    alpha_train: float
+    alpha_train_se: float
+    alpha_test: float
+    alpha_test_se: float
+    sigma_top: float
+    sigma_top_se: float
+    kish_ess: float
+    converged: bool
+    iterations: int
+    step: float
+    seconds: float
+    message: str
+
+
+def _candidate_log_weights(problem: CNN2Problem, C: float, A: Array, w: Array, z: Array) -> Array:
+    """log ω_k (unnormalized) of the candidates w = L z under p_A."""
+    S, N = problem.S, problem.N
+    coef = problem.sigma_a2 / (2.0 * N * C)
+    # channel_log_tilt computes coef Σ_i [(ε·φ_i)² − φ_iᵀ K⁻¹ φ_i] = coef Σ_i φ_iᵀ(εεᵀ − K⁻¹)φ_i;
+    # with ε = 0 and K⁻¹ = −A it is F_A(w) = (1/2C)⟨A, q(w)⟩ for any field A
+    zeros, minus_A = jnp.zeros(problem.n, w.dtype), -0.5 * (A + A.T)
+    tilt = jax.lax.map(
+        lambda wb: channel_log_tilt(problem.P, wb, zeros, minus_A, coef, problem.activation),
+        w.reshape(-1, POOL_BATCH, S)).reshape(-1)
+    return tilt - S / (2.0 * problem.sigma_w2) * jnp.sum(w * w, 1) + 0.5 * jnp.sum(z * z, 1)
+
+
+@partial(jax.jit, static_argnames=("activation", "with_test"))
+def _field_of_draws(W: Array, P: Array, y: Array, P_test: Array, y_test: Array,
+                    sigma2: Array, sigma_a2: Array, activation: str,
+                    with_test: bool = True) -> tuple[Array, Array, Array]:
+    """For sets of channels W (D, C, S): the mean of ε(W)ε(W)ᵀ − K(W)⁻¹ over the sets, and each
+    set's train and test α of the exact finite-C predictor (test α NaN unless `with_test`: the
+    test features are the larger part of the work when n_test > n, and the iteration needs
+    only the field)."""
+    n, N = P.shape[0], P.shape[1]
+    C = W.shape[1]
+    c = sigma_a2 / (N * C)
+    eye = jnp.eye(n, dtype=P.dtype)
+
+    def one(Wd: Array) -> tuple[Array, Array, Array]:
+        F = features(P, Wd, activation)
+        chol = jnp.linalg.cholesky(c * (F @ F.T) + sigma2 * eye)
+        K_inv = jax.scipy.linalg.cho_solve((chol, True), eye)
+        v = K_inv @ y
+        a_train = (v @ y) / (y @ y)                       # (y − f̄)·y/(σ² y·y), f̄ = y − σ² v
+        if with_test:
+            f_test = c * (features(P_test, Wd, activation) @ (F.T @ v))
+            a_test = (y_test - f_test) @ y_test / (sigma2 * (y_test @ y_test))
+        else:
+            a_test = jnp.full((), jnp.nan, P.dtype)
+        return jnp.outer(v, v) - K_inv, a_train, a_test
+
+    def batch(total: Array, Wb: Array) -> tuple[Array, tuple[Array, Array]]:
+        A_b, a_tr, a_te = jax.vmap(one)(Wb)
+        return total + A_b.sum(0), (a_tr, a_te)
+
+    D = W.shape[0]
+    total, (a_tr, a_te) = jax.lax.scan(batch, jnp.zeros((n, n), P.dtype),
+                                       W.reshape(D // DRAW_BATCH, DRAW_BATCH, C, -1))
+    return total / D, a_tr.reshape(-1), a_te.reshape(-1)
+
+
+def _check(problem: CNN2Problem, C: float, n_draws: int, oversample: int, where: str) -> None:
+    if not C > 0:
+        raise ValueError(f"{where}: C must be > 0, got {C}")
+    if int(C) != C:
+        raise ValueError(f"{where}: C must be a whole number of channels, got {C}")
+    if n_draws < DRAW_BATCH or n_draws % DRAW_BATCH:
+        raise ValueError(f"{where}: n_draws must be a positive multiple of {DRAW_BATCH}, "
+                         f"got {n_draws}")
+    if not oversample >= 1:
+        raise ValueError(f"{where}: oversample must be >= 1, got {oversample}")
+    if problem.P_test is None:
+        raise ValueError(f"{where}: the problem needs test patches (P_test, y_test)")
+
+
+def proposal_covariance(problem: CNN2Problem, Sigma: Array) -> Array:
+    """Σ with every eigenvalue raised to at least the prior's σ_w²/S. The tilt F_A is bounded
+    (φ = erf is), so p_A's tails are the prior's; with Σ_prop ≥ σ_w²/S the log weight is at
+    most max F_A + const, so rejection from N(0, Σ_prop) has a finite bound."""
+    lam, U = np.linalg.eigh(np.asarray(Sigma, np.float64))
+    lam = np.maximum(lam, problem.sigma_w2 / problem.S)
+    return jnp.asarray((U * lam) @ U.T)
+
+
+class FluctFieldMap:
+    """A ↦ A′ with its common random numbers fixed (module docstring).
+
+    Each of the `n_draws` sets gets C·oversample proposal candidates of its own; a candidate is
+    accepted when its uniform is below ω/ω_max (ω_max: the largest weight among all candidates
+    of this evaluation) and the set takes its first C accepted candidates. `__call__(A)` returns
+    the new field, all candidates' log weights, the per-set α's and the number of sets that had
+    fewer than C accepted candidates (then the evaluation is not valid: raise `oversample`)."""
+
+    def __init__(self, problem: CNN2Problem, C: float, Sigma_prop: Array, *,
+                 n_draws: int = DEFAULT_DRAWS, oversample: int = DEFAULT_OVERSAMPLE,
+                 seed: int = 0):
+        _check(problem, C, n_draws, oversample, "FluctFieldMap")
+        self.problem, self.C = problem, int(C)
+        per_set = self.C * int(oversample)
+        total = -(-n_draws * per_set // POOL_BATCH) * POOL_BATCH  # whole tilt batches
+        rng = np.random.default_rng(seed)
+        self.z = jnp.asarray(rng.standard_normal((total, problem.S)))
+        self.uniforms = jnp.asarray(rng.random((n_draws, per_set)))
+        self.Sigma_prop = proposal_covariance(problem, Sigma_prop)
+        self.w = self.z @ jnp.linalg.cholesky(self.Sigma_prop).T
+
+    def log_weights(self, A: Array) -> Array:
+        """log ω of every candidate under p_A (unnormalized)."""
+        return _candidate_log_weights(self.problem, self.C, jnp.asarray(A, jnp.float64), self.w,
+                                 self.z)
+
+    def draw_sets(self, A: Array) -> tuple[Array, Array, int]:
+        """The sets of C channels W (draws, C, S) of p_A, all candidates' log ω, and the
+        number of sets short of C accepted candidates (their tails are unaccepted ones)."""
+        logw = self.log_weights(A)
+        D, per_set = self.uniforms.shape
+        log_ratio = (logw[: D * per_set] - jnp.max(logw)).reshape(D, per_set)
+        accept = jnp.log(self.uniforms) < log_ratio
+        short = int(jnp.sum(jnp.sum(accept, axis=1) < self.C))
+        # the first C accepted candidates of each set (a stable sort puts them first)
+        first = jnp.argsort(~accept, axis=1, stable=True)[:, : self.C]
+        W = jnp.take_along_axis(self.w[: D * per_set].reshape(D, per_set, -1),
+                                first[..., None], axis=1)
+        return W, logw, short
+
+    def __call__(self, A: Array, with_test: bool = True) -> tuple[Array, Array, Array, Array,
+                                                                   int]:
+        pr = self.problem
+        W, logw, short = self.draw_sets(A)
+        f64 = partial(jnp.asarray, dtype=jnp.float64)
+        A_new, a_tr, a_te = _field_of_draws(
+            W, pr.P, pr.y, pr.P_test, pr.y_test, f64(pr.sigma2), f64(pr.sigma_a2),
+            pr.activation, with_test)
+        return 0.5 * (A_new + A_new.T), logw, a_tr, a_te, short
+
+
+def candidates_covariance(w: Array, logw: Array, Sigma_prop: Array) -> np.ndarray:
+    """Cov_{p_A} from all candidates w ~ N(0, Σ_prop) by self-normalized importance weights,
+    with the proposal's exact second moment as a control variate (as in `cnn2_matched`);
+    p_A is even in w (φ odd), so its covariance is its second moment."""
+    w, logw = np.asarray(w), np.asarray(logw)
+    om = np.exp(logw - logw.max())
+    om /= om.sum()
+    Sigma = np.asarray(Sigma_prop) + w.T @ ((om - 1.0 / len(om))[:, None] * w)
+    return 0.5 * (Sigma + Sigma.T)
+
+
+def solve_cnn2_fluctfield(
+    problem: CNN2Problem,
+    C: float,
+    Sigma_eq8: Array | None = None,
+    *,
+    n_draws: int = DEFAULT_DRAWS,
+    oversample: int = DEFAULT_OVERSAMPLE,
+    seed: int = 0,
+    tol: float = 2e-4,
+    max_iter: int = 60,
+    damping: float = 0.5,
+) -> FluctFieldSolution:
+    """Solve the fluctuating-field closure at channel count C (module docstring).
+
+    Sigma_eq8: Eq. 8's Σ at the same C (solved here if None): the proposal (raised to the
+    prior) and the start, A₀ = A(Σ_eq8). tol: on the relative field step; 2e-4 is what the
+    S = 2 study reached in 9-13 iterations at C = 32-128 (studies/field_test); the map is piecewise
+    constant, so much smaller steps are below its resolution. damping β = 1/2: a plain step
+    overshoots at small C, as in Eq. 8's own solve.
+    """
+    t0 = time.perf_counter()
+    _check(problem, C, n_draws, oversample, "solve_cnn2_fluctfield")
+    if Sigma_eq8 is None:
+        Sigma_eq8 = solve_cnn2(problem, C).x
+    A = field_of(problem, Sigma_eq8)
+    step, short, iterations = float("inf"), 0, 0
+    while True:
+        fmap = FluctFieldMap(problem, C, Sigma_eq8, n_draws=n_draws, oversample=oversample,
+                             seed=seed)
+        while iterations < max_iter:
+            iterations += 1
+            A_new, logw, a_tr, a_te, short = fmap(A, with_test=False)
+            step = float(jnp.linalg.norm(A_new - A) / jnp.linalg.norm(A_new))
+            if short or not np.isfinite(step):
+                break
+            A = (1.0 - damping) * A + damping * A_new
+            if step < tol:
+                break
+        # too few candidates accepted in some set: twice the candidates (new common random
+        # numbers, so the iteration goes on from the current field with a new map)
+        if not short or oversample >= MAX_OVERSAMPLE or iterations >= max_iter:
+            break
+        oversample *= 2
+    if not short:
+        # the observables at the returned field, with test α (the loop skipped it)
+        _, logw, a_tr, a_te, short = fmap(A)
+    converged = bool(step < tol) and not short
+    om = np.asarray(jax.nn.softmax(logw))
+    Sigma = candidates_covariance(fmap.w, logw, fmap.Sigma_prop)
+    top, top_se = weighted_quadratic_form(fmap.w, logw, fmap.Sigma_prop,
+                                          np.linalg.eigh(Sigma)[1][:, -1])
+    kish = float(1.0 / np.sum(om**2))
+    a_tr, a_te = np.asarray(a_tr), np.asarray(a_te)
+    D = len(a_tr)
+    accepted = float(np.mean(np.exp(np.asarray(logw) - np.max(logw))))
+    msg = (f"{'converged' if converged else 'not converged'}: field step {step:.2e} after "
+           f"{iterations} evaluations (tol {tol:.0e}); acceptance {accepted:.2f}, candidates' "
+           f"Kish ESS {kish / len(om):.2f} of their number, oversample {oversample}")
+    if short:
+        msg += f"; {short} sets had fewer than C accepted candidates: raise oversample"
+    return FluctFieldSolution(
+        A=A, Sigma=Sigma, alpha_train=float(a_tr.mean()),
+        alpha_train_se=float(a_tr.std(ddof=1) / np.sqrt(D)), alpha_test=float(a_te.mean()),
+        alpha_test_se=float(a_te.std(ddof=1) / np.sqrt(D)), sigma_top=top, sigma_top_se=top_se,
+        kish_ess=kish, converged=converged, iterations=iterations, step=step,
+        seconds=time.perf_counter() - t0, message=msg)
