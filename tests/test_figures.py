@@ -101,6 +101,34 @@ def test_fig3_divides_each_analytic_curve_by_its_own_gp_limit(fig3_inputs):
     np.testing.assert_allclose(dashed[0].get_ydata(), np.array([0.45, 0.62, 0.7]) / 0.7)
 
 
+def test_fig3_scores_and_draws_the_fluctuating_field_closure(fig3_inputs):
+    """A theory row with the closure's columns (theory.fluctfield_draws > 0): the table scores
+    it as (experiment − theory)/√(SE_exp² + SE_mc²), and the figure draws it (legend: beyond
+    the paper) only where it converged."""
+    inputs, config = fig3_inputs
+    doc = json.loads(open(inputs["theory"][0]).read())
+    doc["rows"][2].update({"fluctfield_converged": True, "alpha_test_fluctfield": 0.79,
+                           "alpha_test_fluctfield_mc_se": 0.0075,
+                           "alpha_train_fluctfield": 0.66, "alpha_train_fluctfield_mc_se": 0.0,
+                           "sigma_top_fluctfield": 1.0, "sigma_top_fluctfield_mc_se": 0.1})
+    write_json(inputs["theory"][0], doc)
+    rows = fig3.table(inputs, config)
+    by_c = {r["C"]: r for r in rows}
+    assert by_c[64]["fluctfield_converged"] and not by_c[16]["fluctfield_converged"]
+    # test: experiment 0.8 ± 0.01, closure 0.79 ± 0.0075 -> 0.01/0.0125
+    assert by_c[64]["alpha_test_dev_fluctfield_in_se"] == pytest.approx(0.8)
+    assert by_c[64]["alpha_train_dev_fluctfield_in_se"] == pytest.approx((0.7 - 0.66) / 0.02)
+    assert math.isnan(by_c[16]["alpha_test_dev_fluctfield_in_se"])
+    fig = fig3.draw(rows, inputs, config)
+    ax = fig.axes[0]
+    drawn = [ln for ln in ax.get_lines() if ln.get_marker() == "d" and len(ln.get_xdata())]
+    assert len(drawn) == 1
+    np.testing.assert_allclose(drawn[0].get_xdata(), [64])
+    np.testing.assert_allclose(drawn[0].get_ydata(), [0.79 / 1.0])
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "fluctuating-field closure (beyond the paper)" in labels
+
+
 def test_fig3_refuses_a_theory_file_without_the_analytic_gp(tmp_path, fig3_inputs):
     inputs, config = fig3_inputs
     doc = json.loads(open(inputs["theory"][0]).read())

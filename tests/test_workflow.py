@@ -172,6 +172,9 @@ def test_registry_and_schema_agree():
     from fleos.theory.eos import cnn2_matched
 
     assert fconfig.MATCHED_BATCH == cnn2_matched.BATCH
+    from fleos.theory.eos import cnn2_fluctfield
+
+    assert fconfig.FLUCTFIELD_BATCH == cnn2_fluctfield.DRAW_BATCH
     assert fconfig.THEORY_DEFAULTS["cnn2"]["matched_samples"] == cnn2_matched.DEFAULT_SAMPLES
     # today's sampler keys; a new SamplerConfig field needs its line in the schema
     assert set(defs["sampler"]["properties"]) == {

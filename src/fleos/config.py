@@ -385,6 +385,7 @@ class ExperimentConfig:
 THEORY_METHODS = ("anderson", "newton_krylov")
 Q_TRAIN_MODES = ("first_order", "renormalized")  # = fleos.theory.eos.cnn2_analytic.Q_TRAIN_MODES
 MATCHED_BATCH = 128  # = fleos.theory.eos.cnn2_matched.BATCH
+FLUCTFIELD_BATCH = 8  # = fleos.theory.eos.cnn2_fluctfield.DRAW_BATCH
 
 # ``experiments.<name>.theory`` per architecture: the keys its theory reads and their defaults
 # (written nowhere else; `theory_options` fills them in). cnn2: the EoS sweep of Eq. 8 and
@@ -394,7 +395,7 @@ MATCHED_BATCH = 128  # = fleos.theory.eos.cnn2_matched.BATCH
 THEORY_DEFAULTS: dict[str, dict[str, Any]] = {
     "cnn2": {"tol": 1e-8, "max_iter": 60, "method": "anderson", "q_train": "renormalized",
              "C_grid": [], "matched_samples": 4096, "matched_seed": 0,
-             "fluct_draws": 2048, "fluct_seed": 0},
+             "fluct_draws": 2048, "fluct_seed": 0, "fluctfield_draws": 0, "fluctfield_seed": 0},
     "fcn": {"tol": 1e-8, "max_iter": 50, "method": "newton_krylov", "ridge": 0.0},
     "cnn3": {"ridge": 0.0},
     "myrtle5": {},
@@ -441,17 +442,24 @@ def theory_options(arch: str, d: Mapping | None, path: str = "theory") -> dict[s
             raise _err(f"{path}.matched_samples", f"must be 0 (off) or a positive multiple "
                        f"of {MATCHED_BATCH}, got {k!r}")
         out["matched_samples"] = k
-    if "matched_seed" in d:
-        seed = d["matched_seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise _err(f"{path}.matched_seed", f"must be an integer >= 0, got {seed!r}")
-        out["matched_seed"] = seed
+    for key in ("matched_seed", "fluctfield_seed"):
+        if key in d:
+            seed = d[key]
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise _err(f"{path}.{key}", f"must be an integer >= 0, got {seed!r}")
+            out[key] = seed
     for key in ("fluct_draws", "fluct_seed"):  # fluct_draws 0 = off
         if key in d:
             k = d[key]
             if isinstance(k, bool) or not isinstance(k, int) or k < 0:
                 raise _err(f"{path}.{key}", f"must be an integer >= 0, got {k!r}")
             out[key] = k
+    if "fluctfield_draws" in d:  # 0 = off
+        k = d["fluctfield_draws"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k % FLUCTFIELD_BATCH:
+            raise _err(f"{path}.fluctfield_draws", f"must be 0 (off) or a positive multiple "
+                       f"of {FLUCTFIELD_BATCH}, got {k!r}")
+        out["fluctfield_draws"] = k
     if "C_grid" in d:
         grid = d["C_grid"]
         if isinstance(grid, (str, int)) or not isinstance(grid, Sequence):

@@ -286,15 +286,20 @@ def sampling_params(config: Mapping[str, Any], experiment: str, chunk: int) -> s
 def theory_params(config: Mapping[str, Any], key: str) -> str:
     """theory: the fls block (Fig. 2c), or model, data, σ², the theory options with their
     defaults filled in (so that a new or changed default reruns the theory, and spelling out a
-    default does not) and (for a sweep over widths) the widths."""
+    default does not; the fluctuating-field closure's keys only when it is on) and (for a
+    sweep over widths) the widths."""
     from fleos.config import theory_options
 
     if key == FLS:
         return canonical_hash(config[FLS])
     name, _, width = parse_theory_key(key)
     exp = config["experiments"][name]
-    doc = {**_model_data(exp), "sigma2": exp["sigma2"],
-           "theory": theory_options(exp["arch"], exp.get("theory"))}
+    th = theory_options(exp["arch"], exp.get("theory"))
+    if th.get("fluctfield_draws") == 0:
+        # an optional theory that is off changes no number: its keys stay out of the hash, so
+        # that a config without it keeps the hash it had before the option existed
+        th = {k: v for k, v in th.items() if not k.startswith("fluctfield_")}
+    doc = {**_model_data(exp), "sigma2": exp["sigma2"], "theory": th}
     if width is None:
         doc["widths"] = exp["widths"]
     return canonical_hash(doc)

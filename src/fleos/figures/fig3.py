@@ -59,11 +59,16 @@ MATCHED_COLUMNS = (
 FLUCT_COLUMNS = tuple(f"alpha_{q}_{v}{se}" for v in ("fluct", "fluct_resummed")
                       for q in ("test", "train") for se in ("", "_mc_se"))
 FLUCT_STYLE = (0, (5, 1, 1, 1, 1, 1))  # dash-dot-dot: the fluctuation-corrected predictor
+# The fluctuating-field closure (beyond the paper; fleos.theory.eos.cnn2_fluctfield), at the
+# sampled widths, with Monte Carlo SEs (NaN when theory.fluctfield_draws = 0)
+FLUCTFIELD_COLUMNS = tuple(f"{q}_fluctfield{se}" for q in ("alpha_test", "alpha_train",
+                                                             "sigma_top") for se in ("", "_mc_se"))
+FLUCTFIELD_STYLE = "-d"  # thin line through open diamonds: computed at the sampled C only
 # Which theories each observable is scored against, in "experiment − theory in SE" columns
 # (the SE combines the experiment's SE and the theory's Monte Carlo SE, when it has one).
-SCORED = {"alpha_test": ("eos", "matched", "fluct", "fluct_resummed"),
-          "alpha_train": ("eos", "matched", "fluct", "fluct_resummed"),
-          "sigma_top": ("matched",)}
+SCORED = {"alpha_test": ("eos", "matched", "fluct", "fluct_resummed", "fluctfield"),
+          "alpha_train": ("eos", "matched", "fluct", "fluct_resummed", "fluctfield"),
+          "sigma_top": ("matched", "fluctfield")}
 
 RB_COLUMNS = (
     "alpha_train_rb", "alpha_train_rb_se", "alpha_test_rb", "alpha_test_rb_se",
@@ -150,6 +155,8 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
                 **{k: nan(r.get(k)) for k in MATCHED_COLUMNS},
                 "matched_converged": bool(r.get("matched_converged", False)),
                 **{k: nan(r.get(k)) for k in FLUCT_COLUMNS},
+                **{k: nan(r.get(k)) for k in FLUCTFIELD_COLUMNS},
+                "fluctfield_converged": bool(r.get("fluctfield_converged", False)),
                 # Rao-Blackwellized estimates and the GP at the sampled mean kernel
                 # (NaN unless the run recorded them: sampler.rao_blackwell_every, kernel Qf)
                 **{k: optional(a, k) for k in RB_COLUMNS},
@@ -187,6 +194,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     not_converged_drawn = False
     matched_drawn = False
     fluct_drawn = False
+    fluctfield_drawn = False
     hollow = False
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, n in enumerate(sorted(theory)):
@@ -216,16 +224,22 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
         fl_tr = np.array([nan(r.get("alpha_train_fluct_resummed")) for r in trows]) / gp_tr
         fl_ok = conv & np.isfinite(fl_te) & np.isfinite(fl_tr)
         fluct_drawn = fluct_drawn or bool(fl_ok.any())
-        for a, eos, an, pr, mm, fl in ((ax, eos_te, an_te, pr_te, mm_te, fl_te),
-                                       (axin, eos_tr, an_tr, pr_tr, mm_tr, fl_tr)):
+        ff_ok = np.array([r.get("fluctfield_converged", False) for r in trows], bool)
+        ff_te = np.array([nan(r.get("alpha_test_fluctfield")) for r in trows]) / gp_te
+        ff_tr = np.array([nan(r.get("alpha_train_fluctfield")) for r in trows]) / gp_tr
+        fluctfield_drawn = fluctfield_drawn or bool(ff_ok.any())
+        for a, eos, an, pr, mm, fl, ff in ((ax, eos_te, an_te, pr_te, mm_te, fl_te, ff_te),
+                                           (axin, eos_tr, an_tr, pr_tr, mm_tr, fl_tr, ff_tr)):
             a.plot(Cs[conv], eos[conv], "-", color=col)
             a.plot(Cs[mm_ok], mm[mm_ok], "-.", color=col, linewidth=1.0)
             a.plot(Cs[fl_ok], fl[fl_ok], linestyle=FLUCT_STYLE, color=col, linewidth=1.0)
+            a.plot(Cs[ff_ok], ff[ff_ok], FLUCTFIELD_STYLE, color=col, linewidth=1.0,
+                   markersize=4, markerfacecolor="none")
             a.plot(Cs[~conv], eos[~conv], **NONCONV)
             a.plot(Cs[an_ok], an[an_ok], "--", color=col)
             a.plot(Cs[pr_ok], pr[pr_ok], ":", color=col)
         curve_lo.extend(np.concatenate([eos_te[conv], an_te[an_ok], pr_te[pr_ok],
-                                        mm_te[mm_ok], fl_te[fl_ok]]).tolist())
+                                        mm_te[mm_ok], fl_te[fl_ok], ff_te[ff_ok]]).tolist())
         not_converged_drawn = not_converged_drawn or not bool(conv.all())
         curve_c.extend(Cs.tolist())
         # The experiment: the sampled widths of this n, i.e. the table's rows.
@@ -246,6 +260,9 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
     if fluct_drawn:
         ax.plot([], [], color="k", linestyle=FLUCT_STYLE, linewidth=1.0,
                 label="Eq. 8 + kernel fluctuations, resummed (beyond the paper)")
+    if fluctfield_drawn:
+        ax.plot([], [], FLUCTFIELD_STYLE, color="k", linewidth=1.0, markersize=4,
+                markerfacecolor="none", label="fluctuating-field closure (beyond the paper)")
     ax.plot([], [], "k:", label="Eq. 9 as printed ($q_{train}$ = 1, unit teacher norms)")
     ax.plot([], [], "k--", label="Eq. 9 corrected (beyond the paper: ridge, $K_f^{-1}$, "
                                  "finite S, teacher norms)")

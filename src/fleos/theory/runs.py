@@ -99,7 +99,9 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
     `theory.q_train` (default renormalized), K_f⁻¹ term, finite-S leakage, actual teacher
     norms); the moment-matched EoS (`fleos.theory.eos.cnn2_matched`, unless
     `theory.matched_samples` is 0), warm-started from Eq. 8's Σ plus the previous C's
-    correction; and the GP limit. Non-converged points are kept with converged = False."""
+    correction; the kernel-fluctuation correction (`theory.fluct_draws`); the fluctuating-field
+    closure at the sampled widths (`theory.fluctfield_draws`, off by default); and the GP
+    limit. Non-converged points are kept with converged = False."""
     from fleos.nets.datasets import load_dataset
     from fleos.theory.eos.cnn2 import cnn2_gp_observables, cnn2_observables, sweep_cnn2
     from fleos.theory.eos.cnn2_analytic import (
@@ -142,6 +144,11 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
             # (both from the same draws: one pass of the channels' features, `fluct_rows`)
             seed = th["fluct_seed"] * 1_000_003 + int(C)
             fluct = fluct_rows(problem, float(C), res.x, n_draws=th["fluct_draws"], seed=seed)
+        fluctfield = {}
+        if th["fluctfield_draws"] and res.converged and C in sampled:
+            # beyond the paper: the fluctuating-field closure, at the sampled widths only (its
+            # cost: draws × (n² C N + n³) flops per field evaluation)
+            fluctfield = cnn2_fluctfield_row(problem, C, res.x, th)
         an = analytic_observables(problem, float(C), ds.teacher, q_train=q_train)
         pr = analytic_observables(problem, float(C), ds.teacher, unit_teacher_norms=True,
                                   **PRINTED_OPTIONS)
@@ -161,7 +168,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
             "eq9_printed_converged": pr["converged"],
             "alpha_train_eq9_printed": pr["alpha_train"],
             "alpha_test_eq9_printed": pr["alpha_test_gp_inference"],
-            **matched, **fluct,
+            **matched, **fluct, **fluctfield,
         })
     # Each analytic curve's own C → ∞ limit, so that a curve divided by its GP tends to 1 (as
     # in the paper's Fig. 3): Eq. 9's train α is not the numeric GP's, its test α (GP inference
@@ -179,6 +186,7 @@ def theory_cnn2(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[st
         "eq9_printed_options": {**PRINTED_OPTIONS, "teacher_norms": "unit"},
         "matched_options": {"samples": th["matched_samples"], "seed": th["matched_seed"]},
         "fluct_options": {"draws": th["fluct_draws"], "seed": th["fluct_seed"]},
+        "fluctfield_options": {"draws": th["fluctfield_draws"], "seed": th["fluctfield_seed"]},
         "gp": {"alpha_test": gp["alpha_test"], "alpha_train": gp["alpha_train"],
                "mse_train_norm": gp["train_mse_normalized"],
                "sigma_top": float(gp["sigma_eigs"][0])},
@@ -210,6 +218,27 @@ def cnn2_matched_row(problem: CNN2Problem, C: float, start: Array, th: Mapping[s
         "sigma_top_matched_mc_se": diag["top_se"], "matched_kish_ess": diag["kish_ess"],
         "matched_samples": th["matched_samples"],
     }, res.x
+
+
+def cnn2_fluctfield_row(problem: CNN2Problem, C: int, Sigma_eq8: Array,
+                        th: Mapping[str, Any]) -> dict[str, Any]:
+    """The fluctuating-field closure at C (`fleos.theory.eos.cnn2_fluctfield`), from Eq. 8's
+    Σ: its α's and top Σ with their Monte Carlo SEs, and the solver's outcome. Independent
+    random numbers per C (the seed mixes in C), so the errors of different C are independent."""
+    from fleos.theory.eos.cnn2_fluctfield import solve_cnn2_fluctfield
+
+    sol = solve_cnn2_fluctfield(problem, int(C), Sigma_eq8, n_draws=th["fluctfield_draws"],
+                                seed=th["fluctfield_seed"] * 1_000_003 + int(C))
+    _log_line(f"fluctuating field C={C:g}: {sol.message}, {sol.seconds:.0f} s")
+    return {
+        "fluctfield_converged": sol.converged, "fluctfield_iterations": sol.iterations,
+        "fluctfield_seconds": sol.seconds, "fluctfield_message": sol.message,
+        "alpha_test_fluctfield": sol.alpha_test, "alpha_test_fluctfield_mc_se": sol.alpha_test_se,
+        "alpha_train_fluctfield": sol.alpha_train,
+        "alpha_train_fluctfield_mc_se": sol.alpha_train_se,
+        "sigma_top_fluctfield": sol.sigma_top, "sigma_top_fluctfield_mc_se": sol.sigma_top_se,
+        "fluctfield_draws": th["fluctfield_draws"],
+    }
 
 
 def theory_fcn3(exp: Mapping[str, Any], data_path: str | os.PathLike) -> dict[str, Any]:
