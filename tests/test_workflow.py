@@ -284,6 +284,13 @@ def test_params_hash_exactly_what_a_job_depends_on():
     # nothing (the figure hashes the block as written, so it reruns, cheaply)
     assert changed("experiments.cnn2.theory.matched_samples", 4096) == {"fig3"}
     assert changed("experiments.cnn2.theory.matched_samples", 0) == {"theory", "fig3"}
+    # an optional theory that is off is not in the hash (a config without it keeps its
+    # theory jobs); switched on, it is, seed included
+    assert changed("experiments.cnn2.theory.fluctfield_seed", 3) == {"fig3"}
+    assert changed("experiments.cnn2.theory.fluctfield_draws", 256) == {"theory", "fig3"}
+    on = _mutated(cfg, "experiments.cnn2.theory.fluctfield_draws", 256)
+    assert wf.theory_params(on, "cnn2/n32") != wf.theory_params(
+        _mutated(on, "experiments.cnn2.theory.fluctfield_seed", 3), "cnn2/n32")
     assert changed("experiments.cnn2.sampler.steps", 700) == {"sample", "aggregate", "fig3"}
     # a sampler key the schema does not know yet counts too (the whole block is hashed)
     assert changed("experiments.cnn2.sampler.friction", 1.0) == {"sample", "aggregate", "fig3"}
