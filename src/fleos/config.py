@@ -436,30 +436,21 @@ def theory_options(arch: str, d: Mapping | None, path: str = "theory") -> dict[s
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < math.inf:
             raise _err(f"{path}.ridge", f"must be a finite number >= 0, got {r!r}")
         out["ridge"] = float(r)
-    if "matched_samples" in d:  # 0 = off
-        k = d["matched_samples"]
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k % MATCHED_BATCH:
-            raise _err(f"{path}.matched_samples", f"must be 0 (off) or a positive multiple "
-                       f"of {MATCHED_BATCH}, got {k!r}")
-        out["matched_samples"] = k
-    for key in ("matched_seed", "fluctfield_seed"):
+    # sample counts of optional theories: 0 = off, else whole batches
+    for key, batch in (("matched_samples", MATCHED_BATCH), ("fluctfield_draws", FLUCTFIELD_BATCH)):
         if key in d:
-            seed = d[key]
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise _err(f"{path}.{key}", f"must be an integer >= 0, got {seed!r}")
-            out[key] = seed
-    for key in ("fluct_draws", "fluct_seed"):  # fluct_draws 0 = off
+            k = d[key]
+            if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k % batch:
+                raise _err(f"{path}.{key}", f"must be 0 (off) or a positive multiple of {batch}, "
+                           f"got {k!r}")
+            out[key] = k
+    # seeds, and the kernel-fluctuation draws (0 = off, any count)
+    for key in ("matched_seed", "fluctfield_seed", "fluct_draws", "fluct_seed"):
         if key in d:
             k = d[key]
             if isinstance(k, bool) or not isinstance(k, int) or k < 0:
                 raise _err(f"{path}.{key}", f"must be an integer >= 0, got {k!r}")
             out[key] = k
-    if "fluctfield_draws" in d:  # 0 = off
-        k = d["fluctfield_draws"]
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k % FLUCTFIELD_BATCH:
-            raise _err(f"{path}.fluctfield_draws", f"must be 0 (off) or a positive multiple "
-                       f"of {FLUCTFIELD_BATCH}, got {k!r}")
-        out["fluctfield_draws"] = k
     if "C_grid" in d:
         grid = d["C_grid"]
         if isinstance(grid, (str, int)) or not isinstance(grid, Sequence):
