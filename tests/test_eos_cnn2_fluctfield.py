@@ -13,17 +13,21 @@ import pytest
 from test_eos_cnn2 import teacher_problem
 
 import fleos  # noqa: F401  (enables float64)
+from fleos.core.kernels import ACTIVATIONS
 from fleos.core.kernels import cnn2_finite_kernel as kernel
 from fleos.nets.data import make_dataset
 from fleos.theory.eos.cnn2 import CNN2Problem, cnn2_observables, sweep_cnn2
 from fleos.theory.eos.cnn2_fluctfield import (
+    POOL_BATCH,
     FluctFieldMap,
     _field_of_draws,
+    _tilt_f32,
     candidates_covariance,
     solve_cnn2_fluctfield,
 )
 from fleos.theory.eos.cnn2_matched import (
     channel_covariance_on_grid,
+    channel_log_tilt,
     field_of,
     weighted_quadratic_form,
 )
@@ -65,8 +69,11 @@ def test_drawn_channels_follow_the_channel_law():
 
 
 def test_field_of_draws_equals_the_dense_formulae():
-    """The batched field and α's equal a direct evaluation set by set: K(W) from the referee's
-    exact finite-C kernel, A = mean of K⁻¹yyᵀK⁻¹ − K⁻¹, α = (y − f̄)·y/(σ² y·y)."""
+    """The batched field and α's equal a direct float64 evaluation set by set: K(W) from the
+    referee's exact finite-C kernel, A = mean of K⁻¹yyᵀK⁻¹ − K⁻¹, α = (y − f̄)·y/(σ² y·y).
+    The module forms the features and F Fᵀ in float32, so the tolerance is the forward bound of
+    that rounding: a sum of N·C products moves K by ≤ N·C·u relative (u = 2⁻²⁴), and the solve
+    multiplies it by cond(K)."""
     pr = teacher_problem(n=25, N=3, S=4, n_test=15, seed=1)
     rng = np.random.default_rng(0)
     W = rng.normal(size=(16, 5, 4))
@@ -74,17 +81,40 @@ def test_field_of_draws_equals_the_dense_formulae():
                                     pr.sigma2, pr.sigma_a2, pr.activation)
     y, yt = np.asarray(pr.y), np.asarray(pr.y_test)
     dense = np.zeros((pr.n, pr.n))
-    for d, Wd in enumerate(W):
-        K = np.asarray(kernel(pr.P, pr.P, jnp.asarray(Wd), pr.sigma_a2)) + pr.sigma2 * np.eye(pr.n)
+    Ks = [np.asarray(kernel(pr.P, pr.P, jnp.asarray(Wd), pr.sigma_a2))
+          + pr.sigma2 * np.eye(pr.n) for Wd in W]
+    rtol = max(np.linalg.cond(K) for K in Ks) * pr.N * W.shape[1] * 2.0**-24
+    assert rtol < 1e-3                                   # the bound is informative here
+    for d, (Wd, K) in enumerate(zip(W, Ks, strict=True)):
         Ki = np.linalg.inv(K)
         v = Ki @ y
         dense += (np.outer(v, v) - Ki) / len(W)
-        f_tr = np.asarray(kernel(pr.P, pr.P, jnp.asarray(Wd), pr.sigma_a2)) @ v
+        f_tr = (K - pr.sigma2 * np.eye(pr.n)) @ v
         f_te = np.asarray(kernel(pr.P_test, pr.P, jnp.asarray(Wd), pr.sigma_a2)) @ v
-        assert float(a_tr[d]) == pytest.approx((y - f_tr) @ y / (pr.sigma2 * y @ y), rel=1e-10)
+        assert float(a_tr[d]) == pytest.approx((y - f_tr) @ y / (pr.sigma2 * y @ y), rel=rtol)
         assert float(a_te[d]) == pytest.approx((yt - f_te) @ yt / (pr.sigma2 * yt @ yt),
-                                               rel=1e-10)
-    np.testing.assert_allclose(np.asarray(A), dense, rtol=0, atol=1e-10 * np.abs(dense).max())
+                                               rel=rtol)
+    np.testing.assert_allclose(np.asarray(A), dense, rtol=0, atol=rtol * np.abs(dense).max())
+
+
+def test_float32_tilt_within_its_rounding_bound():
+    """The candidates' tilt F_A(w) = coef Σ_i φ_iᵀ A φ_i, computed in float32, against float64
+    `cnn2_matched.channel_log_tilt` (with ε = 0 and K⁻¹ = −A it is the same form): within the
+    forward bound of a float32 quadratic form of length n, n·u·coef·Σ_i |φ_i|ᵀ|A||φ_i|."""
+    pr = teacher_problem(n=30, N=3, S=4, n_test=10, seed=2)
+    rng = np.random.default_rng(1)
+    B = rng.normal(size=(pr.n, pr.n))
+    A = jnp.asarray(B + B.T)
+    w = jnp.asarray(rng.normal(size=(POOL_BATCH, pr.S)))
+    coef = 0.01
+    exact = channel_log_tilt(pr.P, w, jnp.zeros(pr.n), -A, coef, pr.activation)
+    f32 = _tilt_f32(pr.P.astype(jnp.float32), w, A.astype(jnp.float32), jnp.asarray(coef),
+                    pr.activation)
+    phi = np.abs(np.asarray(ACTIVATIONS[pr.activation](jnp.einsum("mis,bs->bmi", pr.P, w))))
+    bound = pr.n * 2.0**-24 * coef * np.einsum("bmi,mk,bki->b", phi, np.abs(np.asarray(A)), phi)
+    err = np.abs(np.asarray(f32) - np.asarray(exact))
+    assert np.all(err <= bound), (err.max(), bound.min())
+    assert np.std(np.asarray(exact)) > 1e3 * err.max()   # far below the weights' spread
 
 
 @pytest.mark.skipif(not REFEREE.is_file(), reason="studies/referee/referee_scores.csv absent")

@@ -27,9 +27,13 @@ Numerics (general S; docs/derivations/cnn2.md, "The fluctuating-field closure, f
   proposal's exact second moment as a control variate (as in `cnn2_matched`).
 - The normals and uniforms are fixed (common random numbers), so A ↦ A′ is one deterministic
   (piecewise constant) map; its fixed point is found by damped iteration A ← (1 − β)A + βA′
-  from Eq. 8's field, until ‖A′ − A‖_F/‖A′‖_F < tol.
-- K(W) and its inverse are float64, as in `fleos.core.gp`: the field is a difference of two
-  terms of similar size, averaged over draws.
+  from Eq. 8's field, until ‖A′ − A‖_F/‖A′‖_F < tol: first with an eighth of the sets, then
+  with all of them and a proposal refreshed to the coarse stage's Cov_{p_A}.
+- The two n²-per-channel products, the candidates' tilt A Φ and the finite-C kernel F Fᵀ, run
+  in float32 (3× and 2× float64's speed at the paper's n = 1600); the Cholesky factor, K(W)⁻¹
+  and the field are float64, as in `fleos.core.gp`: the field is a difference of two terms of
+  similar size, averaged over draws. The float32 rounding moves log ω by ~1e-6 (its spread is
+  0.3-0.8) and α by ~1e-8 there; the tests hold both to their forward rounding bounds.
 - Why not one shared importance-weighted pool for all sets: its Monte Carlo error is common
   to every set, so no per-set spread contains it (measured: test α 5.4 of its SEs off the
   quadrature at S = 2, C = 128).
@@ -41,9 +45,9 @@ the fixed point through A; a second seed measures it.
 
 Cost per field evaluation, per set: n² C N + n³ flops for the finite-C kernel and its inverse,
 C·R·n²N for the candidates' tilt (R = `oversample`), and the erf of their pre-activations
-(docs/derivations/cnn2.md, "The fluctuating-field closure, for any S": measured 8-9 s for 64
-sets at the laptop's n = 256, C = 512 on one loaded core; ≈ 100 GFLOP per set at the paper's
-n = 1600, C = 640).
+(docs/derivations/cnn2.md, "The fluctuating-field closure, for any S": at the paper's
+n = 1600, C = 640 on the 2-core machine, 0.33 ms per candidate's tilt and 0.35 s per set's
+kernel and inverse; R = 8-16 there, so the tilt is most of the time).
 
 Exact references (tests/test_eos_cnn2_fluctfield.py): at S = 2 the drawn channels and the
 weighted Σ against quadrature of the same law (`cnn2_matched.channel_covariance_on_grid`); the
@@ -61,9 +65,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fleos.core.kernels import ACTIVATIONS
 from fleos.core.kernels import cnn2_channel_features as features
 from fleos.theory.eos.cnn2 import CNN2Problem, solve_cnn2
-from fleos.theory.eos.cnn2_matched import channel_log_tilt, field_of, weighted_quadratic_form
+from fleos.theory.eos.cnn2_matched import field_of, weighted_quadratic_form
 
 Array = jnp.ndarray
 
@@ -76,6 +81,10 @@ POOL_BATCH = 256
 #: at once (memory: batch · n² floats)
 DEFAULT_DRAWS = 1024
 DRAW_BATCH = 8
+#: the coarse stage of `solve_cnn2_fluctfield`: n_draws / COARSE_FRACTION sets, iterated to a
+#: step below COARSE_TOL_FACTOR · tol
+COARSE_FRACTION = 8
+COARSE_TOL_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -105,16 +114,29 @@ class FluctFieldSolution:
     message: str
 
 
+@partial(jax.jit, static_argnames=("activation",))
+def _tilt_f32(P32: Array, w: Array, A32: Array, coef: Array, activation: str) -> Array:
+    """F_A(w) = coef Σ_i φ_iᵀ A φ_i for a batch w (B, S), in float32: the product A Φ is the
+    whole cost of the tilt (n²N per candidate, as much as a channel's share of the finite-C
+    kernel), and float32 runs it at 3× float64's speed. Error: 1e-6 in log ω where the log
+    weights spread by 0.3-0.8 at the paper's n = 1600, C = 640
+    (tests/test_eos_cnn2_fluctfield.py holds it to the float64 tilt)."""
+    n, N = P32.shape[0], P32.shape[1]
+    phi = ACTIVATIONS[activation](jnp.einsum("mis,bs->mbi", P32, w.astype(jnp.float32)))
+    flat = phi.reshape(n, -1)                                     # (n, B·N)
+    quad = jnp.sum(flat * (A32 @ flat), axis=0).reshape(-1, N).sum(1)
+    return coef * quad.astype(jnp.float64)
+
+
 def _candidate_log_weights(problem: CNN2Problem, C: float, A: Array, w: Array, z: Array) -> Array:
-    """log ω_k (unnormalized) of the candidates w = L z under p_A."""
+    """log ω_k (unnormalized) of the candidates w = L z under p_A: the tilt
+    F_A(w) = (1/2C)⟨A, q(w)⟩ = (σ_a²/2NC) Σ_i φ_iᵀ A φ_i, the prior and the proposal's density."""
     S, N = problem.S, problem.N
-    coef = problem.sigma_a2 / (2.0 * N * C)
-    # channel_log_tilt computes coef Σ_i [(ε·φ_i)² − φ_iᵀ K⁻¹ φ_i] = coef Σ_i φ_iᵀ(εεᵀ − K⁻¹)φ_i;
-    # with ε = 0 and K⁻¹ = −A it is F_A(w) = (1/2C)⟨A, q(w)⟩ for any field A
-    zeros, minus_A = jnp.zeros(problem.n, w.dtype), -0.5 * (A + A.T)
-    tilt = jax.lax.map(
-        lambda wb: channel_log_tilt(problem.P, wb, zeros, minus_A, coef, problem.activation),
-        w.reshape(-1, POOL_BATCH, S)).reshape(-1)
+    coef = jnp.asarray(problem.sigma_a2 / (2.0 * N * C))
+    P32 = problem.P.astype(jnp.float32)
+    A32 = (0.5 * (A + A.T)).astype(jnp.float32)
+    tilt = jax.lax.map(lambda wb: _tilt_f32(P32, wb, A32, coef, problem.activation),
+                       w.reshape(-1, POOL_BATCH, S)).reshape(-1)
     return tilt - S / (2.0 * problem.sigma_w2) * jnp.sum(w * w, 1) + 0.5 * jnp.sum(z * z, 1)
 
 
@@ -131,14 +153,22 @@ def _field_of_draws(W: Array, P: Array, y: Array, P_test: Array, y_test: Array,
     c = sigma_a2 / (N * C)
     eye = jnp.eye(n, dtype=P.dtype)
 
+    P32 = P.astype(jnp.float32)
+
     def one(Wd: Array) -> tuple[Array, Array, Array]:
-        F = features(P, Wd, activation)
-        chol = jnp.linalg.cholesky(c * (F @ F.T) + sigma2 * eye)
+        # the features and their product F Fᵀ in float32 (2× float64's speed; the kernel's
+        # entries are sums of N·C terms of size ≤ 1), Cholesky and inverse in float64: at the
+        # paper's n = 1600, C = 640 this moves α by 1e-8 and the field by 1e-6 relative
+        W32 = Wd.astype(jnp.float32)
+        F = features(P32, W32, activation)
+        FFt = (F @ F.T).astype(P.dtype)
+        chol = jnp.linalg.cholesky(c * FFt + sigma2 * eye)
         K_inv = jax.scipy.linalg.cho_solve((chol, True), eye)
         v = K_inv @ y
         a_train = (v @ y) / (y @ y)                       # (y − f̄)·y/(σ² y·y), f̄ = y − σ² v
         if with_test:
-            f_test = c * (features(P_test, Wd, activation) @ (F.T @ v))
+            F_test = features(P_test.astype(jnp.float32), W32, activation)
+            f_test = c * (F_test.astype(P.dtype) @ (F.T.astype(P.dtype) @ v))
             a_test = (y_test - f_test) @ y_test / (sigma2 * (y_test @ y_test))
         else:
             a_test = jnp.full((), jnp.nan, P.dtype)
@@ -240,12 +270,39 @@ def candidates_covariance(w: Array, logw: Array, Sigma_prop: Array) -> np.ndarra
     return 0.5 * (Sigma + Sigma.T)
 
 
+def _iterate(problem: CNN2Problem, C: float, Sigma_prop: Array, A: Array, *, n_draws: int,
+             oversample: int, seed: int, tol: float, max_iter: int, damping: float,
+             ) -> tuple[Array, FluctFieldMap, Array, float, int, int, int]:
+    """Damped iteration A ← (1 − β)A + βA′ of one map from A until the step is below tol; the
+    map is rebuilt with twice the candidates (new common random numbers) while some set is
+    short of C accepted ones. Returns the field, the last map and its log weights (at the
+    field before the last step), the last step, the number of short sets, evaluations and the
+    final oversample."""
+    step, short, iterations = float("inf"), 0, 0
+    while True:
+        fmap = FluctFieldMap(problem, C, Sigma_prop, n_draws=n_draws, oversample=oversample,
+                             seed=seed)
+        while iterations < max_iter:
+            iterations += 1
+            A_new, logw, _, _, short = fmap(A, with_test=False)
+            step = float(jnp.linalg.norm(A_new - A) / jnp.linalg.norm(A_new))
+            if short or not np.isfinite(step):
+                break
+            A = (1.0 - damping) * A + damping * A_new
+            if step < tol:
+                break
+        if not short or oversample >= MAX_OVERSAMPLE or iterations >= max_iter:
+            return A, fmap, logw, step, short, iterations, oversample
+        oversample *= 2
+
+
 def solve_cnn2_fluctfield(
     problem: CNN2Problem,
     C: float,
     Sigma_eq8: Array | None = None,
     *,
     n_draws: int = DEFAULT_DRAWS,
+    coarse_draws: int | None = None,
     oversample: int = DEFAULT_OVERSAMPLE,
     seed: int = 0,
     tol: float = 2e-4,
@@ -254,35 +311,42 @@ def solve_cnn2_fluctfield(
 ) -> FluctFieldSolution:
     """Solve the fluctuating-field closure at channel count C (module docstring).
 
-    Sigma_eq8: Eq. 8's Σ at the same C (solved here if None): the proposal (raised to the
-    prior) and the start, A₀ = A(Σ_eq8). tol: on the relative field step; 2e-4 is what the
-    S = 2 study reached in 9-13 iterations at C = 32-128 (studies/field_test); the map is piecewise
-    constant, so much smaller steps are below its resolution. damping β = 1/2: a plain step
-    overshoots at small C, as in Eq. 8's own solve.
+    Sigma_eq8: Eq. 8's Σ at the same C (solved here if None): the first proposal (raised to the
+    prior) and the start, A₀ = A(Σ_eq8).
+
+    Two stages, because an evaluation costs as much as its sets and the first steps need no
+    precision: a coarse map of `coarse_draws` sets (default n_draws/8, a multiple of 8; 0 or
+    ≥ n_draws skips it) iterates from A₀ to a step below COARSE_TOL_FACTOR·tol; its Cov_{p_A}
+    (raised to the prior) then becomes the proposal of the map of `n_draws` sets, which goes on
+    from the coarse field to tol. The fixed point's proposal is then closer to p_A than Eq. 8's
+    Σ: at the paper's n = 1600, C = 640 the acceptance rose from 0.11 to 0.22.
+
+    tol: on the relative field step; 2e-4 is what the S = 2 study reached in 9-13 iterations at
+    C = 32-128 (studies/field_test); the map is piecewise constant, so much smaller steps are
+    below its resolution. max_iter: per stage. damping β = 1/2: a plain step overshoots at
+    small C, as in Eq. 8's own solve.
     """
     t0 = time.perf_counter()
     _check(problem, C, n_draws, oversample, "solve_cnn2_fluctfield")
+    if coarse_draws is None:
+        coarse_draws = max(DRAW_BATCH, n_draws // COARSE_FRACTION // DRAW_BATCH * DRAW_BATCH)
+    if coarse_draws and coarse_draws < n_draws:
+        _check(problem, C, coarse_draws, oversample, "solve_cnn2_fluctfield (coarse_draws)")
     if Sigma_eq8 is None:
         Sigma_eq8 = solve_cnn2(problem, C).x
-    A = field_of(problem, Sigma_eq8)
-    step, short, iterations = float("inf"), 0, 0
-    while True:
-        fmap = FluctFieldMap(problem, C, Sigma_eq8, n_draws=n_draws, oversample=oversample,
-                             seed=seed)
-        while iterations < max_iter:
-            iterations += 1
-            A_new, logw, a_tr, a_te, short = fmap(A, with_test=False)
-            step = float(jnp.linalg.norm(A_new - A) / jnp.linalg.norm(A_new))
-            if short or not np.isfinite(step):
-                break
-            A = (1.0 - damping) * A + damping * A_new
-            if step < tol:
-                break
-        # too few candidates accepted in some set: twice the candidates (new common random
-        # numbers, so the iteration goes on from the current field with a new map)
-        if not short or oversample >= MAX_OVERSAMPLE or iterations >= max_iter:
-            break
-        oversample *= 2
+    A, Sigma_prop = field_of(problem, Sigma_eq8), Sigma_eq8
+    run = partial(_iterate, problem, C, seed=seed, max_iter=max_iter, damping=damping)
+    stages = ""
+    if 0 < coarse_draws < n_draws:
+        A, fmap, logw, c_step, short, c_iter, oversample = run(
+            Sigma_prop, A, n_draws=coarse_draws, oversample=oversample,
+            tol=COARSE_TOL_FACTOR * tol)
+        if not short:
+            Sigma_prop = candidates_covariance(fmap.w, logw, fmap.Sigma_prop)
+        stages = (f"; coarse stage ({coarse_draws} sets): {c_iter} evaluations, step "
+                  f"{c_step:.2e}")
+    A, fmap, logw, step, short, iterations, oversample = run(
+        Sigma_prop, A, n_draws=n_draws, oversample=oversample, tol=tol)
     if not short:
         # the observables at the returned field, with test α (the loop skipped it)
         _, logw, a_tr, a_te, short = fmap(A)
@@ -292,17 +356,18 @@ def solve_cnn2_fluctfield(
     top, top_se = weighted_quadratic_form(fmap.w, logw, fmap.Sigma_prop,
                                           np.linalg.eigh(Sigma)[1][:, -1])
     kish = float(1.0 / np.sum(om**2))
-    a_tr, a_te = np.asarray(a_tr), np.asarray(a_te)
-    D = len(a_tr)
     accepted = float(np.mean(np.exp(np.asarray(logw) - np.max(logw))))
     msg = (f"{'converged' if converged else 'not converged'}: field step {step:.2e} after "
-           f"{iterations} evaluations (tol {tol:.0e}); acceptance {accepted:.2f}, candidates' "
-           f"Kish ESS {kish / len(om):.2f} of their number, oversample {oversample}")
+           f"{iterations} evaluations of {n_draws} sets (tol {tol:.0e}){stages}; acceptance "
+           f"{accepted:.2f}, candidates' Kish ESS {kish / len(om):.2f} of their number, "
+           f"oversample {oversample}")
     if short:
         msg += f"; {short} sets had fewer than C accepted candidates: raise oversample"
+        a_tr = a_te = np.full(n_draws, np.nan)
+    a_tr, a_te = np.asarray(a_tr), np.asarray(a_te)
     return FluctFieldSolution(
         A=A, Sigma=Sigma, alpha_train=float(a_tr.mean()),
-        alpha_train_se=float(a_tr.std(ddof=1) / np.sqrt(D)), alpha_test=float(a_te.mean()),
-        alpha_test_se=float(a_te.std(ddof=1) / np.sqrt(D)), sigma_top=top, sigma_top_se=top_se,
-        kish_ess=kish, converged=converged, iterations=iterations, step=step,
-        seconds=time.perf_counter() - t0, message=msg)
+        alpha_train_se=float(a_tr.std(ddof=1) / np.sqrt(n_draws)),
+        alpha_test=float(a_te.mean()), alpha_test_se=float(a_te.std(ddof=1) / np.sqrt(n_draws)),
+        sigma_top=top, sigma_top_se=top_se, kish_ess=kish, converged=converged,
+        iterations=iterations, step=step, seconds=time.perf_counter() - t0, message=msg)
