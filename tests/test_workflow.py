@@ -469,6 +469,15 @@ def test_smoke_end_to_end(smoke_run):
         assert r["eos_converged"] in ("True", "False")
         if r["eos_converged"] == "True":
             assert _finite(r["alpha_test_eos"]) and _finite(r["alpha_train_eos"])
+    # Fig. 6's trained rows carry the posterior cross-channel and cross-layer correlations,
+    # each beside its null (2 chains in the smoke run: the least the null needs)
+    trained = [r for r in _check_csv(res / "tables" / "fig6.csv") if r["state"] == "trained"]
+    assert trained
+    for r in trained:
+        for k in ("corr_within_rms", "corr_within_null_rms", "corr_cross_rms",
+                  "corr_cross_null_rms", "corr_cross_mean_se"):
+            assert _finite(r[k]) and float(r[k]) >= 0, (k, r)
+    assert "Posterior correlation" in (res / "tables" / "fig6_summary.rst").read_text()
     for log in (res / "logs").rglob("*.log"):
         assert "Traceback" not in log.read_text(), log
     # the HTML report: every figure with its caption (settings and agreement summary)
@@ -562,7 +571,9 @@ def _edit_text(path: Path, old: str, new: str) -> None:
 
 def _bump(engine: str):
     def edit(pkg: Path) -> None:
-        _edit_text(pkg / engine / "__init__.py", "NUMERICS_VERSION = 1", "NUMERICS_VERSION = 2")
+        init = pkg / engine / "__init__.py"
+        v = int(re.search(r"^NUMERICS_VERSION = (\d+)$", init.read_text(), re.M).group(1))
+        _edit_text(init, f"NUMERICS_VERSION = {v}", f"NUMERICS_VERSION = {v + 1}")
     return edit
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from fleos.analysis.correlations import MIN_CHAINS, preactivation_correlations
 from fleos.config import WORKFLOW_ONLY_KEYS
 from fleos.core import gp
 from fleos.core.diagnostics import EquilibriumGates
@@ -426,6 +427,7 @@ def aggregate_job(
                 lambda k: top_eigh(k, min(100, k.shape[0]))[0], K)
 
     series: dict[str, np.ndarray] = {}  # Myrtle-5 projection series (equilibration below)
+    windows: dict[str, np.ndarray] = {}  # Myrtle-5 pre-activations in the sampling window
     probes = sorted({k.split("/")[1] for k in samples if k.startswith("probe/")})
     for layer in probes:
         Kp = np.asarray(samples[f"probe/{layer}/mean"], np.float64)
@@ -434,6 +436,9 @@ def aggregate_job(
             from fleos.core.observables import project_on_eigenvectors
 
             H = np.asarray(samples[f"snapshots/{layer}"], np.float64)  # (chains, T, P, c)
+            tail = _common_tail(H, mask)
+            if tail is not None:
+                windows[layer] = tail
             H = np.moveaxis(H, 2, -1)  # (chains, T, c, P)
             idx = tuple(i for i in (0, 9) if i < Kp.shape[-1])
             proj = project_on_eigenvectors(H, out[f"probe_{layer}_mean"], idx)
@@ -444,6 +449,11 @@ def aggregate_job(
                 x = _common_tail((p ** 2).mean(axis=2), mask)  # channel mean of p²
                 if x is not None:
                     series[f"{layer}_proj{i + 1}_sq"] = x
+
+    if len(windows) == len(probes) and probes and len(out["seeds"]) >= MIN_CHAINS:
+        for family, stats in preactivation_correlations(windows).items():
+            for stat, v in stats.items():
+                out[f"corr_{family.replace('~', '_x_')}_{stat}"] = np.array(v)
 
     iat = [np.nanmax(v) for k, v in samples.items()
            if k.startswith("diagnostics/") and k.endswith("/iat") and np.size(v)
