@@ -10,12 +10,21 @@ sampling cost, not the elapsed time of the run), ``sampling_jobs`` and ``integra
 η and γ), plus the pass/fail of the agreement criterion: |experiment − EoS| ≤ 2 SE + 2 % of the
 EoS value, for test α and for the top Σ eigenvalue, against Eq. 8 and (``*_matched``) against
 the moment-matched EoS (SE: the experiment's and the theory's Monte Carlo SE in quadrature).
+
+A table made before the workflow's fig3 table carried a theory column (``matched_kish_ess``,
+the Kish effective sample size of the moment-matched EoS's importance weights, out of its
+samples) gets it from the run's theory files, without the run's other results:
+
+    .venv/bin/python studies/paper_scale_fig3/paper_scale_table.py \
+        --refresh studies/paper_scale_fig3/paper_scale_fig3.csv \
+        --theory studies/paper_scale_fig3/theory/cnn2
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -26,12 +35,54 @@ def within(exp: float, se: float, eos: float) -> bool:
     return abs(exp - eos) <= 2 * se + 0.02 * abs(eos)
 
 
+#: theory columns that a table written before the workflow's fig3 table carried them lacks
+REFRESHED = ("matched_kish_ess",)
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+    print(f"wrote {path}: {len(rows)} rows")
+
+
+def refresh(table: Path, theory: Path) -> None:
+    """Add the REFRESHED columns to `table` from the theory files theory/n{n}.json."""
+    if not table.is_file():
+        raise SystemExit(f"--refresh: {table} does not exist")
+    with table.open() as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        src = theory / f"n{r['n']}.json"
+        if not src.is_file():
+            raise SystemExit(f"--theory: {src} does not exist")
+        by_C = {float(t["C"]): t for t in json.loads(src.read_text())["rows"]}
+        t = by_C.get(float(r["C"]))
+        if t is None:
+            raise SystemExit(f"--theory: {src} has no row at C = {r['C']}")
+        for k in REFRESHED:
+            r[k] = f"{float(t.get(k, 'nan')):.1f}"
+    write(table, rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", required=True, help="the run's results folder")
-    ap.add_argument("--config", required=True, help="the run's config file")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--results", help="the run's results folder")
+    ap.add_argument("--config", help="the run's config file")
+    ap.add_argument("--out")
+    ap.add_argument("--refresh", type=Path, help="a table to add the newer theory columns to")
+    ap.add_argument("--theory", type=Path, help="with --refresh: the run's theory/cnn2 folder")
     args = ap.parse_args()
+    if args.refresh:
+        if not args.theory:
+            ap.error("--refresh needs --theory")
+        refresh(args.refresh, args.theory)
+        return
+    if not (args.results and args.config and args.out):
+        ap.error("--results, --config and --out are required (or --refresh and --theory)")
     res = Path(args.results)
     table = res / "tables" / "fig3.csv"
     if not table.is_file():
@@ -64,12 +115,7 @@ def main() -> None:
                 ok = solved and all(math.isfinite(v) for v in (exp, se, th)) and within(
                     exp, se, th)
                 r[f"{q}_within_2se_2pct{suffix}"] = str(ok)
-    cols = list(rows[0])
-    with Path(args.out).open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {args.out}: {len(rows)} rows")
+    write(Path(args.out), rows)
 
 
 if __name__ == "__main__":
