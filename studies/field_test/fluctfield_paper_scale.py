@@ -69,9 +69,9 @@ def point(text: str) -> tuple[int, int]:
     try:
         n, C = (int(v) for v in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--points: expected n:C, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected n:C, got {text!r}") from None
     if n <= 0 or C <= 0:
-        raise argparse.ArgumentTypeError(f"--points: n and C must be positive, got {text!r}")
+        raise argparse.ArgumentTypeError(f"n and C must be positive, got {text!r}")
     return n, C
 
 
