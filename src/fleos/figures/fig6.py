@@ -12,6 +12,7 @@ decoupling, correlations of order 10⁻³ at its scale.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -108,9 +109,8 @@ def summary(rows: list[Row]) -> list[str]:
         for kind in ("within", "cross"):
             what = (f"between channels of {r['layer']}" if kind == "within"
                     else "between channels of " + " and ".join(LAYERS))
-            rms = r.get(f"corr_{kind}_rms", float("nan"))
-            if what in seen or not rms == rms:          # NaN: not measured
-                continue
+            if what in seen or math.isnan(r.get(f"corr_{kind}_rms", math.nan)):
+                continue                                # said already, or not measured
             seen.add(what)
             g = {s: fmt(r[f"corr_{kind}_{s}"]) for s in CORR_STATS}
             lines.append(f"Posterior correlation {what}: RMS {g['rms']} against the null's "
