@@ -47,7 +47,7 @@ Cost per field evaluation, per set: n² C N + n³ flops for the finite-C kernel 
 C·R·n²N for the candidates' tilt (R = `oversample`), and the erf of their pre-activations
 (docs/derivations/cnn2.md, "The fluctuating-field closure, for any S": at the paper's
 n = 1600, C = 640 on the quiet 2-core machine, 0.33 ms per candidate's tilt and 0.35 s per
-set's kernel and inverse; R = 8-64 at the paper's Fig. 3 points, so the tilt is most of the
+set's kernel and inverse; R = 8-512 at the paper's Fig. 3 points, so the tilt is most of the
 time).
 
 Exact references (tests/test_eos_cnn2_fluctfield.py): at S = 2 the drawn channels and the
