@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import time
 from pathlib import Path
 
@@ -44,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fleos  # noqa: F401 - float64
+from fleos.figures.render import write_table
 from fleos.nets.data import make_dataset
 from fleos.theory.eos.cnn2 import CNN2Problem, cnn2_observables, solve_cnn2
 from fleos.theory.eos.cnn2_fluctfield import (
@@ -80,15 +80,6 @@ def read_rows(path: Path) -> list[dict]:
         return []
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        wr = csv.DictWriter(fh, fieldnames=FIELDS)
-        wr.writeheader()
-        wr.writerows(rows)
-    os.replace(tmp, path)
 
 
 def problem(n: int) -> CNN2Problem:
@@ -227,7 +218,7 @@ def main() -> None:
         row = solve_point(n, C, args.draws, args.seed, problems[n], args.iters, args.window,
                           args.damping)
         rows.append(row)
-        write_rows(args.out, rows)
+        write_table(args.out, FIELDS, rows)        # atomic: a killed run keeps its rows
         print(f"n = {n}, C = {C}: {time.perf_counter() - t0:.0f} s", flush=True)
     table(rows)
 

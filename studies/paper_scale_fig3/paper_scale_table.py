@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from fleos.figures.render import write_table
+
 
 def within(exp: float, se: float, eos: float) -> bool:
     return abs(exp - eos) <= 2 * se + 0.02 * abs(eos)
@@ -40,12 +42,7 @@ REFRESHED = ("matched_kish_ess",)
 
 
 def write(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    write_table(path, list(rows[0]), rows)          # atomic, as the workflow's tables
     print(f"wrote {path}: {len(rows)} rows")
 
 

@@ -154,7 +154,7 @@ def _field_of_draws(W: Array, P: Array, y: Array, P_test: Array, y_test: Array,
     c = sigma_a2 / (N * C)
     eye = jnp.eye(n, dtype=P.dtype)
 
-    P32 = P.astype(jnp.float32)
+    P32, P_test32 = P.astype(jnp.float32), P_test.astype(jnp.float32)
 
     def one(Wd: Array) -> tuple[Array, Array, Array]:
         # the features and their product F Fᵀ in float32 (2× float64's speed; the kernel's
@@ -168,7 +168,7 @@ def _field_of_draws(W: Array, P: Array, y: Array, P_test: Array, y_test: Array,
         v = K_inv @ y
         a_train = (v @ y) / (y @ y)                       # (y − f̄)·y/(σ² y·y), f̄ = y − σ² v
         if with_test:
-            F_test = features(P_test.astype(jnp.float32), W32, activation)
+            F_test = features(P_test32, W32, activation)
             f_test = c * (F_test.astype(P.dtype) @ (F.T.astype(P.dtype) @ v))
             a_test = (y_test - f_test) @ y_test / (sigma2 * (y_test @ y_test))
         else:
