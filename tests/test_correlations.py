@@ -58,3 +58,22 @@ def test_a_common_factor_is_measured_above_the_null():
 def test_bad_snapshots_name_the_layer(bad, match):
     with pytest.raises(ValueError, match=match):
         preactivation_correlations(bad)
+
+
+def test_the_excess_error_counts_chains_not_inputs():
+    """Probe inputs that share their chain's trajectory (h = x_chain + small noise per input)
+    carry one chain's worth of information, not P inputs' worth. Independent channels, 8
+    chains, 20 runs: excess/SE is then t-like with 7 degrees of freedom (the jackknife over
+    chains), so |z| < 4 in every run (P(|t₇| > 4) = 0.5 %) and |z| > 2 in at most 6 of 20
+    (expected 1.7; P(≥ 6) < 1 %). An SE from the spread over inputs fails both: it sees
+    only the small per-input noise."""
+    z = []
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        shared = ar1(rng, (8, 200, 1, 5))
+        H = shared + 0.05 * rng.standard_normal((8, 200, 12, 5))
+        s = preactivation_correlations({"layer2": H})["layer2"]
+        z.append(s["excess_ms"] / s["excess_ms_se"])
+    z = np.abs(np.array(z))
+    assert z.max() < 4, z
+    assert (z > 2).sum() <= 6, z
