@@ -105,6 +105,11 @@ def test_valid_config_roundtrip() -> None:
                                               "1000"),
         ("theory", {"matched_seed": -1}, "experiments.cnn2.theory.matched_seed must be an "
                                          "integer >= 0, got -1"),
+        ("theory", {"fluctfield_window": 1}, "experiments.cnn2.theory.fluctfield_window must "
+                                             "be an integer >= 2, got 1"),
+        ("theory", {"fluctfield_max_iter": 6, "fluctfield_window": 8},
+         "experiments.cnn2.theory.fluctfield_window must be at most fluctfield_max_iter = 6, "
+         "got 8"),
         ("sampler.steps", _DELETE, "experiments.cnn2.sampler.steps is required"),
         ("sampler.data_blocks", 3, "experiments.cnn2.sampler.data_blocks must divide every "
                                    "data.n, but 3 does not divide [256]"),

@@ -22,6 +22,7 @@ from fleos.theory.eos.cnn2_fluctfield import (
     FluctFieldMap,
     _field_of_draws,
     _tilt_f32,
+    _window_average,
     candidates_covariance,
     solve_cnn2_fluctfield,
 )
@@ -143,6 +144,44 @@ def test_meets_the_exact_posterior_at_C128():
             assert abs(r - eq8_val) > 30 * r_se, (key, r, eq8_val)
 
 
+def test_averaged_solution_meets_the_fixed_point():
+    """With 16 sets the map jitters and a tol of 1e-12 is never met, so the solver averages
+    its last 8 evaluations; the average agrees with the fixed point of 1024 sets within 3
+    combined SE (each side's own: the averaged one includes the iterates' spread), and the
+    window passes the drift gate."""
+    pr, Sig8 = _small(16.0)
+    ref = solve_cnn2_fluctfield(pr, 16, Sig8, n_draws=1024, seed=11)
+    assert ref.converged and ref.averaged == 0, ref.message
+    avg = solve_cnn2_fluctfield(pr, 16, Sig8, n_draws=16, seed=3, tol=1e-12, max_iter=16,
+                                window=8, coarse_draws=0)
+    assert avg.converged and avg.averaged == 8, avg.message
+    for q in ("sigma_top", "alpha_train", "alpha_test"):
+        a, r = getattr(avg, q), getattr(ref, q)
+        se = np.hypot(getattr(avg, f"{q}_se"), getattr(ref, f"{q}_se"))
+        assert abs(a - r) < 3 * se, (q, a, r, se)
+        assert getattr(avg, f"{q}_se") > getattr(ref, f"{q}_se")   # 16 sets against 1024
+
+
+def test_the_drift_gate_catches_a_trend_and_passes_noise():
+    """`_window_average` on synthetic windows of 8 evaluations: i.i.d. jitter (true drift 0)
+    passes in 200 of 200 seeds (the drift is N(0, 0.71σ), the gate 3 × the jitter ≈ 3σ); a
+    linear trend of 1 per evaluation under jitter 0.3 fails in 200 of 200: its drift is 4,
+    the gate 3 × √((1 + 2·0.3²)/2) ≈ 2.3 (the trend's steps count as jitter too), though the
+    drift is only 1.6 of the window's SD, the reported SE's share."""
+    def window(vals: np.ndarray) -> list[dict]:
+        return [{"Sigma": np.eye(2), **{q: v for q in ("sigma_top", "alpha_train",
+                                                       "alpha_test")},
+                 **{f"{q}_se": 0.0 for q in ("sigma_top", "alpha_train", "alpha_test")}}
+                for v in vals]
+    noise = [np.random.default_rng(s).standard_normal(8) for s in range(200)]
+    assert not any(_window_average(window(v), 3.0)[1] for v in noise)
+    trend = [0.3 * v + np.arange(8) for v in noise]
+    assert all(len(_window_average(window(v), 3.0)[1]) == 3 for v in trend)
+    out, _ = _window_average(window(trend[0]), 3.0)
+    assert out["sigma_top"] == pytest.approx(trend[0].mean())
+    assert out["alpha_test_se"] == pytest.approx(trend[0].std(ddof=1))
+
+
 def test_bad_input_names_the_argument():
     pr, Sig8 = _small(16.0)
     with pytest.raises(ValueError, match="C must be > 0"):
@@ -151,6 +190,10 @@ def test_bad_input_names_the_argument():
         solve_cnn2_fluctfield(pr, 2.5, Sig8)
     with pytest.raises(ValueError, match="n_draws"):
         solve_cnn2_fluctfield(pr, 16, Sig8, n_draws=12)
+    with pytest.raises(ValueError, match="window"):
+        solve_cnn2_fluctfield(pr, 16, Sig8, window=1)
+    with pytest.raises(ValueError, match="damping"):
+        solve_cnn2_fluctfield(pr, 16, Sig8, damping=0.0)
     with pytest.raises(ValueError, match="oversample"):
         FluctFieldMap(pr, 16, Sig8, oversample=0)
     no_test = CNN2Problem(P=pr.P, y=pr.y)

@@ -253,7 +253,7 @@ def _reordered(obj):
     return obj
 
 
-def test_params_hash_exactly_what_a_job_depends_on():
+def test_params_hash_exactly_what_a_job_depends_on(monkeypatch):
     cfg = _load("smoke.yaml")
 
     def params(c):
@@ -288,9 +288,19 @@ def test_params_hash_exactly_what_a_job_depends_on():
     # theory jobs); switched on, it is, seed included
     assert changed("experiments.cnn2.theory.fluctfield_seed", 3) == {"fig3"}
     assert changed("experiments.cnn2.theory.fluctfield_draws", 256) == {"theory", "fig3"}
+    assert changed("experiments.cnn2.theory.fluctfield_window", 4) == {"fig3"}
     on = _mutated(cfg, "experiments.cnn2.theory.fluctfield_draws", 256)
-    assert wf.theory_params(on, "cnn2/n32") != wf.theory_params(
-        _mutated(on, "experiments.cnn2.theory.fluctfield_seed", 3), "cnn2/n32")
+    for key, value in (("fluctfield_seed", 3), ("fluctfield_window", 4),
+                       ("fluctfield_max_iter", 30)):
+        assert wf.theory_params(on, "cnn2/n32") != wf.theory_params(
+            _mutated(on, f"experiments.cnn2.theory.{key}", value), "cnn2/n32"), key
+    # the closure's own numerics version: in the hash of a theory job that runs it, only
+    import fleos.theory
+    before_on, before_off = wf.theory_params(on, "cnn2/n32"), wf.theory_params(cfg, "cnn2/n32")
+    monkeypatch.setattr(fleos.theory, "FLUCTFIELD_NUMERICS_VERSION",
+                        fleos.theory.FLUCTFIELD_NUMERICS_VERSION + 1)
+    assert wf.theory_params(on, "cnn2/n32") != before_on
+    assert wf.theory_params(cfg, "cnn2/n32") == before_off
     assert changed("experiments.cnn2.sampler.steps", 700) == {"sample", "aggregate", "fig3"}
     # a sampler key the schema does not know yet counts too (the whole block is hashed)
     assert changed("experiments.cnn2.sampler.friction", 1.0) == {"sample", "aggregate", "fig3"}

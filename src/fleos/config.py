@@ -395,7 +395,8 @@ FLUCTFIELD_BATCH = 8  # = fleos.theory.eos.cnn2_fluctfield.DRAW_BATCH
 THEORY_DEFAULTS: dict[str, dict[str, Any]] = {
     "cnn2": {"tol": 1e-8, "max_iter": 60, "method": "anderson", "q_train": "renormalized",
              "C_grid": [], "matched_samples": 4096, "matched_seed": 0,
-             "fluct_draws": 2048, "fluct_seed": 0, "fluctfield_draws": 0, "fluctfield_seed": 0},
+             "fluct_draws": 2048, "fluct_seed": 0, "fluctfield_draws": 0, "fluctfield_seed": 0,
+             "fluctfield_max_iter": 60, "fluctfield_window": 8},
     "fcn": {"tol": 1e-8, "max_iter": 50, "method": "newton_krylov", "ridge": 0.0},
     "cnn3": {"ridge": 0.0},
     "myrtle5": {},
@@ -451,6 +452,17 @@ def theory_options(arch: str, d: Mapping | None, path: str = "theory") -> dict[s
             if isinstance(k, bool) or not isinstance(k, int) or k < 0:
                 raise _err(f"{path}.{key}", f"must be an integer >= 0, got {k!r}")
             out[key] = k
+    # the closure's iteration: evaluations per stage, and the window averaged when its step
+    # stalls above tol (fleos.theory.eos.cnn2_fluctfield.solve_cnn2_fluctfield)
+    for key, low in (("fluctfield_max_iter", 1), ("fluctfield_window", 2)):
+        if key in d:
+            k = d[key]
+            if isinstance(k, bool) or not isinstance(k, int) or k < low:
+                raise _err(f"{path}.{key}", f"must be an integer >= {low}, got {k!r}")
+            out[key] = k
+    if out.get("fluctfield_window", 0) > out.get("fluctfield_max_iter", 0):
+        raise _err(f"{path}.fluctfield_window", f"must be at most fluctfield_max_iter = "
+                   f"{out['fluctfield_max_iter']}, got {out['fluctfield_window']}")
     if "C_grid" in d:
         grid = d["C_grid"]
         if isinstance(grid, (str, int)) or not isinstance(grid, Sequence):

@@ -286,8 +286,8 @@ def sampling_params(config: Mapping[str, Any], experiment: str, chunk: int) -> s
 def theory_params(config: Mapping[str, Any], key: str) -> str:
     """theory: the fls block (Fig. 2c), or model, data, σ², the theory options with their
     defaults filled in (so that a new or changed default reruns the theory, and spelling out a
-    default does not; the fluctuating-field closure's keys only when it is on) and (for a
-    sweep over widths) the widths."""
+    default does not; the fluctuating-field closure's keys and its own numerics version only
+    when it is on) and (for a sweep over widths) the widths."""
     from fleos.config import theory_options
 
     if key == FLS:
@@ -299,6 +299,10 @@ def theory_params(config: Mapping[str, Any], key: str) -> str:
         # an optional theory that is off changes no number: its keys stay out of the hash, so
         # that a config without it keeps the hash it had before the option existed
         th = {k: v for k, v in th.items() if not k.startswith("fluctfield_")}
+    elif "fluctfield_draws" in th:
+        from fleos.theory import FLUCTFIELD_NUMERICS_VERSION
+
+        th["fluctfield_numerics"] = FLUCTFIELD_NUMERICS_VERSION
     doc = {**_model_data(exp), "sigma2": exp["sigma2"], "theory": th}
     if width is None:
         doc["widths"] = exp["widths"]

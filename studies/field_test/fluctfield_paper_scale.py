@@ -16,13 +16,15 @@ from Eq. 8's field, A ← (1 − β)A + βA′, for `--iters` evaluations; the p
 once, after the first quarter, to Cov_{p_A} there. The observables are averaged over the last
 `--window` evaluations.
 
-Why not `solve_cnn2_fluctfield`'s stopping rule (relative field step < 2e-4): with tens of
-sets the map's output jitters by a few per cent of ‖A‖ from one evaluation to the next (its
-accept/reject decisions move with A), so that step never falls below 0.01–0.04 here, while the
-observables settle within their Monte Carlo errors after a few evaluations. β = 1/4, not the
-solver's 1/2: at β = 1/2 the projection yᵀA′y/yᵀy alternated with period 2 without decaying at
-n = 800, C = 320 (a Jacobian ≈ −3 along y). Each row records the per-evaluation Monte Carlo SE,
-the spread of the iterates over the window and the drift between its halves.
+Why a fixed number of evaluations, not a step criterion (relative field step < 2e-4): with
+tens of sets the map's output jitters by a few per cent of ‖A‖ from one evaluation to the next
+(its accept/reject decisions move with A), so that step never falls below 0.01–0.04 here,
+while the observables settle within their Monte Carlo errors after a few evaluations.
+`solve_cnn2_fluctfield` falls back to the same averaging (its β adapted, not fixed).
+β = 1/4, not the solver's starting 1/2: at β = 1/2 the projection yᵀA′y/yᵀy alternated with
+period 2 without decaying at n = 800, C = 320 (a Jacobian ≈ −3 along y). Each row records
+the per-evaluation Monte Carlo SE, the spread of the iterates over the window and the drift
+between its halves.
 
 One row per point is appended to `--out` as soon as the point is done (the file is rewritten
 atomically), and points already in it (same n, C, draws, seed) are skipped, so a killed run

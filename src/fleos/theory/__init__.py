@@ -6,3 +6,8 @@ and the per-configuration theory runs."""
 # config's EoS, Eq. 9 or FLS results are (beyond the solver tolerance): every theory job then
 # reruns (about 40 min of cnn2 sweeps at the paper's scale). A refactor leaves it alone.
 NUMERICS_VERSION = 1
+
+# The version of the fluctuating-field closure's numbers (fleos.theory.eos.cnn2_fluctfield):
+# a theory job hashes it only when the closure is on (theory.fluctfield_draws > 0), so a
+# change of the closure reruns those jobs alone.
+FLUCTFIELD_NUMERICS_VERSION = 2

@@ -228,10 +228,13 @@ def cnn2_fluctfield_row(problem: CNN2Problem, C: int, Sigma_eq8: Array,
     from fleos.theory.eos.cnn2_fluctfield import solve_cnn2_fluctfield
 
     sol = solve_cnn2_fluctfield(problem, int(C), Sigma_eq8, n_draws=th["fluctfield_draws"],
-                                seed=th["fluctfield_seed"] * 1_000_003 + int(C))
+                                seed=th["fluctfield_seed"] * 1_000_003 + int(C),
+                                max_iter=th["fluctfield_max_iter"],
+                                window=th["fluctfield_window"])
     _log_line(f"fluctuating field C={C:g}: {sol.message}, {sol.seconds:.0f} s")
     return {
         "fluctfield_converged": sol.converged, "fluctfield_iterations": sol.iterations,
+        "fluctfield_averaged": sol.averaged,
         "fluctfield_seconds": sol.seconds, "fluctfield_message": sol.message,
         "alpha_test_fluctfield": sol.alpha_test, "alpha_test_fluctfield_mc_se": sol.alpha_test_se,
         "alpha_train_fluctfield": sol.alpha_train,

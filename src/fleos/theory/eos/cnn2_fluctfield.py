@@ -28,7 +28,18 @@ Numerics (general S; docs/derivations/cnn2.md, "The fluctuating-field closure, f
 - The normals and uniforms are fixed (common random numbers), so A ↦ A′ is one deterministic
   (piecewise constant) map; its fixed point is found by damped iteration A ← (1 − β)A + βA′
   from Eq. 8's field, until ‖A′ − A‖_F/‖A′‖_F < tol: first with an eighth of the sets, then
-  with all of them and a proposal refreshed to the coarse stage's Cov_{p_A}.
+  with all of them and a proposal refreshed to the coarse stage's Cov_{p_A}. β halves (to at
+  most 8× less) whenever the step fails to shrink: at the paper's scale the map's Jacobian
+  along y is ≈ −3, where β = 1/2 cycles with period 2 and β = 1/4 converges.
+- With few sets of many channels (the paper's scale) the map's output jitters by a few per
+  cent of ‖A‖ from one evaluation to the next (its accept/reject decisions move with A), so
+  the step stalls at 0.01–0.04 above any useful tol while the observables settle within their
+  Monte Carlo errors. The fine stage then ends after max_iter evaluations and returns the
+  observables averaged over its last `window` evaluations, their SE the per-evaluation Monte
+  Carlo SE and the iterates' spread in quadrature; it counts as converged only if no
+  observable's halves differ by more than `drift_max` × (Monte Carlo SE ⊕ the
+  evaluation-to-evaluation jitter), a gate that a trend across the window fails
+  (`_window_average`).
 - The two n²-per-channel products, the candidates' tilt A Φ and the finite-C kernel F Fᵀ, run
   in float32 (3× and 2× float64's speed at the paper's n = 1600); the Cholesky factor, K(W)⁻¹
   and the field are float64, as in `fleos.core.gp`: the field is a difference of two terms of
@@ -40,8 +51,10 @@ Numerics (general S; docs/derivations/cnn2.md, "The fluctuating-field closure, f
 
 Monte Carlo errors: α's SE is the spread of the per-set α over √sets (the sets are independent
 exact draws); top Σ's SE is the delta-method error of one weighted evaluation over the
-candidates (`cnn2_matched.weighted_quadratic_form`). Neither contains the error that reaches
-the fixed point through A; a second seed measures it.
+candidates (`cnn2_matched.weighted_quadratic_form`); for an averaged solution, each is combined
+in quadrature with the iterates' spread over the window (successive evaluations share their
+random numbers, so the average is not √window more precise). None contains the error that
+reaches the fixed point through A; a second seed measures it.
 
 Cost per field evaluation, per set: n² C N + n³ flops for the finite-C kernel and its inverse,
 C·R·n²N for the candidates' tilt (R = `oversample`), and the erf of their pre-activations
@@ -86,6 +99,8 @@ DRAW_BATCH = 8
 #: step below COARSE_TOL_FACTOR · tol
 COARSE_FRACTION = 8
 COARSE_TOL_FACTOR = 10.0
+#: the damping β is halved at most this many times (to β/8) when the field step fails to shrink
+DAMPING_HALVINGS = 3
 
 
 @dataclass(frozen=True)
@@ -95,9 +110,10 @@ class FluctFieldSolution:
     A: the field (n × n); Sigma: Cov_{p_A} (S × S); alpha_*: means over the draws of the exact
     finite-C α, with *_se their Monte Carlo SE (per-draw spread / √draws); sigma_top and
     sigma_top_se: top eigenvalue of Σ and its one-evaluation delta-method SE; kish_ess: the
-    candidates' Kish effective sample size at the returned field; converged: step < tol
-    within max_iter and every set complete; step: the last relative change
-    ‖A′ − A‖_F/‖A′‖_F."""
+    candidates' Kish effective sample size at the returned field; converged: every set
+    complete and either step < tol within max_iter (a fixed point: `averaged` = 0) or, after
+    max_iter evaluations, the last `averaged` of them free of drift (observables averaged
+    over them; module docstring); step: the last relative change ‖A′ − A‖_F/‖A′‖_F."""
 
     A: Array
     Sigma: Array
@@ -113,6 +129,7 @@ class FluctFieldSolution:
     step: float
     seconds: float
     message: str
+    averaged: int = 0
 
 
 @partial(jax.jit, static_argnames=("activation",))
@@ -271,30 +288,75 @@ def candidates_covariance(w: Array, logw: Array, Sigma_prop: Array) -> np.ndarra
     return 0.5 * (Sigma + Sigma.T)
 
 
+def _observables(fmap: FluctFieldMap, logw: Array, a_tr: Array, a_te: Array
+                 ) -> dict[str, float | np.ndarray]:
+    """One evaluation's observables and their Monte Carlo SEs (module docstring)."""
+    Sigma = candidates_covariance(fmap.w, logw, fmap.Sigma_prop)
+    top, top_se = weighted_quadratic_form(fmap.w, logw, fmap.Sigma_prop,
+                                          np.linalg.eigh(Sigma)[1][:, -1])
+    a_tr, a_te = np.asarray(a_tr), np.asarray(a_te)
+    root = np.sqrt(len(a_tr))
+    return {"Sigma": Sigma, "sigma_top": top, "sigma_top_se": top_se,
+            "alpha_train": float(a_tr.mean()), "alpha_train_se": float(a_tr.std(ddof=1) / root),
+            "alpha_test": float(a_te.mean()), "alpha_test_se": float(a_te.std(ddof=1) / root)}
+
+
 def _iterate(problem: CNN2Problem, C: float, Sigma_prop: Array, A: Array, *, n_draws: int,
              oversample: int, seed: int, tol: float, max_iter: int, damping: float,
-             ) -> tuple[Array, FluctFieldMap, Array, float, int, int, int]:
-    """Damped iteration A ← (1 − β)A + βA′ of one map from A until the step is below tol; the
-    map is rebuilt with twice the candidates (new common random numbers) while some set is
-    short of C accepted ones. Returns the field, the last map and its log weights (at the
-    field before the last step), the last step, the number of short sets, evaluations and the
-    final oversample."""
-    step, short, iterations = float("inf"), 0, 0
+             window: int = 0,
+             ) -> tuple[Array, FluctFieldMap, Array, float, int, int, int, list[dict]]:
+    """Damped iteration A ← (1 − β)A + βA′ of one map from A until the step is below tol, β
+    halved (at most DAMPING_HALVINGS times) whenever the step fails to shrink; the map is
+    rebuilt with twice the candidates (new common random numbers) while some set is short of
+    C accepted ones. The last `window` evaluations before max_iter record their observables
+    (with test α). Returns the field, the last map and its log weights (at the field before
+    the last step), the last step, the number of short sets, evaluations, the final
+    oversample and the recorded observables."""
+    step, short, iterations, beta, trace = float("inf"), 0, 0, damping, []
     while True:
         fmap = FluctFieldMap(problem, C, Sigma_prop, n_draws=n_draws, oversample=oversample,
                              seed=seed)
         while iterations < max_iter:
+            record = iterations >= max_iter - window
             iterations += 1
-            A_new, logw, _, _, short = fmap(A, with_test=False)
+            previous = step
+            A_new, logw, a_tr, a_te, short = fmap(A, with_test=record)
             step = float(jnp.linalg.norm(A_new - A) / jnp.linalg.norm(A_new))
             if short or not np.isfinite(step):
                 break
-            A = (1.0 - damping) * A + damping * A_new
+            if record:
+                trace.append(_observables(fmap, logw, a_tr, a_te))
+            if step >= previous:
+                beta = max(0.5 * beta, damping / 2**DAMPING_HALVINGS)
+            A = (1.0 - beta) * A + beta * A_new
             if step < tol:
                 break
         if not short or oversample >= MAX_OVERSAMPLE or iterations >= max_iter:
-            return A, fmap, logw, step, short, iterations, oversample
+            return A, fmap, logw, step, short, iterations, oversample, trace
         oversample *= 2
+
+
+def _window_average(trace: list[dict], drift_max: float) -> tuple[dict, list[str]]:
+    """The observables averaged over the recorded evaluations, and those that drift.
+
+    Each SE is the mean per-evaluation Monte Carlo SE and the iterates' SD in quadrature. An
+    observable drifts if its halves' means differ by more than drift_max × (Monte Carlo SE ⊕
+    jitter), the jitter being von Neumann's √(mean(Δv²)/2) over successive evaluations: it
+    sees the evaluation-to-evaluation noise and not a smooth trend, so a trend across the
+    window is caught (against the iterates' SD, which a trend inflates, a linear one never
+    would be: its drift is at most √3 of its SD)."""
+    out: dict = {"Sigma": np.mean([t["Sigma"] for t in trace], axis=0)}
+    drifting = []
+    half = len(trace) // 2
+    for q in ("sigma_top", "alpha_train", "alpha_test"):
+        vals = np.array([t[q] for t in trace])
+        mc = float(np.mean([t[f"{q}_se"] for t in trace]))
+        out[q], out[f"{q}_se"] = float(vals.mean()), float(np.hypot(mc, vals.std(ddof=1)))
+        drift = vals[half:].mean() - vals[:half].mean()
+        scale = float(np.hypot(mc, np.sqrt(np.mean(np.diff(vals) ** 2) / 2)))
+        if not abs(drift) <= drift_max * scale:
+            drifting.append(f"{q} {drift / scale:+.1f}")
+    return out, drifting
 
 
 def solve_cnn2_fluctfield(
@@ -309,6 +371,8 @@ def solve_cnn2_fluctfield(
     tol: float = 2e-4,
     max_iter: int = 60,
     damping: float = 0.5,
+    window: int = 8,
+    drift_max: float = 3.0,
 ) -> FluctFieldSolution:
     """Solve the fluctuating-field closure at channel count C (module docstring).
 
@@ -324,11 +388,22 @@ def solve_cnn2_fluctfield(
 
     tol: on the relative field step; 2e-4 is what the S = 2 study reached in 9-13 iterations at
     C = 32-128 (studies/field_test); the map is piecewise constant, so much smaller steps are
-    below its resolution. max_iter: per stage. damping β = 1/2: a plain step overshoots at
-    small C, as in Eq. 8's own solve.
+    below its resolution. max_iter: per stage. damping β = 1/2 at the start: a plain step
+    overshoots at small C, as in Eq. 8's own solve (it halves while the step fails to shrink).
+    window, drift_max: if the fine stage's step is still above tol after max_iter
+    evaluations, the observables are averaged over its last `window` evaluations, and the
+    solution counts as converged only if none drifts between the window's halves by more
+    than drift_max × (Monte Carlo SE ⊕ jitter) (`_window_average`).
     """
     t0 = time.perf_counter()
     _check(problem, C, n_draws, oversample, "solve_cnn2_fluctfield")
+    if not 2 <= window <= max_iter:
+        raise ValueError(f"solve_cnn2_fluctfield: window must be in [2, max_iter = {max_iter}], "
+                         f"got {window}")
+    if not drift_max > 0:
+        raise ValueError(f"solve_cnn2_fluctfield: drift_max must be > 0, got {drift_max}")
+    if not 0 < damping <= 1:
+        raise ValueError(f"solve_cnn2_fluctfield: damping must be in (0, 1], got {damping}")
     if coarse_draws is None:
         coarse_draws = max(DRAW_BATCH, n_draws // COARSE_FRACTION // DRAW_BATCH * DRAW_BATCH)
     if coarse_draws and coarse_draws < n_draws:
@@ -339,36 +414,46 @@ def solve_cnn2_fluctfield(
     run = partial(_iterate, problem, C, seed=seed, max_iter=max_iter, damping=damping)
     stages = ""
     if 0 < coarse_draws < n_draws:
-        A, fmap, logw, c_step, short, c_iter, oversample = run(
+        A, fmap, logw, c_step, short, c_iter, oversample, _ = run(
             Sigma_prop, A, n_draws=coarse_draws, oversample=oversample,
             tol=COARSE_TOL_FACTOR * tol)
         if not short:
             Sigma_prop = candidates_covariance(fmap.w, logw, fmap.Sigma_prop)
         stages = (f"; coarse stage ({coarse_draws} sets): {c_iter} evaluations, step "
                   f"{c_step:.2e}")
-    A, fmap, logw, step, short, iterations, oversample = run(
-        Sigma_prop, A, n_draws=n_draws, oversample=oversample, tol=tol)
-    if not short:
-        # the observables at the returned field, with test α (the loop skipped it)
+    A, fmap, logw, step, short, iterations, oversample, trace = run(
+        Sigma_prop, A, n_draws=n_draws, oversample=oversample, tol=tol, window=window)
+    averaged, drifting = 0, []
+    if short:
+        obs = {"Sigma": candidates_covariance(fmap.w, logw, fmap.Sigma_prop)}
+        obs.update({q: np.nan for q in ("alpha_train", "alpha_train_se", "alpha_test",
+                                         "alpha_test_se")})
+        obs["sigma_top"], obs["sigma_top_se"] = np.nan, np.nan
+    elif step < tol:
+        # a fixed point: the observables at the returned field, with test α
         _, logw, a_tr, a_te, short = fmap(A)
-    converged = bool(step < tol) and not short
+        obs = _observables(fmap, logw, a_tr, a_te)
+    else:
+        obs, drifting = _window_average(trace, drift_max)
+        averaged = len(trace)
+    converged = not short and (step < tol or (averaged >= 2 and not drifting))
     om = np.asarray(jax.nn.softmax(logw))
-    Sigma = candidates_covariance(fmap.w, logw, fmap.Sigma_prop)
-    top, top_se = weighted_quadratic_form(fmap.w, logw, fmap.Sigma_prop,
-                                          np.linalg.eigh(Sigma)[1][:, -1])
     kish = float(1.0 / np.sum(om**2))
     accepted = float(np.mean(np.exp(np.asarray(logw) - np.max(logw))))
+    how = (f"averaged over the last {averaged} evaluations, "
+           + (f"drifting (in units of MC SE ⊕ jitter): {', '.join(drifting)}" if drifting
+              else f"no drift beyond {drift_max:g} × (MC SE ⊕ jitter)") if averaged else "")
     msg = (f"{'converged' if converged else 'not converged'}: field step {step:.2e} after "
-           f"{iterations} evaluations of {n_draws} sets (tol {tol:.0e}){stages}; acceptance "
-           f"{accepted:.2f}, candidates' Kish ESS {kish / len(om):.2f} of their number, "
-           f"oversample {oversample}")
+           f"{iterations} evaluations of {n_draws} sets (tol {tol:.0e}){stages}; "
+           + (f"{how}; " if how else "") +
+           f"acceptance {accepted:.2f}, candidates' Kish ESS {kish / len(om):.2f} of their "
+           f"number, oversample {oversample}")
     if short:
         msg += f"; {short} sets had fewer than C accepted candidates: raise oversample"
-        a_tr = a_te = np.full(n_draws, np.nan)
-    a_tr, a_te = np.asarray(a_tr), np.asarray(a_te)
     return FluctFieldSolution(
-        A=A, Sigma=Sigma, alpha_train=float(a_tr.mean()),
-        alpha_train_se=float(a_tr.std(ddof=1) / np.sqrt(n_draws)),
-        alpha_test=float(a_te.mean()), alpha_test_se=float(a_te.std(ddof=1) / np.sqrt(n_draws)),
-        sigma_top=top, sigma_top_se=top_se, kish_ess=kish, converged=converged,
-        iterations=iterations, step=step, seconds=time.perf_counter() - t0, message=msg)
+        A=A, Sigma=obs["Sigma"], alpha_train=obs["alpha_train"],
+        alpha_train_se=obs["alpha_train_se"], alpha_test=obs["alpha_test"],
+        alpha_test_se=obs["alpha_test_se"], sigma_top=obs["sigma_top"],
+        sigma_top_se=obs["sigma_top_se"], kish_ess=kish, converged=converged,
+        iterations=iterations, step=step, seconds=time.perf_counter() - t0, message=msg,
+        averaged=averaged)
