@@ -7,7 +7,7 @@ points, scored against the sampled paper-scale experiment
         [--points 800:160 800:320 800:640 1600:160 1600:320 1600:640] [--draws 32] \
         [--iters 16] [--window 8] [--damping 0.25] [--seed 0]
     .venv/bin/python studies/field_test/fluctfield_paper_scale.py \
-        --out studies/field_test/fluctfield_paper_scale.csv --table
+        --out studies/field_test/fluctfield_paper_scale.csv --table [--experiment CSV]
 
 Data as in config/paper_cpu.yaml (S = 64, N = 20, erf, σ_w² = σ_a² = 2, σ² = 0.1,
 n_test = 1000, teacher_seed 0, data_seed 1). Per point: Eq. 8 at that C, then the closure's map
@@ -154,9 +154,10 @@ def solve_point(n: int, C: int, draws: int, seed: int, pr: CNN2Problem, iters: i
     return row
 
 
-def table(rows: list[dict]) -> None:
-    measured = {(int(r["n"]), int(float(r["C"]))): r for r in read_rows(EXPERIMENT)}
-    print("| n | C | quantity | experiment | Eq. 8 (exp − Eq. 8 in SE) | closure ± MC SE "
+def table(rows: list[dict], experiment: Path) -> None:
+    measured = {(int(r["n"]), int(float(r["C"]))): r for r in read_rows(experiment)}
+    print(f"experiment: {experiment}")
+    print("| n | C | quantity | experiment (gates) | Eq. 8 (exp − Eq. 8 in SE) | closure ± MC SE "
           "(exp − closure in SE, in %) | iterates' SD, drift | sets, s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -169,7 +170,8 @@ def table(rows: list[dict]) -> None:
                 exp_s = d_eos = d_ff = "—"
             else:
                 e, e_se = float(ex[f"{q}_exp"]), float(ex[f"{q}_exp_se"])
-                exp_s = f"{e:.5g} ± {e_se:.2g}"
+                gates = "pass" if ex.get("equilibrated") == "True" else "FAIL"
+                exp_s = f"{e:.5g} ± {e_se:.2g} ({gates})"
                 d_eos = f"{(e - eos) / e_se:+.1f}"
                 # the experiment's SE, the closure's per-evaluation Monte Carlo SE and the
                 # spread of its iterates, in quadrature (conservative: the iterates' spread
@@ -194,6 +196,8 @@ def main() -> None:
     ap.add_argument("--damping", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", action="store_true", help="print the scores of --out and stop")
+    ap.add_argument("--experiment", type=Path, default=EXPERIMENT,
+                    help="the sampled table to score against (paper_scale_table.py's output)")
     args = ap.parse_args()
     if args.draws < DRAW_BATCH or args.draws % DRAW_BATCH:
         ap.error(f"--draws must be a positive multiple of {DRAW_BATCH}, got {args.draws}")
@@ -203,11 +207,13 @@ def main() -> None:
         ap.error(f"--damping must be in (0, 1], got {args.damping}")
     if args.seed < 0:
         ap.error(f"--seed must be >= 0, got {args.seed}")
+    if not args.experiment.is_file():
+        ap.error(f"--experiment: {args.experiment} does not exist")
     if not args.out.parent.is_dir():
         ap.error(f"--out: folder {args.out.parent} does not exist")
     rows = read_rows(args.out)
     if args.table:
-        table(rows)
+        table(rows, args.experiment)
         return
     done = {(int(r["n"]), int(r["C"]), int(r["draws"]), int(r["seed"])) for r in rows}
     problems: dict[int, CNN2Problem] = {}
@@ -222,7 +228,7 @@ def main() -> None:
         rows.append(row)
         write_table(args.out, FIELDS, rows)        # atomic: a killed run keeps its rows
         print(f"n = {n}, C = {C}: {time.perf_counter() - t0:.0f} s", flush=True)
-    table(rows)
+    table(rows, args.experiment)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,13 @@ samples) gets it from the run's theory files, without the run's other results:
     .venv/bin/python studies/paper_scale_fig3/paper_scale_table.py \
         --refresh studies/paper_scale_fig3/paper_scale_fig3.csv \
         --theory studies/paper_scale_fig3/theory/cnn2
+
+A table written under looser gates gets its ``equilibrated`` and ``failed_gates`` columns
+recomputed from its own ``rhat``, ``ess`` and ``drift_se`` with the workflow's default gates
+(`fleos.core.diagnostics.EquilibriumGates`: R̂ ≤ 1.01, bulk ESS ≥ 400, drift ≤ 3 SE):
+
+    .venv/bin/python studies/paper_scale_fig3/paper_scale_table.py \
+        --regate studies/paper_scale_fig3/paper_scale_fig3*.csv
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pathlib import Path
 
 import yaml
 
+from fleos.core.diagnostics import EquilibriumGates
 from fleos.figures.render import write_table
 
 
@@ -65,6 +73,19 @@ def refresh(table: Path, theory: Path) -> None:
     write(table, rows)
 
 
+def regate(table: Path) -> None:
+    """Recompute `table`'s equilibrated and failed_gates columns with the default gates."""
+    if not table.is_file():
+        raise SystemExit(f"--regate: {table} does not exist")
+    with table.open() as f:
+        rows = list(csv.DictReader(f))
+    gates = EquilibriumGates()
+    for r in rows:
+        failed = gates.failed(*(float(r[k] or "nan") for k in ("rhat", "ess", "drift_se")))
+        r["equilibrated"], r["failed_gates"] = str(not failed), ";".join(failed)
+    write(table, rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", help="the run's results folder")
@@ -72,7 +93,13 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--refresh", type=Path, help="a table to add the newer theory columns to")
     ap.add_argument("--theory", type=Path, help="with --refresh: the run's theory/cnn2 folder")
+    ap.add_argument("--regate", type=Path, nargs="+",
+                    help="tables whose gate columns to recompute with the default gates")
     args = ap.parse_args()
+    if args.regate:
+        for table in args.regate:
+            regate(table)
+        return
     if args.refresh:
         if not args.theory:
             ap.error("--refresh needs --theory")
