@@ -110,6 +110,9 @@ def test_valid_config_roundtrip() -> None:
         ("theory", {"fluctfield_max_iter": 6, "fluctfield_window": 8},
          "experiments.cnn2.theory.fluctfield_window must be at most fluctfield_max_iter = 6, "
          "got 8"),
+        ("theory", {"fluctfield_max_iter": 4}, "experiments.cnn2.theory.fluctfield_window must "
+                                               "be at most fluctfield_max_iter = 4, got 8 (its "
+                                               "default)"),
         ("sampler.steps", _DELETE, "experiments.cnn2.sampler.steps is required"),
         ("sampler.data_blocks", 3, "experiments.cnn2.sampler.data_blocks must divide every "
                                    "data.n, but 3 does not divide [256]"),

@@ -461,8 +461,9 @@ def theory_options(arch: str, d: Mapping | None, path: str = "theory") -> dict[s
                 raise _err(f"{path}.{key}", f"must be an integer >= {low}, got {k!r}")
             out[key] = k
     if out.get("fluctfield_window", 0) > out.get("fluctfield_max_iter", 0):
+        given = "" if "fluctfield_window" in d else " (its default)"
         raise _err(f"{path}.fluctfield_window", f"must be at most fluctfield_max_iter = "
-                   f"{out['fluctfield_max_iter']}, got {out['fluctfield_window']}")
+                   f"{out['fluctfield_max_iter']}, got {out['fluctfield_window']}{given}")
     if "C_grid" in d:
         grid = d["C_grid"]
         if isinstance(grid, (str, int)) or not isinstance(grid, Sequence):

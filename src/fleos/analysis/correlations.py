@@ -10,16 +10,19 @@ another layer) the posterior correlation is estimated in each chain (the chain's
 removed, so a chain that has not mixed does not fake a correlation) and averaged over chains:
 ρ̄ = mean_k corr_k(a, b). Its sampling noise is ~ 1/√(ESS of the pooled chains), far above 10⁻³
 at any affordable length, so every statistic comes with its **null**: the same statistic with b
-taken from another chain (chain k + 1, cyclically, same time index). Those pairs are
+taken from another chain (chain k − 1, cyclically, same time index). Those pairs are
 independent by construction and share the series' lengths and autocorrelations, so the null is
 the noise floor of that statistic at this run's length. Reported per pair family:
 
 - `rms`, `null_rms`: the root mean square of ρ̄ over channel pairs and probe inputs, and its
   null; `excess_ms` = rms² − null_rms², the estimate of the mean squared true correlation
   (noise and signal add in quadrature), with `excess_ms_se` the jackknife SE over chains
-  (each chain left out in turn, with its null pairs). Chains are the independent units: the
-  probe inputs share each chain's trajectory, so their spread understates the error (with
-  2 chains × 100 snapshots it came out 20× too small);
+  (chain k left out in turn: its own pairs and the null pairs of its channels a with chain
+  k − 1's b; the null pair in which chain k supplies b stays, which leaves the first-order
+  variance right for independent chains). Chains are the independent units: the probe inputs
+  share each chain's trajectory, so their spread understates the error (with 2 chains × 100
+  snapshots it came out 20× too small). Fewer than JACKKNIFE_MIN_CHAINS chains give NaN: a
+  jackknife over 2 has one degree of freedom;
 - `mean`, `mean_se`: the signed mean of the per-chain correlation over all pairs and inputs,
   and its SE across chains.
 """
@@ -32,6 +35,8 @@ import numpy as np
 
 #: chains needed: the null pairs a chain with another one
 MIN_CHAINS = 2
+#: chains needed for the jackknife SE of the excess (fewer: NaN)
+JACKKNIFE_MIN_CHAINS = 3
 
 
 def _standardize(H: np.ndarray) -> np.ndarray:
@@ -44,7 +49,7 @@ def _standardize(H: np.ndarray) -> np.ndarray:
 def _pair_stats(Za: np.ndarray, Zb: np.ndarray, same: bool) -> dict[str, float]:
     """Correlations between the channels of Za and Zb (chains, T, P, c), input by input: the
     off-diagonal pairs c < c' when `same` (one layer), all pairs otherwise; and the null with
-    Zb's chains shifted by one."""
+    Zb's chains shifted by one (chain k's a against chain k − 1's b)."""
     T = Za.shape[1]
 
     def rho(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -62,7 +67,8 @@ def _pair_stats(Za: np.ndarray, Zb: np.ndarray, same: bool) -> dict[str, float]:
     # leave-one-chain-out excesses: chain k's pairs and its null pairs (k with k + 1) dropped
     loo = ((((r.sum(0) - r) / (K - 1)) ** 2).mean(axis=(1, 2))
            - (((r0.sum(0) - r0) / (K - 1)) ** 2).mean(axis=(1, 2)))       # (chains,)
-    jackknife_se = np.sqrt((K - 1) / K * np.sum((loo - loo.mean()) ** 2))
+    jackknife_se = (np.sqrt((K - 1) / K * np.sum((loo - loo.mean()) ** 2))
+                    if K >= JACKKNIFE_MIN_CHAINS else np.nan)
     return {"rms": float(np.sqrt(ms)), "null_rms": float(np.sqrt(ms0)),
             "excess_ms": ms - ms0,
             "excess_ms_se": float(jackknife_se),

@@ -113,8 +113,9 @@ def summary(rows: list[Row]) -> list[str]:
                 continue                                # said already, or not measured
             seen.add(what)
             g = {s: fmt(r[f"corr_{kind}_{s}"]) for s in CORR_STATS}
+            se = ("(no SE: the jackknife needs ≥ 3 chains)"
+                  if math.isnan(r[f"corr_{kind}_excess_ms_se"]) else f"± {g['excess_ms_se']}")
             lines.append(f"Posterior correlation {what}: RMS {g['rms']} against the null's "
                          f"{g['null_rms']} (independent chains: the noise floor), excess mean "
-                         f"square {g['excess_ms']} ± {g['excess_ms_se']}; mean "
-                         f"{g['mean']} ± {g['mean_se']}.")
+                         f"square {g['excess_ms']} {se}; mean {g['mean']} ± {g['mean_se']}.")
     return lines

@@ -28,18 +28,19 @@ Numerics (general S; docs/derivations/cnn2.md, "The fluctuating-field closure, f
 - The normals and uniforms are fixed (common random numbers), so A ↦ A′ is one deterministic
   (piecewise constant) map; its fixed point is found by damped iteration A ← (1 − β)A + βA′
   from Eq. 8's field, until ‖A′ − A‖_F/‖A′‖_F < tol: first with an eighth of the sets, then
-  with all of them and a proposal refreshed to the coarse stage's Cov_{p_A}. β halves (to at
-  most 8× less) whenever the step fails to shrink: at the paper's scale the map's Jacobian
-  along y is ≈ −3, where β = 1/2 cycles with period 2 and β = 1/4 converges.
+  with all of them and a proposal refreshed to the coarse stage's Cov_{p_A}. β = 1/2 halves
+  once, to 1/4, the first time the step fails to shrink: at the paper's scale the map's
+  Jacobian along y is ≈ −3, where β = 1/2 cycles with period 2 and β = 1/4 converged (the
+  paper-scale study).
 - With few sets of many channels (the paper's scale) the map's output jitters by a few per
   cent of ‖A‖ from one evaluation to the next (its accept/reject decisions move with A), so
   the step stalls at 0.01–0.04 above any useful tol while the observables settle within their
   Monte Carlo errors. The fine stage then ends after max_iter evaluations and returns the
   observables averaged over its last `window` evaluations, their SE the per-evaluation Monte
-  Carlo SE and the iterates' spread in quadrature; it counts as converged only if no
-  observable's halves differ by more than `drift_max` × (Monte Carlo SE ⊕ the
-  evaluation-to-evaluation jitter), a gate that a trend across the window fails
-  (`_window_average`).
+  Carlo SE and the iterates' spread in quadrature; it counts as converged (stationary over
+  the window, not a fixed point: `averaged` > 0) only if no observable's halves differ by more
+  than `drift_max` × the evaluation-to-evaluation jitter (`_window_average`), so that a
+  trend across the window, a slow approach included, fails it.
 - The two n²-per-channel products, the candidates' tilt A Φ and the finite-C kernel F Fᵀ, run
   in float32 (3× and 2× float64's speed at the paper's n = 1600); the Cholesky factor, K(W)⁻¹
   and the field are float64, as in `fleos.core.gp`: the field is a difference of two terms of
@@ -99,8 +100,10 @@ DRAW_BATCH = 8
 #: step below COARSE_TOL_FACTOR · tol
 COARSE_FRACTION = 8
 COARSE_TOL_FACTOR = 10.0
-#: the damping β is halved at most this many times (to β/8) when the field step fails to shrink
-DAMPING_HALVINGS = 3
+#: the damping β is halved at most this many times when the field step fails to shrink: once,
+#: so that at the noise floor (where the step fails to shrink half the time) β stays at
+#: damping/2 and the iteration does not creep
+DAMPING_HALVINGS = 1
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,11 @@ class FluctFieldSolution:
     A: the field (n × n); Sigma: Cov_{p_A} (S × S); alpha_*: means over the draws of the exact
     finite-C α, with *_se their Monte Carlo SE (per-draw spread / √draws); sigma_top and
     sigma_top_se: top eigenvalue of Σ and its one-evaluation delta-method SE; kish_ess: the
-    candidates' Kish effective sample size at the returned field; converged: every set
-    complete and either step < tol within max_iter (a fixed point: `averaged` = 0) or, after
-    max_iter evaluations, the last `averaged` of them free of drift (observables averaged
-    over them; module docstring); step: the last relative change ‖A′ − A‖_F/‖A′‖_F."""
+    candidates' Kish effective sample size at the last evaluated field; converged: every set
+    complete, a finite step, and either step < tol within max_iter (a fixed point:
+    `averaged` = 0) or, after max_iter evaluations, the last `averaged` = window of them on one
+    map and stationary by the drift gate (observables averaged over them; module docstring);
+    step: the last relative change ‖A′ − A‖_F/‖A′‖_F."""
 
     A: Array
     Sigma: Array
@@ -309,13 +313,16 @@ def _iterate(problem: CNN2Problem, C: float, Sigma_prop: Array, A: Array, *, n_d
     halved (at most DAMPING_HALVINGS times) whenever the step fails to shrink; the map is
     rebuilt with twice the candidates (new common random numbers) while some set is short of
     C accepted ones. The last `window` evaluations before max_iter record their observables
-    (with test α). Returns the field, the last map and its log weights (at the field before
-    the last step), the last step, the number of short sets, evaluations, the final
-    oversample and the recorded observables."""
-    step, short, iterations, beta, trace = float("inf"), 0, 0, damping, []
+    (with test α); a rebuild clears the record, so that it holds one map's evaluations.
+    Returns the field, the last map and its log weights (at the field before the last step),
+    the last step, the number of short sets, evaluations, the final oversample and the
+    recorded observables."""
+    step, short, iterations, beta = float("inf"), 0, 0, damping
     while True:
         fmap = FluctFieldMap(problem, C, Sigma_prop, n_draws=n_draws, oversample=oversample,
                              seed=seed)
+        trace: list[dict] = []
+        step = float("inf")
         while iterations < max_iter:
             record = iterations >= max_iter - window
             iterations += 1
@@ -340,11 +347,13 @@ def _window_average(trace: list[dict], drift_max: float) -> tuple[dict, list[str
     """The observables averaged over the recorded evaluations, and those that drift.
 
     Each SE is the mean per-evaluation Monte Carlo SE and the iterates' SD in quadrature. An
-    observable drifts if its halves' means differ by more than drift_max × (Monte Carlo SE ⊕
-    jitter), the jitter being von Neumann's √(mean(Δv²)/2) over successive evaluations: it
-    sees the evaluation-to-evaluation noise and not a smooth trend, so a trend across the
-    window is caught (against the iterates' SD, which a trend inflates, a linear one never
-    would be: its drift is at most √3 of its SD)."""
+    observable drifts if its halves' means differ by more than drift_max × its jitter, von
+    Neumann's √(mean(Δv²)/2) over successive evaluations. The Monte Carlo error is not in the
+    gate: the evaluations share their random numbers, so it is common to both halves and
+    cancels in their difference. The jitter sees the evaluation-to-evaluation noise and not a
+    smooth trend, so a trend across the window (a slow approach included) fails the gate;
+    against the iterates' SD, which a trend inflates, a linear one never would (its drift is
+    at most √3 of its SD). A window that has not moved at all (drift and jitter 0) passes."""
     out: dict = {"Sigma": np.mean([t["Sigma"] for t in trace], axis=0)}
     drifting = []
     half = len(trace) // 2
@@ -353,9 +362,9 @@ def _window_average(trace: list[dict], drift_max: float) -> tuple[dict, list[str
         mc = float(np.mean([t[f"{q}_se"] for t in trace]))
         out[q], out[f"{q}_se"] = float(vals.mean()), float(np.hypot(mc, vals.std(ddof=1)))
         drift = vals[half:].mean() - vals[:half].mean()
-        scale = float(np.hypot(mc, np.sqrt(np.mean(np.diff(vals) ** 2) / 2)))
-        if not abs(drift) <= drift_max * scale:
-            drifting.append(f"{q} {drift / scale:+.1f}")
+        jitter = float(np.sqrt(np.mean(np.diff(vals) ** 2) / 2))
+        if not abs(drift) <= drift_max * jitter:
+            drifting.append(f"{q} {drift / jitter if jitter else np.inf:+.1f}")
     return out, drifting
 
 
@@ -393,7 +402,7 @@ def solve_cnn2_fluctfield(
     window, drift_max: if the fine stage's step is still above tol after max_iter
     evaluations, the observables are averaged over its last `window` evaluations, and the
     solution counts as converged only if none drifts between the window's halves by more
-    than drift_max × (Monte Carlo SE ⊕ jitter) (`_window_average`).
+    than drift_max × its evaluation-to-evaluation jitter (`_window_average`).
     """
     t0 = time.perf_counter()
     _check(problem, C, n_draws, oversample, "solve_cnn2_fluctfield")
@@ -425,31 +434,40 @@ def solve_cnn2_fluctfield(
         Sigma_prop, A, n_draws=n_draws, oversample=oversample, tol=tol, window=window)
     averaged, drifting = 0, []
     if short:
-        obs = {"Sigma": candidates_covariance(fmap.w, logw, fmap.Sigma_prop)}
-        obs.update({q: np.nan for q in ("alpha_train", "alpha_train_se", "alpha_test",
-                                         "alpha_test_se")})
-        obs["sigma_top"], obs["sigma_top_se"] = np.nan, np.nan
-    elif step < tol:
+        failure = f"{short} sets had fewer than C accepted candidates: raise oversample"
+    elif not np.isfinite(step):
+        failure = "the field is not finite"
+    elif step >= tol and len(trace) < window:
+        failure = (f"only {len(trace)} of the window's {window} evaluations on one map (the "
+                   f"candidates were rebuilt inside it)")
+    else:
+        failure = ""
+    if not failure and step < tol:
         # a fixed point: the observables at the returned field, with test α
         _, logw, a_tr, a_te, short = fmap(A)
         obs = _observables(fmap, logw, a_tr, a_te)
-    else:
+        if short:
+            failure = f"{short} sets at the returned field had fewer than C accepted candidates"
+    if failure:
+        obs = {"Sigma": candidates_covariance(fmap.w, logw, fmap.Sigma_prop)}
+        obs.update({q: np.nan for q in ("alpha_train", "alpha_train_se", "alpha_test",
+                                         "alpha_test_se", "sigma_top", "sigma_top_se")})
+    elif step >= tol:
         obs, drifting = _window_average(trace, drift_max)
         averaged = len(trace)
-    converged = not short and (step < tol or (averaged >= 2 and not drifting))
+    converged = not failure and (step < tol or not drifting)
     om = np.asarray(jax.nn.softmax(logw))
     kish = float(1.0 / np.sum(om**2))
     accepted = float(np.mean(np.exp(np.asarray(logw) - np.max(logw))))
     how = (f"averaged over the last {averaged} evaluations, "
-           + (f"drifting (in units of MC SE ⊕ jitter): {', '.join(drifting)}" if drifting
-              else f"no drift beyond {drift_max:g} × (MC SE ⊕ jitter)") if averaged else "")
+           + (f"drifting (halves' difference in units of the jitter): {', '.join(drifting)}"
+              if drifting else f"stationary: no drift beyond {drift_max:g} × the jitter")
+           if averaged else "")
     msg = (f"{'converged' if converged else 'not converged'}: field step {step:.2e} after "
            f"{iterations} evaluations of {n_draws} sets (tol {tol:.0e}){stages}; "
            + (f"{how}; " if how else "") +
            f"acceptance {accepted:.2f}, candidates' Kish ESS {kish / len(om):.2f} of their "
-           f"number, oversample {oversample}")
-    if short:
-        msg += f"; {short} sets had fewer than C accepted candidates: raise oversample"
+           f"number, oversample {oversample}" + (f"; {failure}" if failure else ""))
     return FluctFieldSolution(
         A=A, Sigma=obs["Sigma"], alpha_train=obs["alpha_train"],
         alpha_train_se=obs["alpha_train_se"], alpha_test=obs["alpha_test"],
