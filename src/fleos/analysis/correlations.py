@@ -64,7 +64,7 @@ def _pair_stats(Za: np.ndarray, Zb: np.ndarray, same: bool) -> dict[str, float]:
     ms, ms0 = float(np.mean(rbar**2)), float(np.mean(r0bar**2))
     per_chain = r.mean(axis=(1, 2))                         # (chains,)
     K = len(per_chain)
-    # leave-one-chain-out excesses: chain k's pairs and its null pairs (k with k + 1) dropped
+    # leave-one-chain-out excesses: chain k's pairs and the null pairs it heads (k with k − 1)
     loo = ((((r.sum(0) - r) / (K - 1)) ** 2).mean(axis=(1, 2))
            - (((r0.sum(0) - r0) / (K - 1)) ** 2).mean(axis=(1, 2)))       # (chains,)
     jackknife_se = (np.sqrt((K - 1) / K * np.sum((loo - loo.mean()) ** 2))
