@@ -51,9 +51,9 @@ from fleos.theory.eos.cnn2 import CNN2Problem, cnn2_observables, solve_cnn2
 from fleos.theory.eos.cnn2_fluctfield import (
     DRAW_BATCH,
     FluctFieldMap,
-    candidates_covariance,
+    evaluation_observables,
 )
-from fleos.theory.eos.cnn2_matched import field_of, weighted_quadratic_form
+from fleos.theory.eos.cnn2_matched import field_of
 
 MODEL = {"S": 64, "N": 20, "activation": "erf", "sigma_w2": 2.0, "sigma_a2": 2.0}
 EXPERIMENT = (Path(__file__).resolve().parents[2] / "studies" / "paper_scale_fig3"
@@ -115,18 +115,16 @@ def solve_point(n: int, C: int, draws: int, seed: int, pr: CNN2Problem, iters: i
             fmap = FluctFieldMap(pr, C, fmap.Sigma_prop, n_draws=draws, oversample=oversample,
                                  seed=seed * 1_000_003 + C + 2 * k + 2)
             A_new, logw, a_tr, a_te, short = fmap(A, with_test=averaged)
-        Sigma = candidates_covariance(fmap.w, logw, fmap.Sigma_prop)
-        u = np.linalg.eigh(Sigma)[1][:, -1]
-        top, top_se = weighted_quadratic_form(fmap.w, logw, fmap.Sigma_prop, u)
+        ev = evaluation_observables(fmap, logw, a_tr, a_te)
+        Sigma = ev["Sigma"]
         acc = float(np.mean(np.exp(np.asarray(logw) - np.max(logw))))
         step = float(jnp.linalg.norm(A_new - A) / jnp.linalg.norm(A_new))
-        a_tr, a_te = np.asarray(a_tr), np.asarray(a_te)
-        trace.append({"top": top, "top_se": top_se, "train": a_tr.mean(),
-                      "train_se": a_tr.std(ddof=1) / math.sqrt(draws), "test": a_te.mean(),
-                      "test_se": a_te.std(ddof=1) / math.sqrt(draws), "step": step})
-        print(f"  n = {n}, C = {C}, evaluation {k}: step {step:.3f}, top Σ {top:.5f}, train α "
-              f"{a_tr.mean():.4f}, acceptance {acc:.2f}, {time.perf_counter() - t0:.0f} s",
-              flush=True)
+        trace.append({"top": ev["sigma_top"], "top_se": ev["sigma_top_se"],
+                      "train": ev["alpha_train"], "train_se": ev["alpha_train_se"],
+                      "test": ev["alpha_test"], "test_se": ev["alpha_test_se"], "step": step})
+        print(f"  n = {n}, C = {C}, evaluation {k}: step {step:.3f}, top Σ "
+              f"{ev['sigma_top']:.5f}, train α {ev['alpha_train']:.4f}, acceptance {acc:.2f}, "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
         A = (1.0 - damping) * A + damping * A_new
         if k + 1 == refresh:
             # the proposal closer to p_A, and the fewest candidates that fill every set

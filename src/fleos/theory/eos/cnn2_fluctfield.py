@@ -292,9 +292,11 @@ def candidates_covariance(w: Array, logw: Array, Sigma_prop: Array) -> np.ndarra
     return 0.5 * (Sigma + Sigma.T)
 
 
-def _observables(fmap: FluctFieldMap, logw: Array, a_tr: Array, a_te: Array
-                 ) -> dict[str, float | np.ndarray]:
-    """One evaluation's observables and their Monte Carlo SEs (module docstring)."""
+def evaluation_observables(fmap: FluctFieldMap, logw: Array, a_tr: Array, a_te: Array
+                           ) -> dict[str, float | np.ndarray]:
+    """One evaluation's observables and their Monte Carlo SEs (module docstring): Σ =
+    Cov_{p_A} of the candidates, its top eigenvalue with the delta-method SE, and the sets'
+    mean train and test α with SE = spread/√sets."""
     Sigma = candidates_covariance(fmap.w, logw, fmap.Sigma_prop)
     top, top_se = weighted_quadratic_form(fmap.w, logw, fmap.Sigma_prop,
                                           np.linalg.eigh(Sigma)[1][:, -1])
@@ -332,7 +334,7 @@ def _iterate(problem: CNN2Problem, C: float, Sigma_prop: Array, A: Array, *, n_d
             if short or not np.isfinite(step):
                 break
             if record:
-                trace.append(_observables(fmap, logw, a_tr, a_te))
+                trace.append(evaluation_observables(fmap, logw, a_tr, a_te))
             if step >= previous:
                 beta = max(0.5 * beta, damping / 2**DAMPING_HALVINGS)
             A = (1.0 - beta) * A + beta * A_new
@@ -445,7 +447,7 @@ def solve_cnn2_fluctfield(
     if not failure and step < tol:
         # a fixed point: the observables at the returned field, with test α
         _, logw, a_tr, a_te, short = fmap(A)
-        obs = _observables(fmap, logw, a_tr, a_te)
+        obs = evaluation_observables(fmap, logw, a_tr, a_te)
         if short:
             failure = f"{short} sets at the returned field had fewer than C accepted candidates"
     if failure:
