@@ -124,6 +124,8 @@ def test_valid_config_roundtrip() -> None:
                                             "must be >= 0, got -5"),
         ("sampler.kernels", ["sigma", "Qf"], "experiments.cnn2.sampler.kernels has 'Qf', which "
                                              "is recorded at the Rao-Blackwellization steps"),
+        ("sampler.kernels", ["field"], "experiments.cnn2.sampler.kernels has 'field', which "
+                                       "is recorded at the Rao-Blackwellization steps"),
     ],
 )
 def test_errors_name_the_key(path: str, value, message: str) -> None:

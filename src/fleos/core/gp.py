@@ -31,6 +31,12 @@ def gp_fit(Qf: Array, y: Array, sigma2: float) -> GPFit:
     return GPFit(chol, weights, sigma2)
 
 
+def gp_inverse(fit: GPFit) -> Array:
+    """K_f⁻¹ from the fit's Cholesky factor (n × n; the field εεᵀ − K_f⁻¹ of Eq. 8 needs it)."""
+    eye = jnp.eye(fit.chol.shape[0], dtype=fit.chol.dtype)
+    return jsl.cho_solve((fit.chol, True), eye)
+
+
 def gp_train_mean(fit: GPFit, y: Array) -> Array:
     """Posterior mean on the training inputs: f̄ = y − σ² K_f⁻¹ y (same as Q_f K_f⁻¹ y, stabler)."""
     return y - fit.sigma2 * fit.weights

@@ -28,7 +28,10 @@ Their averages over the sampled hidden weights estimate the same posterior means
 sampled f, without the readout's own noise. Every ``rb_every`` steps of the sampling stage
 the recorder adds them to ``f_train_rb_sum`` / ``f_test_rb_sum`` (count ``rb_count``), and,
 if ``"Qf"`` is in `kernels`, Q itself to ``Qf_sum``: its mean is the empirical post-kernel
-⟨Q⟩, which the EoS replaces by its Gaussian-channel average (Eq. 8). The solve is in float64:
+⟨Q⟩, which the EoS replaces by its Gaussian-channel average (Eq. 8); if ``"field"`` is, the
+field that the sampled hidden weights exert, z zᵀ − (Q + σ² I)⁻¹, to ``field_sum``: its mean is
+the A_eff = ⟨εεᵀ − K_f⁻¹⟩ of the field test (docs/derivations/cnn2.md, "The field test"), which
+Eq. 8 evaluates at the mean kernel instead. The solve is in float64:
 cond(Q + σ² I) ≈ λ_max(Q)/σ² reaches 10⁴-10⁵ at the paper's sizes.
 
 A sample is added after step t when the chain is in its sampling stage (per-chain flag
@@ -186,7 +189,8 @@ class Recorder:
 
     def rao_blackwell(self, params: Any, data: Mapping[str, Any]) -> dict[str, Array]:
         """Posterior means of f on the train and test inputs given the hidden weights of
-        `params`, the readout integrated out (module docstring), and Q if "Qf" is recorded."""
+        `params`, the readout integrated out (module docstring), Q if "Qf" is recorded and the
+        field z zᵀ − (Q + σ² I)⁻¹ if "field" is."""
         adt = accumulator_dtype()
         phi = self.readout_features(params, data["X"])[0].astype(adt)  # (n, P)
         phi_test = self.readout_features(params, data["X_test"])[0].astype(adt)
@@ -198,6 +202,9 @@ class Recorder:
                "f_test_rb_sum": v_a * (phi_test @ (phi.T @ fit.weights))}
         if "Qf" in self.kernels:
             out["Qf_sum"] = Q
+        if "field" in self.kernels:
+            K_inv = gp.gp_inverse(fit)
+            out["field_sum"] = jnp.outer(fit.weights, fit.weights) - K_inv
         return out
 
     def _q2(self, params: Any, X: Array) -> Array:
@@ -298,7 +305,7 @@ def finalize(acc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
     Returns f_train/mean, f_train/sq_mean, f_test/..., sigma/mean, K2/mean, Q2/mean,
     probe/<layer>/mean, count, and with Rao-Blackwellization f_train_rb/mean, f_test_rb/mean,
-    Qf/mean and rb_count. Means of a chain with count 0 are NaN (no samples).
+    Qf/mean, field/mean and rb_count. Means of a chain with count 0 are NaN (no samples).
     """
     count = np.asarray(acc["count"])
     out: dict[str, Any] = {"count": count}
@@ -313,7 +320,7 @@ def finalize(acc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     if "rb_count" in acc:
         out["rb_count"] = np.asarray(acc["rb_count"])
         for key, name in (("f_train_rb_sum", "f_train_rb"), ("f_test_rb_sum", "f_test_rb"),
-                          ("Qf_sum", "Qf")):
+                          ("Qf_sum", "Qf"), ("field_sum", "field")):
             if key in acc:
                 out[name] = {"mean": mean(key, out["rb_count"])}
     for key, name in (("sigma_sum", "sigma"), ("K2_sum", "K2"), ("Q2_sum", "Q2")):
