@@ -12,6 +12,13 @@ root mean square over inputs and channels. A ReLU network can trade scale betwee
 layers (positive homogeneity), a slow direction that moves every channel of a layer together;
 the normalisation removes that common scale (and adds a small negative correlation of its own:
 the normalised values share one sum of squares).
+
+Last, the deciding diagnostic for that hypothesis: each layer's scale as a series of its own,
+s_l(t) = log of the mean square of the recorded pre-activations (all probe inputs, the recorded
+channels) at snapshot t, with the gates' diagnostics (rank-normalised R̂, bulk ESS, half-window
+drift in SE) beside those of the series the workflow gates (`eq_*` of the run's aggregate). A
+scale series that mixes as slowly as the failing projections, and carries their between-chain
+spread, supports the hypothesis; one that mixes fast refutes it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from fleos.analysis.aggregate import EQ_FIELDS, equilibration_record
 from fleos.analysis.correlations import preactivation_correlations
 
 LAYERS = ("layer2", "layer4")
@@ -56,6 +64,20 @@ def main() -> None:
             print(f"| {label} | {family} | {s['mean']:.3f} ± {s['mean_se']:.3f} | "
                   f"{s['rms']:.3f} | {s['null_rms']:.3f} | {s['excess_ms']:.4f} ± "
                   f"{s['excess_ms_se']:.4f} |")
+    print("\n| series | R̂ | bulk ESS | drift (SE) | between-chain SD / within-chain SD |")
+    print("|---|---|---|---|---|")
+    for layer, h in H.items():
+        scale = np.log((h**2).mean(axis=(2, 3)))                     # (chains, snapshots)
+        rhat, ess, _, drift_se = equilibration_record(scale)
+        spread = scale.mean(axis=1).std(ddof=1) / scale.std(axis=1, ddof=1).mean()
+        print(f"| log scale of {layer} | {rhat:.3f} | {ess:.0f} | {drift_se:+.2f} | "
+              f"{spread:.2f} |")
+    for agg in sorted((args.results / "aggregate" / "myrtle5").glob("n*/w*.npz")):
+        with np.load(agg) as a:
+            for key in sorted(k for k in a.files if k.startswith("eq_")):
+                rec = dict(zip(EQ_FIELDS, a[key], strict=True))
+                print(f"| {key[3:]} (gated) | {rec['rhat']:.3f} | {rec['ess']:.0f} | "
+                      f"{rec['drift_se']:+.2f} | |")
 
 
 if __name__ == "__main__":
