@@ -185,7 +185,7 @@ def test_snapshot_channel_subset() -> None:
 def _rb_recorder(arch: str, model, rb_every: int, sigma2: float = 0.1) -> Recorder:
     return Recorder(arch=arch, apply_fn=lambda p, x: model.forward(p, x)[0],
                     input_weights=model.input_weights, preactivations=model.preactivations,
-                    record_every=4, kernels=(*KERNELS[arch], "Qf", "field"),
+                    record_every=4, kernels=(*KERNELS[arch], "Qf", "field", "Kinv"),
                     model_cfg=MODELS[arch],
                     readout_features=model.readout_features,
                     readout_variance=model.prior_variances()[model.readout], sigma2=sigma2,
@@ -208,7 +208,7 @@ def test_rao_blackwell_is_the_readout_posterior_mean(case: str) -> None:
     here by autodiff of U alone (no Φ, no v_a, no σ² taken from the code under test). The
     recorder's dual-form means E[f | hidden] must equal f at E[a] on train and test inputs,
     its Qf must be the kernel Cov(f | hidden) of the prior, and its field εεᵀ − (Qf + σ² I)⁻¹
-    with ε = (y − E[f | hidden])/σ², all to float64 rounding (1e-9)."""
+    with ε = (y − E[f | hidden])/σ², and Kinv (Qf + σ² I)⁻¹, all to float64 rounding (1e-9)."""
     arch, cfg, shape = RB_CASES[case]
     model = build_model(arch, cfg, 3, param_dtype=jnp.float64)
     rng = np.random.default_rng(0)
@@ -220,7 +220,7 @@ def test_rao_blackwell_is_the_readout_posterior_mean(case: str) -> None:
     name = model.readout
     rec = Recorder(arch=arch, apply_fn=lambda p, x: model.forward(p, x)[0],
                    input_weights=model.input_weights, preactivations=model.preactivations,
-                   record_every=4, kernels=("sigma", "Qf", "field"), model_cfg=cfg,
+                   record_every=4, kernels=("sigma", "Qf", "field", "Kinv"), model_cfg=cfg,
                    readout_features=model.readout_features,
                    readout_variance=model.prior_variances()[name], sigma2=sigma2, rb_every=1)
     data = rec.make_data(X, Xt, {}, model.input_weights(params).shape[1], 2, 7, jnp.float64,
@@ -251,8 +251,10 @@ def test_rao_blackwell_is_the_readout_posterior_mean(case: str) -> None:
     v_a = 1.0 / (H - J.T @ J / sigma2)[0, 0]
     np.testing.assert_allclose(out["Qf_sum"], v_a * J @ J.T, rtol=1e-9, atol=1e-12)
     eps = (y - np.asarray(model.forward(post, jnp.asarray(X))[0])) / sigma2
-    field = np.outer(eps, eps) - np.linalg.inv(v_a * J @ J.T + sigma2 * np.eye(len(y)))
-    np.testing.assert_allclose(out["field_sum"], field, rtol=1e-9, atol=1e-9)
+    K_inv = np.linalg.inv(v_a * J @ J.T + sigma2 * np.eye(len(y)))
+    np.testing.assert_allclose(out["Kinv_sum"], K_inv, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(out["field_sum"], np.outer(eps, eps) - K_inv, rtol=1e-9,
+                               atol=1e-9)
 
 
 def test_rao_blackwell_accumulates_every_rb_every_steps_of_the_sampling_stage() -> None:
@@ -277,7 +279,8 @@ def test_rao_blackwell_accumulates_every_rb_every_steps_of_the_sampling_stage() 
     direct = [rec.rao_blackwell(p, data) for p in kept]
     fin = finalize(jax.tree.map(lambda a: np.asarray(a)[None], acc))
     for key_sum, name in (("f_train_rb_sum", "f_train_rb"), ("f_test_rb_sum", "f_test_rb"),
-                          ("Qf_sum", "Qf"), ("field_sum", "field")):
+                          ("Qf_sum", "Qf"), ("field_sum", "field"),
+                          ("Kinv_sum", "Kinv")):
         want = np.mean([np.asarray(d[key_sum]) for d in direct], axis=0)
         np.testing.assert_allclose(fin[name]["mean"][0], want, rtol=1e-12, atol=1e-12)
     # outside the sampling stage nothing is added

@@ -31,7 +31,7 @@ PRECONDITIONERS = (None, "prior")
 # keys of its registry `INTEGRATORS`, listed here because config sits below sampling in the
 # import tiers (tests/test_integrators.py and tests/test_workflow.py check that they agree).
 INTEGRATORS = ("ula", "lm", "baoab", "mala")
-KERNEL_NAMES = ("sigma", "K2", "Q2", "probe", "Qf", "field")
+KERNEL_NAMES = ("sigma", "K2", "Q2", "probe", "Qf", "field", "Kinv")
 PROBE_SPATIAL = ("mean", "full")
 WORKFLOW_ONLY_KEYS = ("theory", "resources", "label")
 
@@ -114,11 +114,11 @@ class SamplerConfig:
         file) on which input weights are projected, the paper's "random direction" (Fig. 3).
     max_backoffs / backoff_factor: NaN/Inf handling; a diverged chain is rolled back to the
         last checkpoint with lr *= backoff_factor, at most max_backoffs times per chain.
-    kernels: online kernel sums to record (subset of sigma, K2, Q2, probe, Qf, field); None =
-        the architecture's default (`DEFAULT_KERNELS`). Qf, the readout's post-kernel v_a ΦΦᵀ
-        on the training inputs, and field, εεᵀ − (Q_f + σ² I)⁻¹ at the sampled hidden weights
-        (the field test's A_eff), are summed at the Rao-Blackwellization steps and need
-        `rao_blackwell_every` > 0.
+    kernels: online kernel sums to record (subset of sigma, K2, Q2, probe, Qf, field, Kinv);
+        None = the architecture's default (`DEFAULT_KERNELS`). Qf, the readout's post-kernel
+        v_a ΦΦᵀ on the training inputs, field, εεᵀ − (Q_f + σ² I)⁻¹ at the sampled hidden
+        weights (the field test's A_eff), and Kinv, (Q_f + σ² I)⁻¹, are summed at the
+        Rao-Blackwellization steps and need `rao_blackwell_every` > 0.
     rao_blackwell_every: every this many steps of the sampling stage, add the posterior means
         of f on train and test given the hidden weights, the readout integrated out exactly
         (`fleos.sampling.recording`, docs/langevin.md §9); 0 = off. Costs one n × n Gram
@@ -208,7 +208,7 @@ class SamplerConfig:
                 raise _err(f"{path}.kernels", f"has unknown kernel(s) {bad}; allowed: "
                            f"{list(KERNEL_NAMES)}")
             kernels = tuple(kernels)
-            for rb_kernel in ("Qf", "field"):
+            for rb_kernel in ("Qf", "field", "Kinv"):
                 if rb_kernel in kernels and not d.get("rao_blackwell_every"):
                     raise _err(f"{path}.kernels", f"has {rb_kernel!r}, which is recorded at "
                                "the Rao-Blackwellization steps: set rao_blackwell_every > 0")

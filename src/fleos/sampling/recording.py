@@ -31,7 +31,8 @@ if ``"Qf"`` is in `kernels`, Q itself to ``Qf_sum``: its mean is the empirical p
 ⟨Q⟩, which the EoS replaces by its Gaussian-channel average (Eq. 8); if ``"field"`` is, the
 field that the sampled hidden weights exert, z zᵀ − (Q + σ² I)⁻¹, to ``field_sum``: its mean is
 the A_eff = ⟨εεᵀ − K_f⁻¹⟩ of the field test (docs/derivations/cnn2.md, "The field test"), which
-Eq. 8 evaluates at the mean kernel instead. The solve is in float64:
+Eq. 8 evaluates at the mean kernel instead; if ``"Kinv"`` is, (Q + σ² I)⁻¹ to ``Kinv_sum``
+(with the field it splits A_eff into ⟨εεᵀ⟩ and ⟨K_f⁻¹⟩). The solve is in float64:
 cond(Q + σ² I) ≈ λ_max(Q)/σ² reaches 10⁴-10⁵ at the paper's sizes.
 
 A sample is added after step t when the chain is in its sampling stage (per-chain flag
@@ -189,8 +190,8 @@ class Recorder:
 
     def rao_blackwell(self, params: Any, data: Mapping[str, Any]) -> dict[str, Array]:
         """Posterior means of f on the train and test inputs given the hidden weights of
-        `params`, the readout integrated out (module docstring), Q if "Qf" is recorded and the
-        field z zᵀ − (Q + σ² I)⁻¹ if "field" is."""
+        `params`, the readout integrated out (module docstring), Q if "Qf" is recorded, the
+        field z zᵀ − (Q + σ² I)⁻¹ if "field" is and (Q + σ² I)⁻¹ if "Kinv" is."""
         adt = accumulator_dtype()
         phi = self.readout_features(params, data["X"])[0].astype(adt)  # (n, P)
         phi_test = self.readout_features(params, data["X_test"])[0].astype(adt)
@@ -202,9 +203,12 @@ class Recorder:
                "f_test_rb_sum": v_a * (phi_test @ (phi.T @ fit.weights))}
         if "Qf" in self.kernels:
             out["Qf_sum"] = Q
-        if "field" in self.kernels:
+        if "field" in self.kernels or "Kinv" in self.kernels:
             K_inv = gp.gp_inverse(fit)
-            out["field_sum"] = jnp.outer(fit.weights, fit.weights) - K_inv
+            if "field" in self.kernels:
+                out["field_sum"] = jnp.outer(fit.weights, fit.weights) - K_inv
+            if "Kinv" in self.kernels:
+                out["Kinv_sum"] = K_inv
         return out
 
     def _q2(self, params: Any, X: Array) -> Array:
@@ -305,7 +309,7 @@ def finalize(acc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
     Returns f_train/mean, f_train/sq_mean, f_test/..., sigma/mean, K2/mean, Q2/mean,
     probe/<layer>/mean, count, and with Rao-Blackwellization f_train_rb/mean, f_test_rb/mean,
-    Qf/mean, field/mean and rb_count. Means of a chain with count 0 are NaN (no samples).
+    Qf/mean, field/mean, Kinv/mean and rb_count. Means of a chain with count 0 are NaN (no samples).
     """
     count = np.asarray(acc["count"])
     out: dict[str, Any] = {"count": count}
@@ -320,7 +324,8 @@ def finalize(acc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     if "rb_count" in acc:
         out["rb_count"] = np.asarray(acc["rb_count"])
         for key, name in (("f_train_rb_sum", "f_train_rb"), ("f_test_rb_sum", "f_test_rb"),
-                          ("Qf_sum", "Qf"), ("field_sum", "field")):
+                          ("Qf_sum", "Qf"), ("field_sum", "field"),
+                          ("Kinv_sum", "Kinv")):
             if key in acc:
                 out[name] = {"mean": mean(key, out["rb_count"])}
     for key, name in (("sigma_sum", "sigma"), ("K2_sum", "K2"), ("Q2_sum", "Q2")):
