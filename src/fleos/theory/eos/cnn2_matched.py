@@ -78,6 +78,33 @@ def channel_log_tilt(
     return coef * jnp.sum(along_eps**2 - jnp.sum(phi * Kphi, axis=1), axis=1)
 
 
+@partial(jax.jit, static_argnames=("activation",))
+def channel_log_tilt_saturated(
+    P: Array, w: Array, E: Array, Kinv: Array, c: float, activation: str = "erf"
+) -> tuple[Array, Array]:
+    """The exact tilt of one channel given a kernel K of the others, for a batch w (B, S):
+
+        ½ tr[(I + M)⁻¹ T] − ½ log det(I + M),   M = c ΦᵀK⁻¹Φ,  T = c ΦᵀEΦ   (N × N),
+
+    Φ = φ(P w) (n × N), c = σ_a²/(NC), E = εεᵀ with ε = K⁻¹y: by Woodbury, the change of
+    log N(y; 0, K + cΦΦᵀ) when the channel is added. Its first order in c is
+    `channel_log_tilt` at coef = c/2 (the one-channel law's (1/2C)⟨εεᵀ − K⁻¹, q⟩); where M is
+    not small against I the exact tilt saturates (docs/derivations/cnn2.md, "The field test
+    at the paper's scale"). The n² products run in the inputs' dtype (float32 for speed), the
+    N × N algebra in float64. Returns the tilts (B,) and each candidate's top eigenvalue of M."""
+    N = P.shape[1]
+    phi = ACTIVATIONS[activation](jnp.einsum("mis,bs->bmi", P, w.astype(P.dtype)))
+    M = c * jnp.einsum("bmi,bmj->bij", phi,
+                       jnp.einsum("mk,bki->bmi", Kinv, phi)).astype(jnp.float64)
+    T = c * jnp.einsum("bmi,bmj->bij", phi,
+                       jnp.einsum("mk,bki->bmi", E, phi)).astype(jnp.float64)
+    M, T = 0.5 * (M + jnp.swapaxes(M, 1, 2)), 0.5 * (T + jnp.swapaxes(T, 1, 2))
+    chol = jnp.linalg.cholesky(jnp.eye(N, dtype=jnp.float64) + M)
+    quad = jnp.trace(jax.scipy.linalg.cho_solve((chol, True), T), axis1=1, axis2=2)
+    logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
+    return 0.5 * quad - 0.5 * logdet, jnp.linalg.eigvalsh(M)[:, -1]
+
+
 #: row tiles of L⁻¹ in `_tilt_triangular`: 10 of 16 blocks multiplied. One core, n = 1600, 4096
 #: samples: 1, 4, 8, 16 tiles take 2.46, 2.11, 2.26, 2.83 CPU-s for the tilt (smaller products
 #: run below the matrix-product peak)

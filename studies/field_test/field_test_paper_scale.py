@@ -1,0 +1,276 @@
+"""The field test at the paper's scale: the one-channel law at the field the sampled network
+exerts, against the Σ the same chains measure (docs/derivations/cnn2.md, "The field test").
+Run by hand from the repository root, after the sampling of config/paper_cpu_field.yaml:
+
+    .venv/bin/python studies/field_test/field_test_paper_scale.py \
+        --run results/paper_cpu_field --out studies/field_test/field_test_paper_scale.csv \
+        [--widths 160 320] [--n 800] [--candidates 32768] [--seed 0]
+
+Per point (n, C), from the run's sample chunks (8 chains, kernel `field`):
+* Σ_meas, the chains' mean of (1/C) Σ_c w_c w_cᵀ, and A_eff = ⟨εεᵀ − K_f⁻¹⟩, the mean over
+  the Rao-Blackwellization steps of the field at each sampled set of hidden weights (ε and K_f
+  at that finite-C kernel; `fleos.sampling.recording`);
+* the closure at the measured field: Σ_field = Cov_p of p(w) ∝ exp(−S|w|²/2σ_w² +
+  (1/2C)⟨A_eff, q(w)⟩), by self-normalized importance sampling from N(0, Σ_prop), Σ_prop =
+  Σ_meas with its eigenvalues raised to the prior's (`cnn2_fluctfield.proposal_covariance`,
+  which bounds the weights), the proposal's exact second moment as a control variate;
+* the same law at Eq. 8's field A(Σ_eq8) (the mean kernel of Eq. 8's Gaussian channel), with
+  the same candidates, and Eq. 8's own Σ_eq8.
+
+If Σ_field reproduces Σ_meas, the one-channel closure is right at this C and the field is what
+Eq. 8 gets wrong; if not, the closure is (the test the exact referee ran at S = 2, here at the
+paper's S = 64, N = 20, n = 800). Compared along Σ_meas's top eigenvector u (the teacher
+mode) and over the rest of the spectrum (the bulk: (tr Σ − uᵀΣu)/(S − 1)).
+
+The one-channel law's tilt (1/2C)⟨A, q(w)⟩ is the first order in q/C of the exact
+conditional of one channel given the others (readout integrated out; Woodbury with
+B = (σ_a²/NC)^½ Φ(w), n × N):
+
+    log p(w | rest) = −S|w|²/2σ_w² + ½ tr[(I + BᵀGB)⁻¹ Bᵀ E B] − ½ log det(I + BᵀGB),
+
+with G = K_{−}⁻¹ and E = ε₋ε₋ᵀ of the other channels' kernel. The study also evaluates this
+*saturated* law in mean field, G = ⟨K_f⁻¹⟩ and E = ⟨εεᵀ⟩ = A_eff + ⟨K_f⁻¹⟩ (kernels `field`
+and `Kinv`), at the measured field and at Eq. 8's (ε and K_f⁻¹ of its Gaussian channel):
+where BᵀGB is not small against I (its top eigenvalue is ≈ 0.27 at n = 800, C = 160), the
+linear tilt overstates how strongly the field pulls on a channel.
+
+Errors: a jackknife over the chains (leave one chain out of both Σ_meas and A_eff, the
+candidates fixed) of each difference, which carries the field's sampling error and its
+correlation with Σ_meas, combined in quadrature with the candidates' Monte Carlo SE
+(delta method, `cnn2_matched.weighted_quadratic_form`; the bulk's by a second candidate seed).
+The chains' equilibrium gates (R̂, bulk ESS, drift of the loss and the Σ series) are read from
+the run's aggregate and written beside each row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import fleos  # noqa: F401 - float64
+from fleos.analysis.aggregate import equilibration_summary, load_aggregate
+from fleos.cli.args import Parser, out_file, positive_int
+from fleos.figures.common import SERIES_SIGMA
+from fleos.figures.render import write_table
+from fleos.nets.datasets import load_dataset
+from fleos.theory.eos.cnn2 import CNN2Problem, discrepancy_and_inverse, solve_cnn2
+from fleos.theory.eos.cnn2_fluctfield import (
+    POOL_BATCH,
+    _candidate_log_weights,
+    candidates_covariance,
+    proposal_covariance,
+)
+from fleos.theory.eos.cnn2_matched import (
+    channel_log_tilt_saturated,
+    field_of,
+    weighted_quadratic_form,
+)
+
+FIELDS = ("n", "C", "chains", "rb_per_chain", "candidates", "kish_ess", "kish_ess_sat",
+          "top_meas", "top_meas_se", "top_field", "top_field_mc_se", "top_sat",
+          "top_sat_mc_se", "top_eq8field", "top_eq8field_sat", "top_eq8",
+          "top_meas_minus_field", "top_meas_minus_field_se",
+          "top_meas_minus_sat", "top_meas_minus_sat_se",
+          "bulk_meas", "bulk_meas_se", "bulk_field", "bulk_sat", "bulk_eq8field",
+          "bulk_eq8field_sat", "bulk_eq8",
+          "bulk_meas_minus_field", "bulk_meas_minus_field_se",
+          "bulk_meas_minus_sat", "bulk_meas_minus_sat_se", "saturation_top_eig",
+          "field_rel_diff", "field_y_eff", "field_y_eq8",
+          "rhat", "ess", "drift_se", "failed_gates", "seconds")
+
+
+def read_chains(run: Path, n: int, C: int) -> dict[str, np.ndarray]:
+    """Per-chain means of Σ̂ and the field over every chunk of one point, with the counts and
+    the run's sampling config."""
+    files = sorted((run / "samples" / "cnn2" / f"n{n}" / f"w{C}").glob("chunk*.h5"))
+    if not files:
+        raise SystemExit(f"--run: no sample chunks under {run}/samples/cnn2/n{n}/w{C}")
+    parts: dict[str, list] = {"sigma": [], "field": [], "Kinv": [], "rb_count": []}
+    config = None
+    for path in files:
+        with h5py.File(path, "r") as f:
+            if "field" not in f or "Kinv" not in f:
+                raise SystemExit(f"{path}: no 'field' or 'Kinv' (the run must record the "
+                                 f"kernels field and Kinv)")
+            if not f.attrs.get("complete", False):
+                raise SystemExit(f"{path}: the chunk is not complete")
+            parts["sigma"].append(f["sigma/mean"][...])
+            parts["field"].append(f["field/mean"][...])
+            parts["Kinv"].append(f["Kinv/mean"][...])
+            parts["rb_count"].append(f["rb_count"][...])
+            config = json.loads(f.attrs["config"])
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    out["config"] = config
+    return out
+
+
+def problem_of(run: Path, n: int, config: dict) -> CNN2Problem:
+    ds = load_dataset(run / "data" / "cnn2" / f"n{n}.npz")
+    m = config["model"]
+    return CNN2Problem.from_arrays(ds.X, ds.y, m["N"], m["S"], ds.X_test, ds.y_test,
+                                   sigma2=config["sigma2"], sigma_a2=m["sigma_a2"],
+                                   sigma_w2=m["sigma_w2"], activation=m["activation"])
+
+
+def top_and_bulk(Sigma: np.ndarray, u: np.ndarray) -> tuple[float, float]:
+    top = float(u @ Sigma @ u)
+    return top, (float(np.trace(Sigma)) - top) / (Sigma.shape[0] - 1)
+
+
+def jackknife_se(replicates: np.ndarray) -> float:
+    """SE of a statistic from its k leave-one-out replicates."""
+    k = len(replicates)
+    return float(np.sqrt((k - 1) / k * np.sum((replicates - replicates.mean()) ** 2)))
+
+
+class Candidates:
+    """Proposal draws w = L z ~ N(0, Σ_prop), fixed for every field they are weighted under."""
+
+    def __init__(self, pr: CNN2Problem, Sigma: np.ndarray, count: int, seed: int):
+        self.pr = pr
+        self.Sigma_prop = proposal_covariance(pr, jnp.asarray(Sigma))
+        z = np.random.default_rng(seed).standard_normal((count, pr.S))
+        self.z = jnp.asarray(z)
+        self.w = self.z @ jnp.linalg.cholesky(self.Sigma_prop).T
+
+    def covariance(self, C: int, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cov_{p_A} and the candidates' log weights under p_A."""
+        logw = _candidate_log_weights(self.pr, float(C), jnp.asarray(A), self.w, self.z)
+        return candidates_covariance(self.w, logw, self.Sigma_prop), np.asarray(logw)
+
+    def saturated_covariance(self, C: int, G: np.ndarray, E: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Cov of the saturated law (module docstring) at G = ⟨K⁻¹⟩, E = ⟨εεᵀ⟩, the
+        candidates' log weights, and the median over candidates of BᵀGB's top eigenvalue."""
+        pr = self.pr
+        c = pr.sigma_a2 / (pr.N * C)
+        P32 = pr.P.astype(jnp.float32)
+        G32 = jnp.asarray(0.5 * (G + G.T), jnp.float32)
+        E32 = jnp.asarray(0.5 * (E + E.T), jnp.float32)
+        tilt, top = jax.lax.map(
+            lambda wb: channel_log_tilt_saturated(P32, wb, E32, G32, c, pr.activation),
+            self.w.reshape(-1, POOL_BATCH // 4, pr.S))
+        logw = (tilt.reshape(-1) - pr.S / (2.0 * pr.sigma_w2) * jnp.sum(self.w**2, 1)
+                + 0.5 * jnp.sum(self.z**2, 1))
+        return (candidates_covariance(self.w, logw, self.Sigma_prop), np.asarray(logw),
+                float(np.median(np.asarray(top))))
+
+
+def field_point(run: Path, n: int, C: int, candidates: int, seed: int) -> dict:
+    t0 = time.perf_counter()
+    ch = read_chains(run, n, C)
+    pr = problem_of(run, n, ch["config"])
+    k = len(ch["sigma"])
+    if k < 3:
+        raise SystemExit(f"n = {n}, C = {C}: the jackknife needs >= 3 chains, got {k}")
+    Sigma_meas, A_eff, K_inv = ch["sigma"].mean(0), ch["field"].mean(0), ch["Kinv"].mean(0)
+    u = np.linalg.eigh(Sigma_meas)[1][:, -1]
+    pool = Candidates(pr, Sigma_meas, candidates, seed)
+    Sigma_field, logw = pool.covariance(C, A_eff)
+    top_field, top_mc = weighted_quadratic_form(pool.w, logw, pool.Sigma_prop, u)
+    om = np.exp(logw - logw.max())
+    kish = float(om.sum() ** 2 / np.sum(om**2))
+    # the bulk's Monte Carlo SE: a second, independent candidate pool
+    bulk_other = top_and_bulk(Candidates(pr, Sigma_meas, candidates, seed + 1)
+                              .covariance(C, A_eff)[0], u)[1]
+    Sigma_sat, logw_sat, saturation = pool.saturated_covariance(C, K_inv, A_eff + K_inv)
+    top_sat_mc = weighted_quadratic_form(pool.w, logw_sat, pool.Sigma_prop, u)[1]
+    om = np.exp(logw_sat - logw_sat.max())
+    kish_sat = float(om.sum() ** 2 / np.sum(om**2))
+    top_m, bulk_m = top_and_bulk(Sigma_meas, u)
+    top_f, bulk_f = top_and_bulk(Sigma_field, u)
+    top_s, bulk_s = top_and_bulk(Sigma_sat, u)
+    # leave one chain out of Σ_meas and A_eff together
+    reps = []
+    for j in range(k):
+        keep = np.arange(k) != j
+        S_j = ch["sigma"][keep].mean(0)
+        A_j, G_j = ch["field"][keep].mean(0), ch["Kinv"][keep].mean(0)
+        F_j = pool.covariance(C, A_j)[0]
+        X_j = pool.saturated_covariance(C, G_j, A_j + G_j)[0]
+        tm, bm = top_and_bulk(S_j, u)
+        tf, bf = top_and_bulk(F_j, u)
+        ts, bs = top_and_bulk(X_j, u)
+        reps.append((tm, bm, tm - tf, bm - bf, tm - ts, bm - bs))
+    reps = np.asarray(reps)
+    se = [jackknife_se(reps[:, i]) for i in range(reps.shape[1])]
+    bulk_mc = abs(bulk_f - bulk_other) / np.sqrt(2.0)
+    eq8 = solve_cnn2(pr, float(C), tol=1e-8, max_iter=200)
+    if not eq8.converged:
+        raise SystemExit(f"Eq. 8 did not converge at n = {n}, C = {C}: {eq8.message}")
+    Sigma_eq8 = np.asarray(eq8.x)
+    eps_eq8, K_inv_eq8 = (np.asarray(a) for a in discrepancy_and_inverse(
+        pr.P, pr.y, eq8.x, pr.sigma2, pr.sigma_a2, pr.activation))
+    A_eq8 = np.asarray(field_of(pr, eq8.x))
+    Sigma_at_eq8_field = pool.covariance(C, A_eq8)[0]
+    Sigma_sat_eq8 = pool.saturated_covariance(C, K_inv_eq8, np.outer(eps_eq8, eps_eq8))[0]
+    y = np.asarray(pr.y)
+    agg_path = run / "aggregate" / "cnn2" / f"n{n}" / f"w{C}.npz"
+    eq = (equilibration_summary(load_aggregate(agg_path), ("loss", *SERIES_SIGMA))
+          if agg_path.is_file() else {"rhat": np.nan, "ess": np.nan, "drift_se": np.nan,
+                                      "failed_gates": "no aggregate"})
+    return {
+        "n": n, "C": C, "chains": k, "rb_per_chain": int(np.min(ch["rb_count"])),
+        "candidates": candidates, "kish_ess": kish, "kish_ess_sat": kish_sat,
+        "top_meas": top_m, "top_meas_se": se[0], "top_field": top_f, "top_field_mc_se": top_mc,
+        "top_sat": top_s, "top_sat_mc_se": top_sat_mc,
+        "top_eq8field": top_and_bulk(Sigma_at_eq8_field, u)[0],
+        "top_eq8field_sat": top_and_bulk(Sigma_sat_eq8, u)[0],
+        "top_eq8": top_and_bulk(Sigma_eq8, u)[0],
+        "top_meas_minus_field": top_m - top_f,
+        "top_meas_minus_field_se": float(np.hypot(se[2], top_mc)),
+        "top_meas_minus_sat": top_m - top_s,
+        "top_meas_minus_sat_se": float(np.hypot(se[4], top_sat_mc)),
+        "bulk_meas": bulk_m, "bulk_meas_se": se[1], "bulk_field": bulk_f, "bulk_sat": bulk_s,
+        "bulk_eq8field": top_and_bulk(Sigma_at_eq8_field, u)[1],
+        "bulk_eq8field_sat": top_and_bulk(Sigma_sat_eq8, u)[1],
+        "bulk_eq8": top_and_bulk(Sigma_eq8, u)[1],
+        "bulk_meas_minus_field": bulk_m - bulk_f,
+        "bulk_meas_minus_field_se": float(np.hypot(se[3], bulk_mc)),
+        "bulk_meas_minus_sat": bulk_m - bulk_s,
+        "bulk_meas_minus_sat_se": float(np.hypot(se[5], bulk_mc)),
+        "saturation_top_eig": saturation,
+        "field_rel_diff": float(np.linalg.norm(A_eff - A_eq8) / np.linalg.norm(A_eq8)),
+        "field_y_eff": float(y @ A_eff @ y / (y @ y)),
+        "field_y_eq8": float(y @ A_eq8 @ y / (y @ y)),
+        "rhat": eq["rhat"], "ess": eq["ess"], "drift_se": eq["drift_se"],
+        "failed_gates": eq["failed_gates"], "seconds": time.perf_counter() - t0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = Parser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--n", type=positive_int, default=800)
+    ap.add_argument("--widths", type=positive_int, nargs="+", default=[160, 320])
+    ap.add_argument("--candidates", type=positive_int, default=32768)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=out_file, required=True)
+    args = ap.parse_args(argv)
+    if args.candidates % POOL_BATCH:
+        ap.error(f"--candidates must be a multiple of {POOL_BATCH}, got {args.candidates}")
+    if not args.run.is_dir():
+        ap.error(f"--run: no such folder {args.run}")
+    rows = []
+    for C in args.widths:
+        row = field_point(args.run, args.n, C, args.candidates, args.seed)
+        rows.append(row)
+        print(f"n = {args.n}, C = {C}: top Σ measured {row['top_meas']:.5f} ± "
+              f"{row['top_meas_se']:.5f}, at the measured field {row['top_field']:.5f} "
+              f"(diff {row['top_meas_minus_field']:+.5f} ± {row['top_meas_minus_field_se']:.5f}),"
+              f" saturated law {row['top_sat']:.5f} (diff {row['top_meas_minus_sat']:+.5f} ± "
+              f"{row['top_meas_minus_sat_se']:.5f}), at Eq. 8's field {row['top_eq8field']:.5f}"
+              f" (saturated {row['top_eq8field_sat']:.5f}), Eq. 8 {row['top_eq8']:.5f}; "
+              f"{row['seconds']:.0f} s", flush=True)
+        write_table(args.out, FIELDS, rows)        # atomic, after every point
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
