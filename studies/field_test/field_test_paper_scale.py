@@ -68,19 +68,16 @@ from fleos.theory.eos.cnn2_fluctfield import (
 )
 from fleos.theory.eos.cnn2_matched import (
     channel_log_tilt_saturated,
-    field_of,
     weighted_quadratic_form,
 )
 
 FIELDS = ("n", "C", "chains", "rb_per_chain", "candidates", "kish_ess", "kish_ess_sat",
-          "top_meas", "top_meas_se", "top_field", "top_field_mc_se", "top_sat",
-          "top_sat_mc_se", "top_eq8field", "top_eq8field_sat", "top_eq8",
-          "top_meas_minus_field", "top_meas_minus_field_se",
-          "top_meas_minus_sat", "top_meas_minus_sat_se",
-          "bulk_meas", "bulk_meas_se", "bulk_field", "bulk_sat", "bulk_eq8field",
-          "bulk_eq8field_sat", "bulk_eq8",
-          "bulk_meas_minus_field", "bulk_meas_minus_field_se",
-          "bulk_meas_minus_sat", "bulk_meas_minus_sat_se", "saturation_top_eig",
+          *(f"{part}_{col}" for part in ("top", "bulk")
+            for col in ("meas", "meas_se", "eq8",
+                        *(f"{c}" for law in ("field", "sat")
+                          for c in (law, f"{law}_mc_se", f"meas_minus_{law}",
+                                    f"meas_minus_{law}_se", f"eq8{law}")))),
+          "saturation_top_eig",
           "field_rel_diff", "field_y_eff", "field_y_eq8",
           "rhat", "ess", "drift_se", "failed_gates", "seconds")
 
@@ -162,86 +159,84 @@ class Candidates:
                 float(np.median(np.asarray(top))))
 
 
+def _kish(logw: np.ndarray) -> float:
+    om = np.exp(logw - logw.max())
+    return float(om.sum() ** 2 / np.sum(om**2))
+
+
 def field_point(run: Path, n: int, C: int, candidates: int, seed: int) -> dict:
+    """One row: the measured Σ against the linear ("field") and saturated ("sat") one-channel
+    laws at the measured field and at Eq. 8's, and Eq. 8 itself (module docstring)."""
     t0 = time.perf_counter()
     ch = read_chains(run, n, C)
     pr = problem_of(run, n, ch["config"])
     k = len(ch["sigma"])
     if k < 3:
         raise SystemExit(f"n = {n}, C = {C}: the jackknife needs >= 3 chains, got {k}")
-    Sigma_meas, A_eff, K_inv = ch["sigma"].mean(0), ch["field"].mean(0), ch["Kinv"].mean(0)
+
+    def laws(pool: Candidates, A: np.ndarray, K_inv: np.ndarray) -> dict[str, tuple]:
+        """Cov and log weights of the linear and the saturated law at A = E − K⁻¹ (and, for
+        the saturated one, the median top eigenvalue of BᵀK⁻¹B)."""
+        return {"field": pool.covariance(C, A),
+                "sat": pool.saturated_covariance(C, K_inv, A + K_inv)}
+
+    Sigma_meas = ch["sigma"].mean(0)
     u = np.linalg.eigh(Sigma_meas)[1][:, -1]
     pool = Candidates(pr, Sigma_meas, candidates, seed)
-    Sigma_field, logw = pool.covariance(C, A_eff)
-    top_field, top_mc = weighted_quadratic_form(pool.w, logw, pool.Sigma_prop, u)
-    om = np.exp(logw - logw.max())
-    kish = float(om.sum() ** 2 / np.sum(om**2))
-    # the bulk's Monte Carlo SE: a second, independent candidate pool
-    bulk_other = top_and_bulk(Candidates(pr, Sigma_meas, candidates, seed + 1)
-                              .covariance(C, A_eff)[0], u)[1]
-    Sigma_sat, logw_sat, saturation = pool.saturated_covariance(C, K_inv, A_eff + K_inv)
-    top_sat_mc = weighted_quadratic_form(pool.w, logw_sat, pool.Sigma_prop, u)[1]
-    om = np.exp(logw_sat - logw_sat.max())
-    kish_sat = float(om.sum() ** 2 / np.sum(om**2))
-    top_m, bulk_m = top_and_bulk(Sigma_meas, u)
-    top_f, bulk_f = top_and_bulk(Sigma_field, u)
-    top_s, bulk_s = top_and_bulk(Sigma_sat, u)
-    # leave one chain out of Σ_meas and A_eff together
+    at_meas = laws(pool, ch["field"].mean(0), ch["Kinv"].mean(0))
+    # the bulk's Monte Carlo SE from a second, independent candidate pool (the top's: delta
+    # method on the first)
+    other = laws(Candidates(pr, Sigma_meas, candidates, seed + 1), ch["field"].mean(0),
+                 ch["Kinv"].mean(0))
+    # leave one chain out of Σ_meas and the field together, the candidates fixed
     reps = []
     for j in range(k):
         keep = np.arange(k) != j
-        S_j = ch["sigma"][keep].mean(0)
-        A_j, G_j = ch["field"][keep].mean(0), ch["Kinv"][keep].mean(0)
-        F_j = pool.covariance(C, A_j)[0]
-        X_j = pool.saturated_covariance(C, G_j, A_j + G_j)[0]
-        tm, bm = top_and_bulk(S_j, u)
-        tf, bf = top_and_bulk(F_j, u)
-        ts, bs = top_and_bulk(X_j, u)
-        reps.append((tm, bm, tm - tf, bm - bf, tm - ts, bm - bs))
-    reps = np.asarray(reps)
-    se = [jackknife_se(reps[:, i]) for i in range(reps.shape[1])]
-    bulk_mc = abs(bulk_f - bulk_other) / np.sqrt(2.0)
+        meas_j = top_and_bulk(ch["sigma"][keep].mean(0), u)
+        laws_j = laws(pool, ch["field"][keep].mean(0), ch["Kinv"][keep].mean(0))
+        law_j = {law: top_and_bulk(laws_j[law][0], u) for law in ("field", "sat")}
+        reps.append([*meas_j, *(meas_j[i] - law_j[law][i] for law in ("field", "sat")
+                                for i in (0, 1))])
+    se = dict(zip(("meas", "field", "sat"), np.asarray(
+        [jackknife_se(r) for r in np.asarray(reps).T]).reshape(3, 2), strict=True))
+
     eq8 = solve_cnn2(pr, float(C), tol=1e-8, max_iter=200)
     if not eq8.converged:
         raise SystemExit(f"Eq. 8 did not converge at n = {n}, C = {C}: {eq8.message}")
-    Sigma_eq8 = np.asarray(eq8.x)
     eps_eq8, K_inv_eq8 = (np.asarray(a) for a in discrepancy_and_inverse(
         pr.P, pr.y, eq8.x, pr.sigma2, pr.sigma_a2, pr.activation))
-    A_eq8 = np.asarray(field_of(pr, eq8.x))
-    Sigma_at_eq8_field = pool.covariance(C, A_eq8)[0]
-    Sigma_sat_eq8 = pool.saturated_covariance(C, K_inv_eq8, np.outer(eps_eq8, eps_eq8))[0]
-    y = np.asarray(pr.y)
+    A_eq8 = np.outer(eps_eq8, eps_eq8) - K_inv_eq8
+    at_eq8 = laws(pool, A_eq8, K_inv_eq8)
+
+    row: dict = {"n": n, "C": C, "chains": k, "rb_per_chain": int(np.min(ch["rb_count"])),
+                 "candidates": candidates}
+    meas = top_and_bulk(Sigma_meas, u)
+    for i, part in enumerate(("top", "bulk")):
+        row[f"{part}_meas"], row[f"{part}_meas_se"] = meas[i], se["meas"][i]
+        row[f"{part}_eq8"] = top_and_bulk(np.asarray(eq8.x), u)[i]
+        for law in ("field", "sat"):
+            Sigma, logw = at_meas[law][:2]
+            value = top_and_bulk(Sigma, u)[i]
+            mc = (weighted_quadratic_form(pool.w, logw, pool.Sigma_prop, u)[1] if i == 0
+                  else abs(value - top_and_bulk(other[law][0], u)[i]) / np.sqrt(2.0))
+            row[f"{part}_{law}"], row[f"{part}_{law}_mc_se"] = value, mc
+            row[f"{part}_meas_minus_{law}"] = meas[i] - value
+            row[f"{part}_meas_minus_{law}_se"] = float(np.hypot(se[law][i], mc))
+            row[f"{part}_eq8{law}"] = top_and_bulk(at_eq8[law][0], u)[i]
+    row["kish_ess"] = _kish(at_meas["field"][1])
+    row["kish_ess_sat"] = _kish(at_meas["sat"][1])
+    row["saturation_top_eig"] = at_meas["sat"][2]
+    y, A_eff = np.asarray(pr.y), ch["field"].mean(0)
+    row["field_rel_diff"] = float(np.linalg.norm(A_eff - A_eq8) / np.linalg.norm(A_eq8))
+    row["field_y_eff"] = float(y @ A_eff @ y / (y @ y))
+    row["field_y_eq8"] = float(y @ A_eq8 @ y / (y @ y))
     agg_path = run / "aggregate" / "cnn2" / f"n{n}" / f"w{C}.npz"
     eq = (equilibration_summary(load_aggregate(agg_path), ("loss", *SERIES_SIGMA))
           if agg_path.is_file() else {"rhat": np.nan, "ess": np.nan, "drift_se": np.nan,
                                       "failed_gates": "no aggregate"})
-    return {
-        "n": n, "C": C, "chains": k, "rb_per_chain": int(np.min(ch["rb_count"])),
-        "candidates": candidates, "kish_ess": kish, "kish_ess_sat": kish_sat,
-        "top_meas": top_m, "top_meas_se": se[0], "top_field": top_f, "top_field_mc_se": top_mc,
-        "top_sat": top_s, "top_sat_mc_se": top_sat_mc,
-        "top_eq8field": top_and_bulk(Sigma_at_eq8_field, u)[0],
-        "top_eq8field_sat": top_and_bulk(Sigma_sat_eq8, u)[0],
-        "top_eq8": top_and_bulk(Sigma_eq8, u)[0],
-        "top_meas_minus_field": top_m - top_f,
-        "top_meas_minus_field_se": float(np.hypot(se[2], top_mc)),
-        "top_meas_minus_sat": top_m - top_s,
-        "top_meas_minus_sat_se": float(np.hypot(se[4], top_sat_mc)),
-        "bulk_meas": bulk_m, "bulk_meas_se": se[1], "bulk_field": bulk_f, "bulk_sat": bulk_s,
-        "bulk_eq8field": top_and_bulk(Sigma_at_eq8_field, u)[1],
-        "bulk_eq8field_sat": top_and_bulk(Sigma_sat_eq8, u)[1],
-        "bulk_eq8": top_and_bulk(Sigma_eq8, u)[1],
-        "bulk_meas_minus_field": bulk_m - bulk_f,
-        "bulk_meas_minus_field_se": float(np.hypot(se[3], bulk_mc)),
-        "bulk_meas_minus_sat": bulk_m - bulk_s,
-        "bulk_meas_minus_sat_se": float(np.hypot(se[5], bulk_mc)),
-        "saturation_top_eig": saturation,
-        "field_rel_diff": float(np.linalg.norm(A_eff - A_eq8) / np.linalg.norm(A_eq8)),
-        "field_y_eff": float(y @ A_eff @ y / (y @ y)),
-        "field_y_eq8": float(y @ A_eq8 @ y / (y @ y)),
-        "rhat": eq["rhat"], "ess": eq["ess"], "drift_se": eq["drift_se"],
-        "failed_gates": eq["failed_gates"], "seconds": time.perf_counter() - t0,
-    }
+    row.update({key: eq[key] for key in ("rhat", "ess", "drift_se", "failed_gates")})
+    row["seconds"] = time.perf_counter() - t0
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(diff {row['top_meas_minus_field']:+.5f} ± {row['top_meas_minus_field_se']:.5f}),"
               f" saturated law {row['top_sat']:.5f} (diff {row['top_meas_minus_sat']:+.5f} ± "
               f"{row['top_meas_minus_sat_se']:.5f}), at Eq. 8's field {row['top_eq8field']:.5f}"
-              f" (saturated {row['top_eq8field_sat']:.5f}), Eq. 8 {row['top_eq8']:.5f}; "
+              f" (saturated {row['top_eq8sat']:.5f}), Eq. 8 {row['top_eq8']:.5f}; "
               f"{row['seconds']:.0f} s", flush=True)
         write_table(args.out, FIELDS, rows)        # atomic, after every point
     return 0
