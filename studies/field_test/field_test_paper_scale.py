@@ -37,7 +37,7 @@ linear tilt overstates how strongly the field pulls on a channel.
 Errors: a jackknife over the chains (leave one chain out of both Σ_meas and A_eff, the
 candidates fixed) of each difference, which carries the field's sampling error and its
 correlation with Σ_meas, combined in quadrature with the candidates' Monte Carlo SE
-(delta method, `cnn2_matched.weighted_quadratic_form`; the bulk's by a second candidate seed).
+(delta method, `cnn2_matched.weighted_moment`).
 The chains' equilibrium gates (R̂, bulk ESS, drift of the loss and the Σ series) are read from
 the run's aggregate and written beside each row.
 """
@@ -68,7 +68,7 @@ from fleos.theory.eos.cnn2_fluctfield import (
 )
 from fleos.theory.eos.cnn2_matched import (
     channel_log_tilt_saturated,
-    weighted_quadratic_form,
+    weighted_moment,
 )
 
 FIELDS = ("n", "C", "chains", "rb_per_chain", "candidates", "kish_ess", "kish_ess_sat",
@@ -141,6 +141,15 @@ class Candidates:
         logw = _candidate_log_weights(self.pr, float(C), jnp.asarray(A), self.w, self.z)
         return candidates_covariance(self.w, logw, self.Sigma_prop), np.asarray(logw)
 
+    def moment_se(self, logw: np.ndarray, u: np.ndarray) -> tuple[float, float]:
+        """Delta-method Monte Carlo SEs of `top_and_bulk` of the weighted covariance."""
+        w = np.asarray(self.w)
+        along = (w @ u) ** 2
+        bulk_g = (np.sum(w**2, axis=1) - along) / (w.shape[1] - 1)
+        top_prop, bulk_prop = top_and_bulk(np.asarray(self.Sigma_prop), u)
+        return (weighted_moment(along, logw, top_prop)[1],
+                weighted_moment(bulk_g, logw, bulk_prop)[1])
+
     def saturated_covariance(self, C: int, G: np.ndarray, E: np.ndarray
                              ) -> tuple[np.ndarray, np.ndarray, float]:
         """Cov of the saturated law (module docstring) at G = ⟨K⁻¹⟩, E = ⟨εεᵀ⟩, the
@@ -184,10 +193,6 @@ def field_point(run: Path, n: int, C: int, candidates: int, seed: int) -> dict:
     u = np.linalg.eigh(Sigma_meas)[1][:, -1]
     pool = Candidates(pr, Sigma_meas, candidates, seed)
     at_meas = laws(pool, ch["field"].mean(0), ch["Kinv"].mean(0))
-    # the bulk's Monte Carlo SE from a second, independent candidate pool (the top's: delta
-    # method on the first)
-    other = laws(Candidates(pr, Sigma_meas, candidates, seed + 1), ch["field"].mean(0),
-                 ch["Kinv"].mean(0))
     # leave one chain out of Σ_meas and the field together, the candidates fixed
     reps = []
     for j in range(k):
@@ -217,8 +222,7 @@ def field_point(run: Path, n: int, C: int, candidates: int, seed: int) -> dict:
         for law in ("field", "sat"):
             Sigma, logw = at_meas[law][:2]
             value = top_and_bulk(Sigma, u)[i]
-            mc = (weighted_quadratic_form(pool.w, logw, pool.Sigma_prop, u)[1] if i == 0
-                  else abs(value - top_and_bulk(other[law][0], u)[i]) / np.sqrt(2.0))
+            mc = pool.moment_se(logw, u)[i]
             row[f"{part}_{law}"], row[f"{part}_{law}_mc_se"] = value, mc
             row[f"{part}_meas_minus_{law}"] = meas[i] - value
             row[f"{part}_meas_minus_{law}_se"] = float(np.hypot(se[law][i], mc))

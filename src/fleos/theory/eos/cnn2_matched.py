@@ -327,13 +327,19 @@ def weighted_quadratic_form(w: Array, logw: Array, Sigma_prop: Array,
                             u: np.ndarray) -> tuple[float, float]:
     """uᵀ M̂ u and its delta-method SE for a pool w_k ~ N(0, Σ_prop) with log weights logw:
     M̂ = Σ_prop + Σ_k (ω̄_k − 1/M) w_k w_kᵀ (the proposal's exact second moment as a control
-    variate), SE = sd_k[M ω̄_k (g_k − uᵀM̂u) − (g_k − uᵀΣ_prop u)]/√M with g_k = (u·w_k)²."""
-    w, logw = np.asarray(w), np.asarray(logw)
+    variate); `weighted_moment` with g_k = (u·w_k)²."""
+    w = np.asarray(w)
+    return weighted_moment((w @ u) ** 2, logw, float(u @ np.asarray(Sigma_prop) @ u))
+
+
+def weighted_moment(g: np.ndarray, logw: Array, prop: float) -> tuple[float, float]:
+    """E_p[g] ≈ prop + Σ_k (ω̄_k − 1/M) g_k for a pool with log weights logw whose proposal
+    mean of g is `prop` exactly (the control variate), and its delta-method SE
+    sd_k[M ω̄_k (g_k − value) − (g_k − prop)]/√M."""
+    g, logw = np.asarray(g, np.float64), np.asarray(logw)
     om = np.exp(logw - logw.max())
     om /= om.sum()
     M = len(om)
-    g = (w @ u) ** 2
-    prop = float(u @ np.asarray(Sigma_prop) @ u)
     value = prop + float(np.sum((om - 1.0 / M) * g))
     lin = M * om * (g - value) - (g - prop)
     return value, float(np.std(lin) / np.sqrt(M))
