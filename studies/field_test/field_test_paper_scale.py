@@ -76,7 +76,8 @@ FIELDS = ("n", "C", "chains", "rb_per_chain", "candidates", "kish_ess", "kish_es
             for col in ("meas", "meas_se", "eq8",
                         *(f"{c}" for law in ("field", "sat")
                           for c in (law, f"{law}_mc_se", f"meas_minus_{law}",
-                                    f"meas_minus_{law}_se", f"eq8{law}")))),
+                                    f"meas_minus_{law}_se", f"eq8{law}",
+                                    f"eq8{law}_mc_se")))),
           "saturation_top_eig",
           "field_rel_diff", "field_y_eff", "field_y_eq8",
           "rhat", "ess", "drift_se", "failed_gates", "seconds")
@@ -227,6 +228,7 @@ def field_point(run: Path, n: int, C: int, candidates: int, seed: int) -> dict:
             row[f"{part}_meas_minus_{law}"] = meas[i] - value
             row[f"{part}_meas_minus_{law}_se"] = float(np.hypot(se[law][i], mc))
             row[f"{part}_eq8{law}"] = top_and_bulk(at_eq8[law][0], u)[i]
+            row[f"{part}_eq8{law}_mc_se"] = pool.moment_se(at_eq8[law][1], u)[i]
     row["kish_ess"] = _kish(at_meas["field"][1])
     row["kish_ess_sat"] = _kish(at_meas["sat"][1])
     row["saturation_top_eig"] = at_meas["sat"][2]
