@@ -11,6 +11,13 @@ sampling cost, not the elapsed time of the run), ``sampling_jobs`` and ``integra
 EoS value, for test α and for the top Σ eigenvalue, against Eq. 8 and (``*_matched``) against
 the moment-matched EoS (SE: the experiment's and the theory's Monte Carlo SE in quadrature).
 
+With `--partial`, the rows come from the points sampled so far (the run's aggregates and theory
+files, through the workflow's own `fleos.figures.fig3.table`), for a run that is still going:
+
+    .venv/bin/python studies/paper_scale_fig3/paper_scale_table.py --partial \
+        --results results/paper_cpu_gates --config config/paper_cpu_gates.yaml \
+        --out studies/paper_scale_fig3/paper_scale_fig3_gates_partial.csv
+
 A table made before the workflow's fig3 table carried a theory column (``matched_kish_ess``,
 the Kish effective sample size of the moment-matched EoS's importance weights, out of its
 samples) gets it from the run's theory files, without the run's other results:
@@ -86,6 +93,20 @@ def regate(table: Path) -> None:
     write(table, rows)
 
 
+def partial_rows(res: Path, config: dict) -> list[dict]:
+    """The workflow's fig3 table rows (as the strings its CSV holds) of the points that have
+    an aggregate, from the theory files present."""
+    from fleos.figures import fig3
+
+    inputs = {"aggregate": sorted(str(p) for p in (res / "aggregate" / "cnn2").glob("n*/w*.npz")),
+              "theory": sorted(str(p) for p in (res / "theory" / "cnn2").glob("n*.json"))}
+    if not inputs["aggregate"] or not inputs["theory"]:
+        raise SystemExit(f"--results: no cnn2 aggregates or theory files under {res}")
+    rows = [r for r in fig3.table(inputs, config) if r["n_seeds"] > 0]
+    return [{k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in r.items()}
+            for r in rows]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", help="the run's results folder")
@@ -93,6 +114,8 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--refresh", type=Path, help="a table to add the newer theory columns to")
     ap.add_argument("--theory", type=Path, help="with --refresh: the run's theory/cnn2 folder")
+    ap.add_argument("--partial", action="store_true",
+                    help="rows from the points sampled so far, not the run's tables/fig3.csv")
     ap.add_argument("--regate", type=Path, nargs="+",
                     help="tables whose gate columns to recompute with the default gates")
     args = ap.parse_args()
@@ -108,16 +131,21 @@ def main() -> None:
     if not (args.results and args.config and args.out):
         ap.error("--results, --config and --out are required (or --refresh and --theory)")
     res = Path(args.results)
-    table = res / "tables" / "fig3.csv"
-    if not table.is_file():
-        raise SystemExit(f"--results: {table} does not exist (run the fig3 target first)")
-    exp = yaml.safe_load(Path(args.config).read_text())["experiments"]["cnn2"]
+    config = yaml.safe_load(Path(args.config).read_text())
+    if args.partial:
+        rows = partial_rows(res, config)
+    else:
+        table = res / "tables" / "fig3.csv"
+        if not table.is_file():
+            raise SystemExit(f"--results: {table} does not exist (run the fig3 target first, "
+                             f"or use --partial)")
+        with table.open() as f:
+            rows = list(csv.DictReader(f))
+    exp = config["experiments"]["cnn2"]
     sc = exp["sampler"]
     integrator = (f"{sc.get('integrator', 'ula')} lr={sc['schedule'].get('lr')} "
                   f"friction={sc.get('friction', 1.0)} steps={sc['steps']} "
                   f"burn_in={sc['schedule'].get('burn_in')}")
-    with table.open() as f:
-        rows = list(csv.DictReader(f))
     for r in rows:
         bench = sorted((res / "benchmarks" / "sample" / "cnn2" / f"n{r['n']}" /
                         f"w{r['C']}").glob("chunk*.tsv"))
