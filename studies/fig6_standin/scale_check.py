@@ -18,7 +18,10 @@ s_l(t) = log of the mean square of the recorded pre-activations (all probe input
 channels) at snapshot t, with the gates' diagnostics (rank-normalised R̂, bulk ESS, half-window
 drift in SE) beside those of the series the workflow gates (`eq_*` of the run's aggregate). A
 scale series that mixes as slowly as the failing projections, and carries their between-chain
-spread, supports the hypothesis; one that mixes fast refutes it.
+spread, supports the hypothesis; one that mixes fast refutes it. And the deciding one: the
+gated series (the channel mean of the squared projection on the top eigenvector of the
+layer's mean probe kernel) recomputed from the raw and from the scale-normalised
+pre-activations. If the scale is what they fail on, the normalised series passes R̂.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 
 from fleos.analysis.aggregate import EQ_FIELDS, equilibration_record
 from fleos.analysis.correlations import preactivation_correlations
+from fleos.core.observables import project_on_eigenvectors
 
 LAYERS = ("layer2", "layer4")
 
@@ -72,7 +76,17 @@ def main() -> None:
         spread = scale.mean(axis=1).std(ddof=1) / scale.std(axis=1, ddof=1).mean()
         print(f"| log scale of {layer} | {rhat:.3f} | {ess:.0f} | {drift_se:+.2f} | "
               f"{spread:.2f} |")
-    for agg in sorted((args.results / "aggregate" / "myrtle5").glob("n*/w*.npz")):
+    aggs = sorted((args.results / "aggregate" / "myrtle5").glob("n*/w*.npz"))
+    if aggs:
+        with np.load(aggs[0]) as a:
+            kernels = {layer: a[f"probe_{layer}_mean"] for layer in H}
+        for label, data in (("raw", H), ("scale-normalised", normalised)):
+            for layer, h in data.items():
+                proj = project_on_eigenvectors(np.moveaxis(h, 2, -1), kernels[layer], (0,))[0]
+                rhat, ess, _, drift_se = equilibration_record((proj**2).mean(axis=2))
+                print(f"| top projection of {layer}, {label} | {rhat:.3f} | {ess:.0f} | "
+                      f"{drift_se:+.2f} | |")
+    for agg in aggs:
         with np.load(agg) as a:
             for key in sorted(k for k in a.files if k.startswith("eq_")):
                 rec = dict(zip(EQ_FIELDS, a[key], strict=True))
