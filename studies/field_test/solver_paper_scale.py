@@ -11,7 +11,9 @@ sets, then `--draws` sets; at most `--max-iter` evaluations per stage; candidate
 per channel, as in the study). Prints the solver's message and one row per observable: the
 solver's value ± SE, the study's value ± SE (its Monte Carlo SE and iterate SD in quadrature),
 their difference in combined SE, and the experiment of
-studies/paper_scale_fig3/paper_scale_fig3.csv.
+studies/paper_scale_fig3/paper_scale_fig3.csv. Last, the closure's field along the targets,
+yᵀAy/yᵀy of the solution's A, beside Eq. 8's (the field test at the paper's scale measured
+the sampled network's: studies/field_test/field_test_paper_scale.csv, `field_y_eff`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fluctfield_paper_scale import EXPERIMENT, point, problem, read_rows
 import fleos  # noqa: F401 - float64
 from fleos.theory.eos.cnn2 import solve_cnn2
 from fleos.theory.eos.cnn2_fluctfield import DRAW_BATCH, solve_cnn2_fluctfield
+from fleos.theory.eos.cnn2_matched import field_of
 
 STUDY = EXPERIMENT.parents[2] / "studies" / "field_test" / "fluctfield_paper_scale.csv"
 
@@ -74,6 +77,11 @@ def main() -> None:
             print(f"| {q} | {val:.5g} ± {se:.2g} | {st_s} | {diff} | {ex_s} |")
         print(f"(averaged: {sol.averaged} evaluations; converged: {sol.converged}; "
               f"finite: {bool(np.isfinite(sol.sigma_top))})", flush=True)
+        y = np.asarray(pr.y)
+        along_y = {name: float(y @ np.asarray(A) @ y / (y @ y))
+                   for name, A in (("closure", sol.A), ("Eq. 8", field_of(pr, eq8.x)))}
+        print(f"field along y, yᵀAy/yᵀy: closure {along_y['closure']:.1f}, "
+              f"Eq. 8 {along_y['Eq. 8']:.1f}", flush=True)
 
 
 if __name__ == "__main__":
