@@ -53,6 +53,7 @@ import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
+from field_test import jackknife_se
 
 import fleos  # noqa: F401 - float64
 from fleos.analysis.aggregate import equilibration_summary, load_aggregate
@@ -65,6 +66,7 @@ from fleos.theory.eos.cnn2_fluctfield import (
     POOL_BATCH,
     _candidate_log_weights,
     candidates_covariance,
+    prior_over_proposal,
     proposal_covariance,
 )
 from fleos.theory.eos.cnn2_matched import (
@@ -122,12 +124,6 @@ def top_and_bulk(Sigma: np.ndarray, u: np.ndarray) -> tuple[float, float]:
     return top, (float(np.trace(Sigma)) - top) / (Sigma.shape[0] - 1)
 
 
-def jackknife_se(replicates: np.ndarray) -> float:
-    """SE of a statistic from its k leave-one-out replicates."""
-    k = len(replicates)
-    return float(np.sqrt((k - 1) / k * np.sum((replicates - replicates.mean()) ** 2)))
-
-
 class Candidates:
     """Proposal draws w = L z ~ N(0, Σ_prop), fixed for every field they are weighted under."""
 
@@ -164,8 +160,7 @@ class Candidates:
         tilt, top = jax.lax.map(
             lambda wb: channel_log_tilt_saturated(P32, wb, E32, G32, c, pr.activation),
             self.w.reshape(-1, POOL_BATCH // 4, pr.S))
-        logw = (tilt.reshape(-1) - pr.S / (2.0 * pr.sigma_w2) * jnp.sum(self.w**2, 1)
-                + 0.5 * jnp.sum(self.z**2, 1))
+        logw = tilt.reshape(-1) + prior_over_proposal(pr, self.w, self.z)
         return (candidates_covariance(self.w, logw, self.Sigma_prop), np.asarray(logw),
                 float(np.median(np.asarray(top))))
 

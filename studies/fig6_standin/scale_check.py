@@ -13,12 +13,12 @@ layers (positive homogeneity), a slow direction that moves every channel of a la
 the normalisation removes that common scale (and adds a small negative correlation of its own:
 the normalised values share one sum of squares).
 
-Last, the deciding diagnostic for that hypothesis: each layer's scale as a series of its own,
+Last, the hypothesis tested on the same chains. First each layer's scale as a series of its own,
 s_l(t) = log of the mean square of the recorded pre-activations (all probe inputs, the recorded
 channels) at snapshot t, with the gates' diagnostics (rank-normalised R̂, bulk ESS, half-window
 drift in SE) beside those of the series the workflow gates (`eq_*` of the run's aggregate). A
 scale series that mixes as slowly as the failing projections, and carries their between-chain
-spread, supports the hypothesis; one that mixes fast refutes it. And the deciding one: the
+spread, supports the hypothesis; one that mixes fast refutes it. Then the deciding one: the
 gated series (the channel mean of the squared projection on the top eigenvector of the
 layer's mean probe kernel) recomputed from the raw and from the scale-normalised
 pre-activations. If the scale is what they fail on, the normalised series passes R̂.

@@ -150,6 +150,12 @@ def _tilt_f32(P32: Array, w: Array, A32: Array, coef: Array, activation: str) ->
     return coef * quad.astype(jnp.float64)
 
 
+def prior_over_proposal(problem: CNN2Problem, w: Array, z: Array) -> Array:
+    """log of the prior density over the proposal's (unnormalized) at candidates w = L z:
+    −S|w|²/(2σ_w²) + |z|²/2; a law's log weight is its tilt plus this."""
+    return -problem.S / (2.0 * problem.sigma_w2) * jnp.sum(w * w, 1) + 0.5 * jnp.sum(z * z, 1)
+
+
 def _candidate_log_weights(problem: CNN2Problem, C: float, A: Array, w: Array, z: Array) -> Array:
     """log ω_k (unnormalized) of the candidates w = L z under p_A: the tilt
     F_A(w) = (1/2C)⟨A, q(w)⟩ = (σ_a²/2NC) Σ_i φ_iᵀ A φ_i, the prior and the proposal's density."""
@@ -159,7 +165,7 @@ def _candidate_log_weights(problem: CNN2Problem, C: float, A: Array, w: Array, z
     A32 = (0.5 * (A + A.T)).astype(jnp.float32)
     tilt = jax.lax.map(lambda wb: _tilt_f32(P32, wb, A32, coef, problem.activation),
                        w.reshape(-1, POOL_BATCH, S)).reshape(-1)
-    return tilt - S / (2.0 * problem.sigma_w2) * jnp.sum(w * w, 1) + 0.5 * jnp.sum(z * z, 1)
+    return tilt + prior_over_proposal(problem, w, z)
 
 
 @partial(jax.jit, static_argnames=("activation", "with_test"))
