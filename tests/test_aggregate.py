@@ -316,3 +316,27 @@ def test_gate_series_are_the_all_channel_means_not_the_recorded_subset():
     np.testing.assert_allclose(full["w_teacher_sq"], (proj**2).mean(-1))
     assert equilibration_record(subset)[0] > 1.1        # R̂ of the subset (1.29): the artefact
     assert equilibration_record(full["w_teacher_sq"])[0] < 1.01
+
+
+def test_top_mode_series_reads_all_channels_at_every_snapshot():
+    """Fig. 2a's gate series `mode1_sq` is v₁ᵀΣ̂(θ_t)v₁ = the mean of (w·v₁)² over ALL units at
+    every sampling snapshot, v₁ each chain's top Σ eigenvector, when the file has the
+    per-snapshot Σ̂ (`snapshots/sigma`); without it, it falls back to the last kept full
+    snapshots of the recorded units (`top_modes/proj`), a shorter subset series."""
+    rng = np.random.default_rng(1)
+    chains, T, units, d, kept = 3, 40, 6, 4, 10
+    W = rng.standard_normal((chains, T, units, d))
+    W[..., 0] *= 3.0                                      # a leading mode along e₀
+    v = rng.standard_normal((chains, d, 2))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    mask = np.ones((chains, T), bool)
+    mask[:, :5] = False                                   # burn-in snapshots are not read
+    proj = np.einsum("ctud,cdk->ctuk", W[:, -kept:, :2], v)  # the recorded units 0, 1
+    base = {"snapshots/sampling": mask, "snapshots/epoch": np.arange(T),
+            "top_modes/eigvecs": v, "top_modes/proj": proj}
+    fallback = equilibration_series(base)["mode1_sq"]
+    np.testing.assert_allclose(fallback, (proj[..., 0] ** 2).mean(-1))
+    sigma = np.einsum("ctud,ctue->ctde", W, W) / units
+    series = equilibration_series({**base, "snapshots/sigma": sigma})["mode1_sq"]
+    direct = (np.einsum("ctud,cd->ctu", W, v[..., 0]) ** 2).mean(-1)[:, 5:]
+    np.testing.assert_allclose(series, direct, rtol=1e-12)

@@ -182,6 +182,20 @@ def test_snapshot_channel_subset() -> None:
         np.testing.assert_array_equal(sub[f"{k}_msq"], full[f"{k}_msq"])
 
 
+def test_snapshot_sigma_is_over_all_channels() -> None:
+    """With full weights kept, a snapshot carries Σ̂(θ) = (1/C) Σ_c w_c w_cᵀ over ALL channels
+    (Fig. 2a's all-channel top-mode series), while `w_full` is the recorded subset."""
+    import dataclasses
+
+    model, rec, data, _, params, _, _ = _setup("fcn", width=5)
+    sub = dataclasses.replace(rec, snapshot_channels=2, keep_full_weights=True)
+    snap = sub.snapshot(params, data)
+    W = np.asarray(model.input_weights(params), np.float64)
+    assert snap["w_full"].shape == (2, W.shape[1])
+    np.testing.assert_allclose(snap["sigma"], W.T @ W / W.shape[0], rtol=1e-5, atol=1e-7)
+    assert "sigma" not in rec.snapshot(params, data)  # only when full weights are kept
+
+
 def _rb_recorder(arch: str, model, rb_every: int, sigma2: float = 0.1) -> Recorder:
     return Recorder(arch=arch, apply_fn=lambda p, x: model.forward(p, x)[0],
                     input_weights=model.input_weights, preactivations=model.preactivations,

@@ -126,7 +126,9 @@ class SamplerConfig:
     loss_every: thinning of the stored per-epoch loss trace (the full trace drives schedules).
     full_snapshots / top_modes: keep the last `full_snapshots` input-weight snapshots taken
         while sampling and project them at the end on the `top_modes` leading eigenvectors of
-        the chain's mean Σ (the most strongly fluctuating weight modes, Fig. 2a).
+        the chain's mean Σ (the most strongly fluctuating weight modes, Fig. 2a); with
+        `full_snapshots` > 0 every snapshot also keeps the all-channel Σ̂(θ) (d × d), from
+        which Fig. 2a's gate series is read along the top mode.
     snapshot_channels: snapshots keep the first `snapshot_channels` channels only (the prior
         and posterior are symmetric under permuting channels, so a subset has the same
         distribution; at paper size all 2560 channels × 25 chains would be ~0.5 GB per job).

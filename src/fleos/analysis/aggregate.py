@@ -226,8 +226,10 @@ def equilibration_series(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
       channels (the recorder's ``<p>_msq``, invariant under permuting channels); sample files
       without it fall back to the recorded subset of ``snapshot_channels`` channels, whose
       series also follows which channels specialize (docs/workflow.md "Equilibrium gates");
-    * ``mode1_sq``: the same of the top-Σ-mode projections of the kept full snapshots
-      (Fig. 2a); few points, often too few (then absent).
+    * ``mode1_sq``: the same along each chain's top Σ mode v₁ (Fig. 2a): v₁ᵀΣ̂(θ)v₁, the mean
+      of (w·v₁)² over ALL channels, at every snapshot (the recorder's ``snapshots/sigma``);
+      sample files without it fall back to the kept full snapshots of the recorded channels
+      (the last `full_snapshots`: too few points for the ESS gate, and a subset series).
     Only sampling-stage points; each chain's last t points, t common to all chains."""
     out: dict[str, np.ndarray] = {}
     mask = (np.asarray(samples["snapshots/sampling"], bool)
@@ -250,7 +252,14 @@ def equilibration_series(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
         x = _common_tail(sq, mask)
         if x is not None:
             out[f"{key}_sq"] = x
-    if "top_modes/proj" in samples:
+    if mask is not None and "snapshots/sigma" in samples and "top_modes/eigvecs" in samples:
+        v1 = np.asarray(samples["top_modes/eigvecs"], np.float64)[..., 0]  # (chains, d)
+        sig = np.asarray(samples["snapshots/sigma"], np.float64)  # (chains, T, d, d)
+        sq = np.einsum("ctij,ci,cj->ct", sig, v1, v1)
+        x = _common_tail(sq, mask & np.isfinite(sq))
+        if x is not None:
+            out["mode1_sq"] = x
+    elif "top_modes/proj" in samples:
         proj = np.asarray(samples["top_modes/proj"], np.float64)[..., 0]  # (chains, K, C)
         sq = (proj ** 2).mean(axis=2)
         x = _common_tail(sq, np.isfinite(sq))

@@ -769,7 +769,10 @@ def _output_datasets(st: _State, job: JobSpec, sc: Any, rec_data: dict, recorder
                         "directions": np.asarray(rec_data["dirs"], np.float64)}
     if "teacher_dir" in rec_data:
         out["snapshots"]["teacher_direction"] = np.asarray(rec_data["teacher_dir"], np.float64)
-    diag: dict[str, Any] = {name: _diag_series(v, mask) for name, v in snaps.items()}
+    # Σ̂(θ) per snapshot is a matrix read through its projections (the top modes), not a
+    # series of components: no per-component diagnostics for it.
+    diag: dict[str, Any] = {name: _diag_series(v, mask) for name, v in snaps.items()
+                            if name != "sigma"}
     # loss during sampling: IAT per chain in epochs (the loss is recorded every epoch)
     from fleos.core.diagnostics import integrated_autocorr_time
 

@@ -262,8 +262,11 @@ class Recorder:
         w_teacher (C,): w_c·w*/‖w*‖; w_teacher_random (C,): the same for the dataset's
         independent random teacher draw; w_random (C, R): w_c·u_r; h2_teacher / h2_random (C2,):
         Σ_{μ,j} h2_{c'j}(x_μ) t_{μj}/‖t‖ (3-layer CNN); layer2 / layer4 (P, c) or (P, H, W, c)
-        (Myrtle-5, first `probe_channels` channels); w_full (C, d_in) if keep_full_weights.
-        Channel axes are cut to the first `snapshot_channels` (None: all).
+        (Myrtle-5, first `probe_channels` channels); w_full (C, d_in) and sigma (d_in, d_in)
+        = Σ̂(θ) = (1/C) Σ_c w_c w_cᵀ over ALL channels if keep_full_weights (the top Σ mode's
+        all-channel second moment v₁ᵀΣ̂(θ)v₁ at every snapshot, for Fig. 2a's gate, once v₁ is
+        known at the end of the run). Channel axes are cut to the first `snapshot_channels`
+        (None: all).
         `<p>_msq` (scalars) for each projection p above except the Myrtle probes: the mean of p²
         over ALL channels (and directions), e.g. w_teacher_msq = ŵ*ᵀ Σ̂(θ) ŵ* with
         Σ̂ = (1/C) Σ_c w_c w_cᵀ: invariant under permuting the channels, unlike any fixed subset.
@@ -296,6 +299,7 @@ class Recorder:
                 out[layer] = _spatial_mean(h) if self.probe_spatial == "mean" else h
         if self.keep_full_weights:
             out["w_full"] = W
+            out["sigma"] = W_all.T @ W_all / W_all.shape[0]
         return out
 
 
