@@ -99,6 +99,9 @@ def _chunk(path, seeds, rng, y, y_test, sigma_scale):
         "loss": {"sse": np.zeros((k, 4), np.float32), "epoch": np.arange(4)},
         "lr": {"final": np.full(k, 1e-4)},
         "snapshots": {"epoch": np.arange(T), "sampling": mask, "w_teacher": w_t,
+                      # the recorder's all-channel mean square: here the recorded channels'
+                      # and as many again at 4× their power (a specialised group outside)
+                      "w_teacher_msq": 2.5 * (w_t**2).mean(-1),
                       "w_random": w_r, "directions": rng.normal(size=(S, 2))},
     }
     write_samples(path, datasets, config={"sampler": {}}, seeds=tuple(seeds), n=N_TRAIN,
@@ -153,6 +156,13 @@ def test_aggregate_job_numbers(chunks):
     assert abs(fit["var"] - 4.0) < 5 * 4.0 * math.sqrt(2 / 749)
     assert out["w_teacher_values"].size == 750
     assert out["w_random_var_dirs"].shape == (2,)
+    # the all-channel second moment: each seed's mean over its sampling snapshots of the
+    # recorder's mean square, then mean ± SE across the 5 seeds (burn-in excluded)
+    msq = 2.5 * (load_chunks(paths)["snapshots/w_teacher"][:, 5:].astype(float) ** 2).mean(-1)
+    per_seed = msq.mean(1)
+    np.testing.assert_allclose(out["w_teacher_msq_all"],
+                               [per_seed.mean(), per_seed.std(ddof=1) / math.sqrt(5)])
+    assert "w_random_msq_all" not in out  # no all-channel record, no number
     assert abs(unpack_fit(out["w_random_fit"])["var"] - 0.25) < 5 * 0.25 * math.sqrt(2 / 749)
 
 

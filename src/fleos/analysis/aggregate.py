@@ -326,7 +326,11 @@ def aggregate_job(
       alpha_train_meankernel[_se] and mse_train_norm_meankernel[_se], train α and MSE of the
       GP whose kernel is the sampled mean post-kernel ⟨Q⟩ (jackknife over seeds);
       sigma_mean, sigma_eigs, sigma_eigs_se (if Σ was recorded);
-      {w_teacher,w_random,h2_teacher,h2_random}_values / _fit (snapshot projections);
+      {w_teacher,w_random,h2_teacher,h2_random}_values / _fit (snapshot projections of the
+      recorded channels); <p>_msq_all = [mean, SE across seeds] of each seed's window mean
+      of the recorder's ``<p>_msq``, the projection's second moment over ALL channels (its
+      variance: the posterior is odd in each channel's weights, so the mean is 0; unlike
+      the fit's, not at the mercy of which channels a rare specialised one falls among);
       w_random_var_dirs (fitted variance per random direction);
       mode1_values, mode1_fit, mode1_eigval (Fig. 2a, most strongly fluctuating mode);
       K2_mean, Q2_mean, K2_eigs(_se), Q2_eigs(_se) (3-layer CNN);
@@ -400,6 +404,11 @@ def aggregate_job(
             v, g = _sampling_values(samples[snap_key], mask)
             out[f"{key}_values"] = _subsample(v)
             out.update(fit_record(key, gaussian_fit(v, g)))
+    for key in ("w_teacher", "w_random", "h2_teacher", "h2_random"):
+        if f"snapshots/{key}_msq" in samples and mask is not None:
+            msq = np.asarray(samples[f"snapshots/{key}_msq"], np.float64)
+            per_seed = np.array([msq[c][mask[c]].mean() for c in range(msq.shape[0])])
+            out[f"{key}_msq_all"] = np.array(mean_se(per_seed), np.float64)
     if "snapshots/w_random" in samples and mask is not None:
         wr = np.asarray(samples["snapshots/w_random"])  # (chains, T, C, R)
         R = wr.shape[-1]

@@ -4,12 +4,17 @@ the normalized teacher h2 (blue) and a random teacher's h2 (green). Dots: traine
 (equilibrium samples pooled over channels, time and seeds); dashed: Gaussian fits. Insets:
 2-D histograms of (teacher, random) overlaps before (prior draws) and after training.
 
-Table: one row per (overlap, trained / prior): the Gaussian fit (mean, variance ± SE, KS,
-excess kurtosis), the teacher-over-random variance ratio, the equilibration evidence.
+Table: one row per (overlap, trained / prior): the Gaussian fit of the recorded channels'
+values (mean, variance ± SE, KS, excess kurtosis); for trained rows the second moment over ALL
+channels (``var_all`` ± SE across seeds, the recorder's all-channel mean square: the variance,
+as the mean is 0 by the weights' sign symmetry), which a single specialised channel cannot
+hide from by falling outside the recorded subset; the teacher-over-random variance ratios of
+both; the equilibration evidence.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,13 +53,26 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
                                  "mean": f["mean"], "mean_se": f["mean_se"], "var": f["var"],
                                  "var_se": f["var_se"], "ks": f["ks"],
                                  "excess_kurtosis": f["excess_kurtosis"],
+                                 **_all_channels(a, k, state),
                                  "teacher_seed": int(a["teacher_seed"]),
                                  **(eq if state == "trained" else PRIOR_EQ)})
     ratio_w = fit_row("w_teacher", a)["var"] / fit_row("w_random", a)["var"]
     ratio_h = fit_row("h2_teacher", a)["var"] / fit_row("h2_random", a)["var"]
+    ratio_all = {p: _all_channels(a, f"{p}_teacher", "trained")["var_all"]
+                 / _all_channels(a, f"{p}_random", "trained")["var_all"] for p in ("w", "h2")}
     for r in rows:
-        r["teacher_over_random_var"] = ratio_w if r["quantity"].startswith("w_") else ratio_h
+        w = r["quantity"].startswith("w_")
+        r["teacher_over_random_var"] = ratio_w if w else ratio_h
+        r["teacher_over_random_var_all"] = ratio_all["w" if w else "h2"]
     return rows
+
+
+def _all_channels(a: Mapping[str, Any], k: str, state: str) -> dict[str, float]:
+    """The all-channel second moment ``<k>_msq_all`` of a trained row (NaN for prior rows
+    and for aggregates of sample files without the recorder's all-channel mean squares)."""
+    v = a.get(f"{k}_msq_all") if state == "trained" else None
+    m, se = (float(v[0]), float(v[1])) if v is not None else (math.nan, math.nan)
+    return {"var_all": m, "var_all_se": se}
 
 
 def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
@@ -86,4 +104,6 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
 
 def summary(rows: list[Row]) -> list[str]:
     return [f"{r['quantity']} ({r['state']}): variance {fmt(r['var'])} ± "
-            f"{fmt(r['var_se'])}, KS {fmt(r['ks'])}." for r in rows]
+            f"{fmt(r['var_se'])}, KS {fmt(r['ks'])}"
+            + (f"; over all channels {fmt(r['var_all'])} ± {fmt(r['var_all_se'])}"
+               if math.isfinite(r["var_all"]) else "") + "." for r in rows]
