@@ -350,3 +350,24 @@ def test_top_mode_series_reads_all_channels_at_every_snapshot():
     series = equilibration_series({**base, "snapshots/sigma": sigma})["mode1_sq"]
     direct = (np.einsum("ctud,cd->ctu", W, v[..., 0]) ** 2).mean(-1)[:, 5:]
     np.testing.assert_allclose(series, direct, rtol=1e-12)
+    # an older chunk joined with a newer one: Σ̂ for some chains only -> the fallback for all
+    mixed = equilibration_series({**base, "snapshots/sigma": sigma[:2]})["mode1_sq"]
+    np.testing.assert_array_equal(mixed, fallback)
+
+
+def test_fig4_rows_carry_the_all_channel_second_moment():
+    """Fig. 4's trained rows give `var_all` ± SE from `<p>_msq_all` and the teacher/random
+    ratio of these; prior rows, and aggregates without the all-channel record, give NaN."""
+    from fleos.figures import fig4
+
+    a = {"w_teacher_msq_all": np.array([0.22, 0.006]),
+         "w_random_msq_all": np.array([0.044, 0.0001])}
+    assert fig4._all_channels(a, "w_teacher", "trained") == {"var_all": 0.22,
+                                                             "var_all_se": 0.006}
+    assert all(math.isnan(v) for v in fig4._all_channels(a, "w_teacher", "prior").values())
+    assert all(math.isnan(v) for v in fig4._all_channels(a, "h2_teacher", "trained").values())
+    row = {"quantity": "w_teacher", "state": "trained", "var": 0.224, "var_se": 0.006,
+           "ks": 0.006, **fig4._all_channels(a, "w_teacher", "trained")}
+    prior = {**row, "state": "prior", **fig4._all_channels(a, "w_teacher", "prior")}
+    lines = fig4.summary([row, prior])
+    assert "over all channels 0.22" in lines[0] and "over all channels" not in lines[1]

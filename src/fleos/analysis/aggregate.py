@@ -252,10 +252,16 @@ def equilibration_series(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
         x = _common_tail(sq, mask)
         if x is not None:
             out[f"{key}_sq"] = x
-    if mask is not None and "snapshots/sigma" in samples and "top_modes/eigvecs" in samples:
-        v1 = np.asarray(samples["top_modes/eigvecs"], np.float64)[..., 0]  # (chains, d)
-        sig = np.asarray(samples["snapshots/sigma"], np.float64)  # (chains, T, d, d)
-        sq = np.einsum("ctij,ci,cj->ct", sig, v1, v1)
+    v1 = (np.asarray(samples["top_modes/eigvecs"], np.float64)[..., 0]  # (chains, d)
+          if "top_modes/eigvecs" in samples else None)
+    sig = samples.get("snapshots/sigma")  # (chains, T, d, d)
+    # Chunks written before the recorder kept Σ̂ per snapshot lack it; joined with newer ones
+    # the key covers fewer chains than the eigenvectors: then the fallback below, for all.
+    if (mask is not None and sig is not None and v1 is not None
+            and np.shape(sig)[0] == v1.shape[0] == mask.shape[0]):
+        # one chain at a time: float64 copies of all chains' Σ̂ would be chains × T × d²
+        sq = np.stack([np.einsum("tij,i,j->t", np.asarray(sig[c], np.float64), v1[c], v1[c])
+                       for c in range(v1.shape[0])])
         x = _common_tail(sq, mask & np.isfinite(sq))
         if x is not None:
             out["mode1_sq"] = x
@@ -327,10 +333,12 @@ def aggregate_job(
       GP whose kernel is the sampled mean post-kernel ⟨Q⟩ (jackknife over seeds);
       sigma_mean, sigma_eigs, sigma_eigs_se (if Σ was recorded);
       {w_teacher,w_random,h2_teacher,h2_random}_values / _fit (snapshot projections of the
-      recorded channels); <p>_msq_all = [mean, SE across seeds] of each seed's window mean
-      of the recorder's ``<p>_msq``, the projection's second moment over ALL channels (its
-      variance: the posterior is odd in each channel's weights, so the mean is 0; unlike
-      the fit's, not at the mercy of which channels a rare specialised one falls among);
+      recorded channels; w_random: the first random direction); <p>_msq_all = [mean, SE
+      across seeds] of each seed's window mean of the recorder's ``<p>_msq``, the
+      projection's second moment over ALL channels (w_random: and over all the random
+      directions) — its variance, as the posterior is odd in each channel's weights so the
+      mean is 0 — which, unlike the fit, does not depend on whether a rare specialised
+      channel is among the recorded ones;
       w_random_var_dirs (fitted variance per random direction);
       mode1_values, mode1_fit, mode1_eigval (Fig. 2a, most strongly fluctuating mode);
       K2_mean, Q2_mean, K2_eigs(_se), Q2_eigs(_se) (3-layer CNN);
@@ -405,7 +413,7 @@ def aggregate_job(
             out[f"{key}_values"] = _subsample(v)
             out.update(fit_record(key, gaussian_fit(v, g)))
     for key in ("w_teacher", "w_random", "h2_teacher", "h2_random"):
-        if f"snapshots/{key}_msq" in samples and mask is not None:
+        if f"snapshots/{key}_msq" in samples and mask is not None and mask.any(axis=1).all():
             msq = np.asarray(samples[f"snapshots/{key}_msq"], np.float64)
             per_seed = np.array([msq[c][mask[c]].mean() for c in range(msq.shape[0])])
             out[f"{key}_msq_all"] = np.array(mean_se(per_seed), np.float64)

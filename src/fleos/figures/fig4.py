@@ -8,8 +8,9 @@ Table: one row per (overlap, trained / prior): the Gaussian fit of the recorded 
 values (mean, variance ± SE, KS, excess kurtosis); for trained rows the second moment over ALL
 channels (``var_all`` ± SE across seeds, the recorder's all-channel mean square: the variance,
 as the mean is 0 by the weights' sign symmetry), which a single specialised channel cannot
-hide from by falling outside the recorded subset; the teacher-over-random variance ratios of
-both; the equilibration evidence.
+hide from by falling outside the recorded subset (for w_random it also averages the R random
+directions, which carry a little of the teacher direction each, where the fit reads the first
+one); the teacher-over-random variance ratios of both; the equilibration evidence.
 """
 
 from __future__ import annotations
