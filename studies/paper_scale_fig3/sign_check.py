@@ -4,7 +4,7 @@ authors' FCN notebook), against a sampled Fig. 3 table (docs/derivations/cnn2.md
 the field"). Run by hand from the repository root (≈ 1 min per point):
 
     .venv/bin/python studies/paper_scale_fig3/sign_check.py \
-        --table studies/paper_scale_fig3/paper_scale_fig3_gates_partial.csv \
+        --table studies/paper_scale_fig3/paper_scale_fig3_gates.csv \
         > studies/paper_scale_fig3/sign_check.md
 
 Data as in config/paper_cpu_gates.yaml (S = 64, N = 20, erf, σ_w² = σ_a² = 2, σ² = 0.1,
