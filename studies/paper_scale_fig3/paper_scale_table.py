@@ -16,7 +16,7 @@ files, through the workflow's own `fleos.figures.fig3.table`), for a run that is
 
     .venv/bin/python studies/paper_scale_fig3/paper_scale_table.py --partial \
         --results results/paper_cpu_gates --config config/paper_cpu_gates.yaml \
-        --out studies/paper_scale_fig3/paper_scale_fig3_gates_partial.csv
+        --out /tmp/fig3_partial.csv
 
 A table made before the workflow's fig3 table carried a theory column (``matched_kish_ess``,
 the Kish effective sample size of the moment-matched EoS's importance weights, out of its
