@@ -189,6 +189,10 @@ def _subsample(x: np.ndarray, seed: int = 0) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+# The recorder's snapshot projections that carry an all-channel mean square `<p>_msq`.
+SNAPSHOT_PROJECTIONS = ("w_teacher", "w_random", "h2_teacher", "h2_random")
+
+
 def _common_tail(x: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     """(chains, T, ...) -> (chains, t, ...): each chain's last t sampling points, t the
     smallest number any chain has (R̂ and ESS need equal lengths; the tail is the most
@@ -239,7 +243,7 @@ def equilibration_series(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
         x = _common_tail(np.asarray(samples["loss/sse"], np.float64), lmask)
         if x is not None:
             out["loss"] = x
-    for key in ("w_teacher", "w_random", "h2_teacher", "h2_random"):
+    for key in SNAPSHOT_PROJECTIONS:
         if mask is None:
             break
         if f"snapshots/{key}_msq" in samples:
@@ -412,7 +416,7 @@ def aggregate_job(
             v, g = _sampling_values(samples[snap_key], mask)
             out[f"{key}_values"] = _subsample(v)
             out.update(fit_record(key, gaussian_fit(v, g)))
-    for key in ("w_teacher", "w_random", "h2_teacher", "h2_random"):
+    for key in SNAPSHOT_PROJECTIONS:
         if f"snapshots/{key}_msq" in samples and mask is not None and mask.any(axis=1).all():
             msq = np.asarray(samples[f"snapshots/{key}_msq"], np.float64)
             per_seed = np.array([msq[c][mask[c]].mean() for c in range(msq.shape[0])])

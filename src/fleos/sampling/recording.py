@@ -70,6 +70,11 @@ def accumulator_dtype() -> jnp.dtype:
     return jnp.dtype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
 
 
+def sigma_hat(W: Array) -> Array:
+    """Σ̂(θ) = (1/C) Σ_c w_c w_cᵀ of input weights W (C, d): one sample's Σ (Eqs. 5, 8)."""
+    return W.T @ W / W.shape[0]
+
+
 def random_directions(d: int, k: int, seed: int) -> np.ndarray:
     """k fixed random unit vectors in R^d as columns (d, k), from `seed` (stored in the file)."""
     if k == 0:
@@ -174,7 +179,7 @@ class Recorder:
                "f_test_sum": f_te, "f_test_sq": f_te * f_te}
         if "sigma" in self.kernels:
             W = self.input_weights(params)
-            out["sigma_sum"] = W.T @ W / W.shape[0]
+            out["sigma_sum"] = sigma_hat(W)
         if "K2" in self.kernels:
             h2 = self.preactivations(params, data["X"])["h2"]  # (n, N, C2)
             H = h2.reshape(-1, h2.shape[-1])
@@ -299,7 +304,7 @@ class Recorder:
                 out[layer] = _spatial_mean(h) if self.probe_spatial == "mean" else h
         if self.keep_full_weights:
             out["w_full"] = W
-            out["sigma"] = W_all.T @ W_all / W_all.shape[0]
+            out["sigma"] = sigma_hat(W_all)
         return out
 
 
