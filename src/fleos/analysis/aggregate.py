@@ -295,10 +295,12 @@ def equilibration_summary(agg: Mapping[str, np.ndarray], series: Sequence[str],
     """Worst case over the named series of an aggregate: the largest R̂, the smallest bulk
     ESS, the drift (in SE) of largest magnitude, the back-off count, which series had a
     record (``eq_series``), ``failed_gates`` (the labels of the `EquilibriumGates` that the
-    worst case fails, ';'-joined, '' if none) and ``equilibrated`` (True iff no gate fails).
+    worst case fails and of `one_step_size_failures`, ';'-joined, '' if none) and
+    ``equilibrated`` (True iff none fails).
     With no record at all the diagnostics are NaN, ``failed_gates`` says so and
     ``equilibrated`` is None (not measurable, e.g. too few sampling snapshots)."""
     gates = gates or EquilibriumGates()
+    one_law = one_step_size_failures(agg)
     recs = {s: np.asarray(agg[f"eq_{s}"], np.float64) for s in series if f"eq_{s}" in agg}
     recs = {s: r for s, r in recs.items() if np.all(np.isfinite(r[[0, 3]]))}
     nb = agg.get("n_backoffs")
@@ -311,9 +313,25 @@ def equilibration_summary(agg: Mapping[str, np.ndarray], series: Sequence[str],
         out["rhat"] = float(r[:, 0].max())
         out["ess"] = float(r[:, 1].min())
         out["drift_se"] = float(r[np.argmax(np.abs(r[:, 3])), 3])
-        failed = gates.failed(out["rhat"], out["ess"], out["drift_se"])
+        failed = gates.failed(out["rhat"], out["ess"], out["drift_se"]) + one_law
         out["failed_gates"] = ";".join(failed)
         out["equilibrated"] = not failed
+    return out
+
+
+def one_step_size_failures(agg: Mapping[str, np.ndarray]) -> list[str]:
+    """The chains of a point sample one stationary law only if they all ran at one step size
+    over their sampling windows: labels ``eta changed in window`` (`backoffs_in_window` > 0)
+    and ``eta differs across chains`` (the chains' final η not all equal), [] if neither or
+    if the aggregate does not say (files that predate the records)."""
+    out = []
+    inside = np.asarray(agg.get("backoffs_in_window", np.nan), np.float64)
+    if np.isfinite(inside) and inside > 0:
+        out.append("eta changed in window")
+    lr = np.asarray(agg.get("lr_final", []), np.float64).ravel()
+    if lr.size > 1 and np.all(np.isfinite(lr)) and not np.allclose(lr, lr[0], rtol=1e-9,
+                                                                      atol=0):
+        out.append("eta differs across chains")
     return out
 
 
@@ -500,7 +518,31 @@ def aggregate_job(
                          if "backoffs/epoch" in samples else np.array(np.nan))
     if "lr/final" in samples:
         out["lr_final"] = np.asarray(samples["lr/final"], np.float64)
+    out["backoffs_in_window"] = backoffs_in_window(samples)
     return out
+
+
+def backoffs_in_window(samples: Mapping[str, Any]) -> np.ndarray:
+    """How many back-offs changed a chain's step size inside its own sampling window.
+
+    A back-off rolls its chain back to the last rollback point and goes on from there at the
+    lower η (fleos.sampling.experiment), so its new η holds from ``rollback_to`` on. It falls
+    inside the window when that point is later than the chain's first sampling snapshot: the
+    window then holds draws at two step sizes, i.e. from two different stationary laws
+    (BAOAB's is the posterior only up to O(η) in general). NaN where the files carry no
+    back-off list or no sampling snapshots."""
+    need = ("backoffs/rollback_to", "backoffs/seed", "snapshots/epoch", "snapshots/sampling",
+            "seeds")
+    if any(k not in samples for k in need):
+        return np.array(np.nan)
+    epochs = np.asarray(samples["snapshots/epoch"])
+    sampling = np.asarray(samples["snapshots/sampling"], bool)
+    start = {int(seed): (int(epochs[np.argmax(row)]) if row.any() else None)
+             for seed, row in zip(np.asarray(samples["seeds"]), sampling, strict=True)}
+    inside = [start.get(int(seed)) is not None and int(r) > start[int(seed)]
+              for seed, r in zip(np.atleast_1d(samples["backoffs/seed"]),
+                                 np.atleast_1d(samples["backoffs/rollback_to"]), strict=True)]
+    return np.array(int(np.sum(inside)))
 
 
 def prior_overlaps(
