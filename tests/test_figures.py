@@ -25,7 +25,7 @@ from fleos.figures.render import render_figure
 
 def _fit(var: float) -> np.ndarray:
     vals = {"mean": 0.0, "var": var, "mean_se": 0.01, "var_se": 0.02, "ks": 0.01,
-            "excess_kurtosis": 0.0, "count": 1000, "groups": 4}
+            "excess_kurtosis": 0.0, "count": 1000, "groups": 4, "excess_kurtosis_se": 0.05}
     return np.array([vals[f] for f in FIT_FIELDS])
 
 

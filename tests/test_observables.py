@@ -63,6 +63,33 @@ def test_gaussian_fit_grouped_se_sees_correlation():
     assert grouped.mean_se == pytest.approx(1 / np.sqrt(k), rel=0.3)
 
 
+def test_gaussian_fit_kurtosis_se_iid_and_jackknife():
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    k, per = 8, 5000
+    x = rng.normal(size=(k, per))
+    g = np.repeat(np.arange(k), per).reshape(k, per)
+    m = k * per
+    iid, grouped = gaussian_fit(x), gaussian_fit(x, g)
+    # the i.i.d. SE is the textbook G2 formula, ≈ √(24/m)
+    assert iid.excess_kurtosis_se == pytest.approx(np.sqrt(24 / m), rel=1e-3)
+    # the jackknife over groups is the explicit leave-one-group-out formula
+    loo = np.array([stats.kurtosis(x[np.arange(k) != j].ravel(), bias=False) for j in range(k)])
+    jack = np.sqrt((k - 1) / k * np.sum((loo - loo.mean()) ** 2))
+    assert grouped.excess_kurtosis_se == pytest.approx(jack, rel=1e-12)
+    # for independent groups it estimates the same SE: relative error of an SE from k = 8
+    # groups ≈ 1/√(2·7) ≈ 27 %; allow a factor 2 either way
+    assert 0.5 < grouped.excess_kurtosis_se / iid.excess_kurtosis_se < 2
+    # one group with a heavy tail: the pooled kurtosis is large, and so is its jackknife SE
+    # (it rests on that group), while the i.i.d. formula would still say √(24/m)
+    y = x.copy()
+    y[3] = rng.standard_t(3, per)
+    heavy = gaussian_fit(y, g)
+    assert heavy.excess_kurtosis > 1
+    assert heavy.excess_kurtosis_se > heavy.excess_kurtosis / 3 > 10 * np.sqrt(24 / m) / 3
+
+
 def test_gaussian_fit_flags_non_gaussian():
     rng = np.random.default_rng(3)
     m = 20_000

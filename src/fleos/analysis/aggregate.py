@@ -48,7 +48,8 @@ _NON_CHAIN = ("snapshots/epoch", "loss/epoch", "snapshots/directions",
               "snapshots/teacher_direction")
 # Values kept per histogram in the aggregate file (a uniform subsample beyond that).
 MAX_HIST_VALUES = 200_000
-FIT_FIELDS = ("mean", "var", "mean_se", "var_se", "ks", "excess_kurtosis", "count", "groups")
+FIT_FIELDS = ("mean", "var", "mean_se", "var_se", "ks", "excess_kurtosis", "count", "groups",
+              "excess_kurtosis_se")
 # Equilibration record of one series, stored as ``eq_<series>`` = [rhat, ess, drift, drift_se].
 EQ_FIELDS = ("rhat", "ess", "drift", "drift_se")
 
@@ -112,7 +113,7 @@ def normalized_mse(f_mean: np.ndarray, y: np.ndarray, sigma2: float) -> float:
 
 def fit_record(prefix: str, fit: GaussianFit) -> dict[str, np.ndarray]:
     """Flat npz entries ``{prefix}_fit`` = [mean, var, mean_se, var_se, ks, kurtosis, count,
-    groups] (FIT_FIELDS order)."""
+    groups, kurtosis_se] (FIT_FIELDS order)."""
     return {f"{prefix}_fit": np.array([getattr(fit, f) for f in FIT_FIELDS], np.float64)}
 
 

@@ -37,7 +37,8 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
         f = fit_row("mode1", a)
         rows.append({"n": key[0], "width": key[1], "mode_eigval": float(np.mean(a["mode1_eigval"])),
                      "var": f["var"], "var_se": f["var_se"], "ks": f["ks"],
-                     "excess_kurtosis": f["excess_kurtosis"], "values": int(f["count"]),
+                     "excess_kurtosis": f["excess_kurtosis"],
+                     "excess_kurtosis_se": f["excess_kurtosis_se"], "values": int(f["count"]),
                      "n_seeds": int(len(a["seeds"])), "teacher_seed": int(a["teacher_seed"]),
                      **equilibration_summary(a, ("mode1_sq", *SERIES_SIGMA), gates)})
     return rows
@@ -76,5 +77,7 @@ def draw(rows: list[Row], inputs: Inputs, config: Mapping[str, Any]) -> Any:
 
 def summary(rows: list[Row]) -> list[str]:
     return [f"n = {r['n']}, N = {r['width']}: KS distance {fmt(r['ks'])}, "
-            f"excess kurtosis {fmt(r['excess_kurtosis'])} ({r['values']} values)."
+            f"excess kurtosis {fmt(r['excess_kurtosis'])} ± {fmt(r['excess_kurtosis_se'])} "
+            f"({'jackknife over seeds' if r['n_seeds'] > 1 else 'i.i.d. formula'}; "
+            f"{r['values']} values)."
             for r in rows]

@@ -54,6 +54,7 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
                                  "mean": f["mean"], "mean_se": f["mean_se"], "var": f["var"],
                                  "var_se": f["var_se"], "ks": f["ks"],
                                  "excess_kurtosis": f["excess_kurtosis"],
+                                 "excess_kurtosis_se": f["excess_kurtosis_se"],
                                  **_all_channels(a, k, state),
                                  "teacher_seed": int(a["teacher_seed"]),
                                  **(eq if state == "trained" else PRIOR_EQ)})

@@ -62,6 +62,7 @@ def table(inputs: Inputs, config: Mapping[str, Any]) -> list[Row]:
                                  "mean": f["mean"], "mean_se": f["mean_se"], "var": f["var"],
                                  "var_se": f["var_se"], "ks": f["ks"],
                                  "excess_kurtosis": f["excess_kurtosis"],
+                                 "excess_kurtosis_se": f["excess_kurtosis_se"],
                                  "n": key[0], "C": key[1], **_eq(a, pre, k, gates),
                                  **_correlations(a, layer, trained=not pre)})
     return rows
