@@ -9,8 +9,8 @@ Run by hand (never in CI), on one pinned core with the workflow's flags, e.g.
         --data results/data/cnn2/n256.npz --steps 2000 --rounds 5
 
 It builds the job exactly as `fleos sample` does (`fleos.sampling.experiment`, one chain by
-default, `--chains` for more) and times, in chain-steps/s, four programs that each add one
-layer of the job to the previous one:
+default, `--chains` for more; `experiment.job_setup`) and times, in chain-steps/s, five
+programs:
 
 - ``gradient``: `Potential.value_and_grad` of U in a `lax.scan` (each step moves θ by a tiny
   multiple of the gradient so that the loop cannot be hoisted): the arithmetic floor;
@@ -42,6 +42,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -54,16 +55,14 @@ from fleos.sampling import experiment as ex
 from fleos.sampling.sampler import ChainState, _noise, run_ensemble
 
 
-def _setup(args: argparse.Namespace, steps: int) -> ex._Setup:
-    sched = args.schedule_override or []
-    overrides = [f"experiments.{args.experiment}.sampler.steps={steps}", *sched]
+def _setup(args: argparse.Namespace, out_dir: str) -> ex._Setup:
+    overrides = [f"experiments.{args.experiment}.sampler.steps={args.steps}", *args.overrides]
     exp = experiment_from_file(args.config, args.experiment, overrides)
     job = JobSpec(args.experiment, args.n, args.width, tuple(range(args.chains)))
-    out = Path(tempfile.mkdtemp()) / "unused.h5"
-    return ex._set_up(exp, job, args.data, out, None, emit=lambda s: None)
+    return ex.job_setup(exp, job, args.data, Path(out_dir) / "unused.h5")
 
 
-def _programs(su: ex._Setup, steps: int) -> dict[str, callable]:
+def _programs(su: ex._Setup, steps: int) -> dict[str, Callable[[], None]]:
     """name -> a function that runs `steps` steps of every chain and blocks until done."""
     lr = su.sched.lr(su.sched.init())
     n_chains = len(su.job.seeds)
@@ -72,7 +71,6 @@ def _programs(su: ex._Setup, steps: int) -> dict[str, callable]:
     acc_on = dict(su.acc0, sampling=jnp.ones((n_chains,), bool))
     pot = su.potential
 
-    @jax.jit
     def gradient_loop(params):
         def body(p, _):
             _, sse, g = pot.value_and_grad(p)
@@ -84,7 +82,6 @@ def _programs(su: ex._Setup, steps: int) -> dict[str, callable]:
     def gradient():
         jax.block_until_ready(grad_run(su.params0))
 
-    @jax.jit
     def noise_loop(key, params):
         leaves = jax.tree.leaves(params)
 
@@ -127,14 +124,19 @@ def main() -> None:
     p.add_argument("--chains", type=int, default=1)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--set", dest="schedule_override", action="append",
+    p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="extra config override KEY=VALUE (repeatable)")
     args = p.parse_args()
     if args.n is None:
         args.n = int(np.load(args.data)["X"].shape[0])
-    burn0 = f"experiments.{args.experiment}.sampler.schedule.burn_in=0"
-    args.schedule_override = [burn0, *(args.schedule_override or [])]
-    su = _setup(args, args.steps)
+    args.overrides = [f"experiments.{args.experiment}.sampler.schedule.burn_in=0",
+                      *args.overrides]
+    with tempfile.TemporaryDirectory() as out_dir:
+        su = _setup(args, out_dir)
+        _time_programs(args, su)
+
+
+def _time_programs(args: argparse.Namespace, su: ex._Setup) -> None:
     progs = _programs(su, args.steps)
     t_compile = {}
     for name, fn in progs.items():
@@ -153,7 +155,8 @@ def main() -> None:
     print(f"\n{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
           f"jax {jax.__version__} {jax.default_backend()}, load {load[0]:.2f} {load[1]:.2f}; "
           f"{args.experiment} n={args.n} width={args.width}, {n_chains} chain(s), "
-          f"{args.steps} steps, {args.rounds} rounds; layout {su.chain_batch} chain(s) "
+          f"{args.steps} steps, {args.rounds} rounds; XLA_FLAGS "
+          f"{os.environ.get('XLA_FLAGS', '(unset)')!r}; layout {su.chain_batch} chain(s) "
           f"vmapped, data blocks {su.potential.data_blocks}; record_every "
           f"{su.sc.record_every}, snapshot_every {su.sc.snapshot_every}, "
           f"rao_blackwell_every {su.sc.rao_blackwell_every}, kernels {list(su.exp.kernels)}\n")

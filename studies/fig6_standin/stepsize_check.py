@@ -21,22 +21,20 @@ and over the chains at one η in a common stretch.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from fleos.analysis.aggregate import backoff_schedule, load_chunks
 from fleos.core.diagnostics import ess_bulk, integrated_autocorr_time, rhat_rank
 
 
-def lr_in_force(f: h5py.File, lr0: float, steps: int) -> np.ndarray:
-    """η at each step of the accepted trajectory: a back-off's new η holds from its rollback
-    point on (the steps after that point were rerun at the new η)."""
-    lr = np.full(steps, lr0)
-    for r, new in sorted(zip(f["backoffs/rollback_to"][:], f["backoffs/new_lr"][:],
-                             strict=True)):
-        lr[int(r):] = np.minimum(lr[int(r):], new)
+def lr_in_force(events: list[tuple[int, float]], lr0: float, epochs: np.ndarray) -> np.ndarray:
+    """η at each epoch of a chain's accepted trajectory under a constant schedule: each
+    back-off's factor holds from its rollback point on (`backoff_schedule`)."""
+    lr = np.full(len(epochs), lr0)
+    for r, factor in sorted(events):
+        lr[epochs >= r] *= factor
     return lr
 
 
@@ -57,14 +55,20 @@ def main() -> None:
         raise SystemExit(f"--results: no sample files under {args.results}/samples/myrtle5")
     loss, lrs, burn = [], [], None
     for path in files:
-        with h5py.File(path, "r") as f:
-            cfg = json.loads(f.attrs["config"])
-            sched = cfg["sampler"]["schedule"]
-            burn = int(sched["burn_in"])
-            sse = f["loss/sse"][:].astype(np.float64) / args.n
-            for c in range(sse.shape[0]):
-                loss.append(sse[c])
-                lrs.append(lr_in_force(f, float(sched["lr"]), sse.shape[1]))
+        samples = load_chunks([path])
+        sched = samples["config"]["sampler"]["schedule"]
+        if sched.get("kind", "constant") != "constant":
+            raise SystemExit(f"{path}: schedule kind {sched.get('kind')!r}; this check reads "
+                             "the constant schedule's lr and burn_in")
+        burn = int(sched["burn_in"])
+        epochs = np.asarray(samples["loss/epoch"])
+        if not np.array_equal(epochs, np.arange(len(epochs))):
+            raise SystemExit(f"{path}: the loss is not recorded at every step")
+        events = backoff_schedule(samples)
+        sse = np.asarray(samples["loss/sse"], np.float64) / args.n
+        for seed, row in zip(np.asarray(samples["seeds"]), sse, strict=True):
+            loss.append(row)
+            lrs.append(lr_in_force(events.get(int(seed), []), float(sched["lr"]), epochs))
     L, LR = np.array(loss), np.array(lrs)
     steps = L.shape[1]
     print(f"# Train loss against step size: {len(L)} chains, window [{burn}, {steps})\n")

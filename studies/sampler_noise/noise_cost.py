@@ -13,9 +13,11 @@ call; every draw is summed in full so that XLA cannot drop unused numbers):
    normals.
 2. threefry over a leaf's own shape against the same numbers drawn flat and reshaped (the values
    are identical; checked here), for the laptop and paper CNN3 and FCN leaves.
-3. the laptop CNN3 job's BAOAB step (`run_ensemble`, one chain) with its noise drawn as now,
-   flat per leaf, flat per leaf behind an optimization barrier, in one flat draw for all leaves
-   (a different random stream), and with no noise at all (not a sampler: the cost floor).
+3. the laptop CNN3 job's BAOAB step (`run_steps`, one chain, built by `experiment.job_setup`)
+   with its noise drawn as the sampler draws it, flat per leaf, flat per leaf behind an
+   optimization barrier, in one flat draw for all leaves, and with no noise at all (not a
+   sampler: the cost floor); each variant's parameters after the timed steps compared bit for
+   bit with the sampler's.
 """
 
 from __future__ import annotations
@@ -123,35 +125,51 @@ def _noise_zero(chain_key, step, leaves):
     return [jnp.zeros_like(p) for p in leaves]
 
 
-def cnn3_step(data: str, steps: int) -> None:
+def cnn3_step(data: str, steps: int, rounds: int = 5) -> None:
     n = int(np.load(data)["X"].shape[0])
     exp = experiment_from_file("config/config.yaml", "cnn3",
                                ["experiments.cnn3.sampler.schedule.burn_in=0"])
-    su = ex._set_up(exp, JobSpec("cnn3", n, 32, (0,)), data,
-                    Path(tempfile.mkdtemp()) / "unused.h5", None, emit=lambda s: None)
+    with tempfile.TemporaryDirectory() as out_dir:
+        su = ex.job_setup(exp, JobSpec("cnn3", n, 32, (0,)), data, Path(out_dir) / "unused.h5")
     start = S.ChainState(su.params0, jnp.int32(0), su.extra0)
-    lrs = jnp.full((1,), su.sched.lr(su.sched.init()), su.dtype)
+    lr = jnp.asarray(su.sched.lr(su.sched.init()), su.dtype)
     print("## 3. The laptop CNN3 job's BAOAB step (one chain, µs per step)\n")
-    print(f"leaves {[tuple(a.shape[1:]) for a in jax.tree.leaves(su.params0)]}\n")
-    print("| noise | µs per step | same stream |")
-    print("|---|---|---|")
+    print(f"leaves {[tuple(a.shape[1:]) for a in jax.tree.leaves(su.params0)]}; "
+          f"{rounds} timed rounds, interleaved, every other one in reverse order; median\n")
     original = S._noise
-    variants = [("as sampled (threefry per leaf, leaf shape)", original, "yes"),
-                ("flat per leaf, reshaped", _noise_flat, "yes"),
-                ("flat per leaf, optimization barrier", _noise_flat_barrier, "yes"),
-                ("one flat draw for all leaves", _noise_one_draw, "no"),
-                ("none (not a sampler: the floor)", _noise_zero, "no")]
+    variants = [("as sampled (threefry per leaf, leaf shape)", original),
+                ("flat per leaf, reshaped", _noise_flat),
+                ("flat per leaf, optimization barrier", _noise_flat_barrier),
+                ("one flat draw for all leaves", _noise_one_draw),
+                ("none (not a sampler: the floor)", _noise_zero)]
+    programs, finals = {}, {}
     try:
-        for name, fn, same in variants:
-            S._noise = fn  # read at trace time by baoab_step; each variant retraces
-            S._ensemble_pytree.clear_cache()
-            us = _median_us(lambda: S.run_ensemble(
-                su.potential, start, su.keys, lrs, steps, precond=su.precond,
-                integrator=su.integrator, chain_batch=1), steps)
-            print(f"| {name} | {us:.0f} | {same} |")
+        for name, fn in variants:
+            S._noise = fn  # read by baoab_step when traced: each program is traced with its own
+
+            def run(st, key):
+                return S.run_steps(su.potential, st, key, lr, steps, precond=su.precond,
+                                   integrator=su.integrator)[0].params
+
+            programs[name] = jax.jit(jax.vmap(run, in_axes=(S.ChainState(0, None, 0), 0)))
+            finals[name] = jax.block_until_ready(programs[name](start, su.keys))  # compiles
     finally:
         S._noise = original
-        S._ensemble_pytree.clear_cache()
+    times: dict[str, list[float]] = {name: [] for name in programs}
+    for r in range(rounds):
+        for name in (list(programs) if r % 2 == 0 else list(programs)[::-1]):
+            t0 = time.perf_counter()
+            jax.block_until_ready(programs[name](start, su.keys))
+            times[name].append(time.perf_counter() - t0)
+    ref = jax.tree.leaves(finals[variants[0][0]])
+    print(f"| noise | µs per step | parameters after {steps} steps bit-identical to the "
+          "sampler's |")
+    print("|---|---|---|")
+    for name in programs:
+        same = all(np.array_equal(np.asarray(a), np.asarray(b))
+                   for a, b in zip(ref, jax.tree.leaves(finals[name]), strict=True))
+        print(f"| {name} | {1e6 * statistics.median(times[name]) / steps:.0f} | "
+              f"{'yes' if same else 'no'} |")
     print()
 
 

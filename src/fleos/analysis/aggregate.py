@@ -20,8 +20,9 @@ pre-activation projections, the training loss). For each headline observable a s
 per seed (`equilibration_series`) gets the rank-normalized split-R̂ across seeds, the bulk ESS
 and the drift between the first and second half of the sampling window in SE
 (fleos.core.diagnostics); a point that fails any of the `EquilibriumGates` (R̂, bulk ESS,
-drift; config key ``gates``) is "not equilibrated" (`equilibration_summary`). The lr
-back-offs of all chunks are counted (`n_backoffs`).
+drift; config key ``gates``), or whose chains did not all run at one step size over their
+windows (`step_size_record`, `one_step_size_failures`), is "not equilibrated"
+(`equilibration_summary`). The lr back-offs of all chunks are counted (`n_backoffs`).
 
 Output: one ``.npz`` per (experiment, n, width) (flat keys, documented in `aggregate_job`).
 """
@@ -299,7 +300,8 @@ def equilibration_summary(agg: Mapping[str, np.ndarray], series: Sequence[str],
     worst case fails and of `one_step_size_failures`, ';'-joined, '' if none) and
     ``equilibrated`` (True iff none fails).
     With no record at all the diagnostics are NaN, ``failed_gates`` says so and
-    ``equilibrated`` is None (not measurable, e.g. too few sampling snapshots)."""
+    ``equilibrated`` is None (not measurable, e.g. too few sampling snapshots), or False when
+    the chains are known not to share one step size."""
     gates = gates or EquilibriumGates()
     one_law = one_step_size_failures(agg)
     recs = {s: np.asarray(agg[f"eq_{s}"], np.float64) for s in series if f"eq_{s}" in agg}
@@ -307,8 +309,10 @@ def equilibration_summary(agg: Mapping[str, np.ndarray], series: Sequence[str],
     nb = agg.get("n_backoffs")
     out: dict[str, Any] = {"rhat": math.nan, "ess": math.nan, "drift_se": math.nan,
                            "n_backoffs": float(nb) if nb is not None else math.nan,
-                           "eq_series": ";".join(recs), "failed_gates": "not measurable",
-                           "equilibrated": None}
+                           "eq_series": ";".join(recs),
+                           "failed_gates": ";".join(["not measurable", *one_law]),
+                           # known to fail even where R̂, ESS and drift cannot be measured
+                           "equilibrated": False if one_law else None}
     if recs:
         r = np.stack(list(recs.values()))
         out["rhat"] = float(r[:, 0].max())
@@ -322,16 +326,15 @@ def equilibration_summary(agg: Mapping[str, np.ndarray], series: Sequence[str],
 
 def one_step_size_failures(agg: Mapping[str, np.ndarray]) -> list[str]:
     """The chains of a point sample one stationary law only if they all ran at one step size
-    over their sampling windows: labels ``eta changed in window`` (`backoffs_in_window` > 0)
-    and ``eta differs across chains`` (the chains' final η not all equal), [] if neither or
-    if the aggregate does not say (files that predate the records)."""
+    over their sampling windows (`step_size_record`): labels ``eta changed in window`` (a
+    back-off inside a window) and ``eta differs across chains`` (back-off scales differ by
+    more than 1e-9); [] if neither, or if the aggregate does not say (files without a
+    back-off list)."""
+    rec = np.asarray(agg.get("step_size", [np.nan, np.nan]), np.float64)
     out = []
-    inside = np.asarray(agg.get("backoffs_in_window", np.nan), np.float64)
-    if np.isfinite(inside) and inside > 0:
+    if np.isfinite(rec[0]) and rec[0] > 0:
         out.append("eta changed in window")
-    lr = np.asarray(agg.get("lr_final", []), np.float64).ravel()
-    if lr.size > 1 and np.all(np.isfinite(lr)) and not np.allclose(lr, lr[0], rtol=1e-9,
-                                                                      atol=0):
+    if np.isfinite(rec[1]) and rec[1] > 1e-9:
         out.append("eta differs across chains")
     return out
 
@@ -368,7 +371,9 @@ def aggregate_job(
       probe_<layer>_mean and <layer>_proj<i>_values/_fit (Myrtle-5);
       iat_max, rhat_max (worst chain diagnostics of the snapshot series, as stored);
       eq_<series> = [rhat, ess, drift, drift_se] per `equilibration_series` (and the
-      Myrtle-5 ``<layer>_proj<i>_sq``); n_backoffs (lr back-offs, all chunks).
+      Myrtle-5 ``<layer>_proj<i>_sq``); n_backoffs (lr back-offs, all chunks); lr_final
+      (each chain's η at the end); step_size = [back-offs inside the sampling windows, spread
+      of the chains' back-off scales] (`step_size_record`).
     """
     sigma2 = float(exp["sigma2"])
     y, y_test = np.asarray(data.y, np.float64), np.asarray(data.y_test, np.float64)
@@ -519,31 +524,53 @@ def aggregate_job(
                          if "backoffs/epoch" in samples else np.array(np.nan))
     if "lr/final" in samples:
         out["lr_final"] = np.asarray(samples["lr/final"], np.float64)
-    out["backoffs_in_window"] = backoffs_in_window(samples)
+    out["step_size"] = step_size_record(samples)
     return out
 
 
-def backoffs_in_window(samples: Mapping[str, Any]) -> np.ndarray:
-    """How many back-offs changed a chain's step size inside its own sampling window.
+def backoff_schedule(samples: Mapping[str, Any]) -> dict[int, list[tuple[int, float]]]:
+    """Each chain's back-offs as (epoch from which the new η holds, new η / old η), by seed.
 
     A back-off rolls its chain back to the last rollback point and goes on from there at the
-    lower η (fleos.sampling.experiment), so its new η holds from ``rollback_to`` on. It falls
-    inside the window when that point is later than the chain's first sampling snapshot: the
-    window then holds draws at two step sizes, i.e. from two different stationary laws
-    (BAOAB's is the posterior only up to O(η) in general). NaN where the files carry no
-    back-off list or no sampling snapshots."""
-    need = ("backoffs/rollback_to", "backoffs/seed", "snapshots/epoch", "snapshots/sampling",
-            "seeds")
-    if any(k not in samples for k in need):
-        return np.array(np.nan)
+    lower η (fleos.sampling.experiment), so its factor holds from ``rollback_to`` on. Empty
+    lists for chains without back-offs; {} when the files carry no back-off list."""
+    if "backoffs/seed" not in samples or "seeds" not in samples:
+        return {}
+    out: dict[int, list[tuple[int, float]]] = {int(s): [] for s in np.asarray(samples["seeds"])}
+    for seed, r, old, new in zip(*(np.atleast_1d(samples[f"backoffs/{k}"])
+                                   for k in ("seed", "rollback_to", "old_lr", "new_lr")),
+                                 strict=True):
+        out.setdefault(int(seed), []).append((int(r), float(new) / float(old)))
+    return out
+
+
+def step_size_record(samples: Mapping[str, Any]) -> np.ndarray:
+    """[back-offs inside the windows, spread of the back-off scales] of a point's chains.
+
+    A back-off falls inside a chain's sampling window when the epoch from which its lower η
+    holds lies strictly between the chain's first and last sampling snapshots: the window then
+    holds draws at two step sizes (all but the first snapshot at the new η when it equals the
+    first). The back-off scale of a chain is the product of the factors of its back-offs that
+    hold from before its window; the spread is max/min − 1 over the chains whose window
+    started (0 when they all ran at the schedule's own η). The schedule itself is common to
+    all chains (a `fixed` schedule's milestones included), except the `spike` schedule,
+    which sets η per chain by design and is not judged here. [NaN, NaN] without a back-off
+    list or sampling snapshots."""
+    backoffs = backoff_schedule(samples)
+    if not backoffs or "snapshots/sampling" not in samples:
+        return np.full(2, np.nan)
     epochs = np.asarray(samples["snapshots/epoch"])
-    sampling = np.asarray(samples["snapshots/sampling"], bool)
-    start = {int(seed): (int(epochs[np.argmax(row)]) if row.any() else None)
-             for seed, row in zip(np.asarray(samples["seeds"]), sampling, strict=True)}
-    inside = [start.get(int(seed)) is not None and int(r) > start[int(seed)]
-              for seed, r in zip(np.atleast_1d(samples["backoffs/seed"]),
-                                 np.atleast_1d(samples["backoffs/rollback_to"]), strict=True)]
-    return np.array(int(np.sum(inside)))
+    inside, scales = 0, []
+    for seed, row in zip(np.asarray(samples["seeds"]),
+                         np.asarray(samples["snapshots/sampling"], bool), strict=True):
+        if not row.any():
+            continue  # this chain never sampled: nothing of it is in the point
+        start, end = int(epochs[np.argmax(row)]), int(epochs[len(row) - 1 - np.argmax(row[::-1])])
+        events = backoffs.get(int(seed), [])
+        inside += sum(start < r < end for r, _ in events)
+        scales.append(float(np.prod([f for r, f in events if r <= start])))
+    spread = max(scales) / min(scales) - 1 if scales else np.nan
+    return np.array([inside, spread], np.float64)
 
 
 def prior_overlaps(

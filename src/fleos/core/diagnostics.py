@@ -270,9 +270,10 @@ class EquilibriumGates:
         return out
 
     def describe(self) -> str:
-        """One phrase for captions and legends."""
+        """One phrase for captions and legends (with the condition the aggregate adds: one
+        step size for all chains over their windows, fleos.analysis.aggregate)."""
         return (f"R̂ ≤ {self.rhat_max:g}, bulk ESS ≥ {self.ess_min:g}, "
-                f"half-window drift ≤ {self.drift_max:g} SE")
+                f"half-window drift ≤ {self.drift_max:g} SE, one step size")
 
 
 __all__ = [

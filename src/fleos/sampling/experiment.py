@@ -259,6 +259,15 @@ def run_job(
     return su.out_path
 
 
+def job_setup(exp: ExperimentConfig, job: JobSpec, data_path: str | Path,
+              out_path: str | Path) -> _Setup:
+    """What `run_job` fixes before its first step (model, data, potential, keys, chain layout,
+    integrator state, recorder), without running it, for benchmarks and studies that time or
+    vary the parts of a job (bench/bench_step_breakdown.py). Nothing is written; `out_path`
+    only names the file a run would write."""
+    return _set_up(exp, job, data_path, out_path, None, emit=lambda s: None)
+
+
 # ---- set-up --------------------------------------------------------------------------------
 
 
