@@ -24,8 +24,7 @@ __all__ = ["BLUE", "GREEN", "GREY", "HOLLOW_LABEL", "NONCONV", "RED", "hist2d_in
            "hist_with_fit", "hollow_legend", "plt", "points"]
 BLUE, GREEN, RED, GREY = "tab:blue", "tab:green", "tab:red", "0.5"
 NONCONV = {"marker": "x", "color": "0.4", "linestyle": "none", "markersize": 7}
-HOLLOW_LABEL = ("hollow: fails an equilibrium gate (R̂, ESS, drift or one step size; column "
-                "failed_gates)")
+HOLLOW_LABEL = "hollow: fails an equilibrium gate (column failed_gates)"
 
 
 def hist_with_fit(ax: Any, values: np.ndarray, fit: Mapping[str, float], color: str,
