@@ -102,6 +102,9 @@ def test_gaussian_fit_flags_non_gaussian():
 def test_gaussian_fit_errors():
     with pytest.raises(ValueError, match="at least 3"):
         gaussian_fit(np.array([1.0, 2.0]))
+    # three values are the minimum: a fit, but no i.i.d. SE of the kurtosis (G2 needs four)
+    three = gaussian_fit(np.array([1.0, 2.0, 4.0]))
+    assert three.count == 3 and np.isnan(three.excess_kurtosis_se)
     with pytest.raises(ValueError, match="2 groups"):
         gaussian_fit(np.arange(10.0), np.zeros(10))
     with pytest.raises(ValueError, match="groups"):

@@ -83,8 +83,10 @@ def gaussian_fit(x: np.ndarray, groups: np.ndarray | None = None) -> GaussianFit
     if groups is not None:
         loo = np.array([_excess_kurtosis(x[g != lab]) for lab in labels])
         kurt_se = float(np.sqrt((k - 1) / k * np.sum((loo - loo.mean()) ** 2)))
-    else:
+    elif m > 3:  # the G2 formula needs four values; three have a kurtosis but no SE of it
         kurt_se = float(np.sqrt(24.0 * m * (m - 1) ** 2 / ((m - 3) * (m - 2) * (m + 3) * (m + 5))))
+    else:
+        kurt_se = float("nan")
     return GaussianFit(mean, var, mean_se, var_se, m, n_groups, ks, kurt, kurt_se)
 
 
