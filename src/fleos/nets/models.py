@@ -287,12 +287,34 @@ class CNN3(_PriorModule):
 # ---------------------------------------------------------------------------------------------
 
 
-def _conv3x3(x: Array, kernel: Array) -> Array:
-    """3×3 'SAME' (zero-padded) convolution, stride 1, NHWC input, HWIO kernel, no bias."""
+CONV_IMPLS = ("auto", "xla", "taps")
+
+
+def _conv3x3(x: Array, kernel: Array, impl: str = "auto") -> Array:
+    """3×3 'SAME' (zero-padded) convolution, stride 1, NHWC input, HWIO kernel, no bias.
+
+    ``impl``: ``xla`` is ``lax.conv_general_dilated``; ``taps`` sums the nine kernel taps, each
+    a matrix product of a shifted view of the zero-padded input with one (C_in, C_out) slice.
+    ``auto`` takes ``taps`` on CPU and ``xla`` elsewhere: inside the sampler's ``lax.scan``,
+    XLA's CPU convolution ran 16× slower than outside it (Myrtle-5 on 8×8 digits, C = 16:
+    21 ms against 1.3 ms per gradient), while the taps are plain GEMMs there, with no 9×
+    im2col copy of the input (bench/RESULTS.md, "Myrtle-5's convolution on CPU"). The two agree
+    to float32 rounding (tests/test_models.py).
+    """
     dtype = jnp.promote_types(x.dtype, kernel.dtype)
-    return jax.lax.conv_general_dilated(
-        x.astype(dtype), kernel.astype(dtype), (1, 1), "SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    if impl == "auto":
+        impl = "taps" if jax.default_backend() == "cpu" else "xla"
+    if impl == "xla":
+        return jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+    if impl != "taps":
+        raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}")
+    _, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return sum(
+        padded[:, i:i + h, j:j + w, :] @ kernel[i, j] for i in range(3) for j in range(3)
     )
 
 
@@ -323,6 +345,7 @@ class Myrtle5(_PriorModule):
     sigma_w2: float = 2.0
     sigma_a2: float = 2.0
     param_dtype: Any = jnp.float32
+    conv_impl: str = "auto"                 # see _conv3x3: an implementation, not a model choice
 
     @nn.nowrap
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -355,10 +378,10 @@ class Myrtle5(_PriorModule):
                 f"{self.in_channels} channels, got shape {x.shape}"
             )
         phi = ACTIVATIONS[self.activation]
-        h1 = _conv3x3(x, params["conv1"])
-        h2 = _conv3x3(phi(h1), params["conv2"])
-        h3 = _conv3x3(_avgpool2(phi(h2)), params["conv3"])
-        h4 = _conv3x3(_avgpool2(phi(h3)), params["conv4"])
+        h1 = _conv3x3(x, params["conv1"], self.conv_impl)
+        h2 = _conv3x3(phi(h1), params["conv2"], self.conv_impl)
+        h3 = _conv3x3(_avgpool2(phi(h2)), params["conv3"], self.conv_impl)
+        h4 = _conv3x3(_avgpool2(phi(h3)), params["conv4"], self.conv_impl)
         pooled = phi(h4).mean(axis=(1, 2))
         return pooled, {"layer1": h1, "layer2": h2, "layer3": h3, "layer4": h4}
 
