@@ -79,7 +79,7 @@ def test_engine_config_strips_workflow_keys():
 N_TRAIN, N_TEST, S, C, T = 12, 8, 4, 6, 30
 
 
-def _chunk(path, seeds, rng, y, y_test, sigma_scale):
+def _chunk(path, seeds, rng, y, y_test, sigma_scale, extra=None):
     k = len(seeds)
     f_tr = y[None, :] * (1 - 0.1 * (1 + np.arange(k)[:, None])) + 0.01 * rng.normal(size=(k, 12))
     f_te = 0.5 * y_test[None, :] + 0.01 * rng.normal(size=(k, N_TEST))
@@ -103,6 +103,7 @@ def _chunk(path, seeds, rng, y, y_test, sigma_scale):
                       # and as many again at 4× their power (a specialised group outside)
                       "w_teacher_msq": 2.5 * (w_t**2).mean(-1),
                       "w_random": w_r, "directions": rng.normal(size=(S, 2))},
+        **(extra or {}),
     }
     write_samples(path, datasets, config={"sampler": {}}, seeds=tuple(seeds), n=N_TRAIN,
                   width=C)
@@ -133,6 +134,19 @@ def test_load_chunks_rejects_repeated_seeds(chunks):
     paths, *_ = chunks
     with pytest.raises(ValueError, match="repeated seeds"):
         load_chunks([paths[0], paths[0]])
+
+
+@pytest.mark.parametrize("extra_in_first", [True, False])
+def test_load_chunks_rejects_a_chain_dataset_missing_from_one_file(tmp_path, extra_in_first):
+    """A per-chain dataset that one file lacks must not be taken from the others alone."""
+    rng = np.random.default_rng(4)
+    y, y_test = rng.normal(size=N_TRAIN), rng.normal(size=N_TEST)
+    with_x, without_x = tmp_path / "with.h5", tmp_path / "without.h5"
+    _chunk(with_x, (0, 1), rng, y, y_test, 1.0, extra={"probe": {"q": np.ones((2, 3))}})
+    _chunk(without_x, (2, 3), rng, y, y_test, 1.0)
+    paths = [with_x, without_x] if extra_in_first else [without_x, with_x]
+    with pytest.raises(ValueError, match=r"without\.h5: lacks 'probe/q'.*1 of the 2 files"):
+        load_chunks(paths)
 
 
 def test_aggregate_job_numbers(chunks):

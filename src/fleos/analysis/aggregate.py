@@ -147,11 +147,17 @@ def load_chunks(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     flats = [flatten_tree({k: v for k, v in p.items() if k not in ('attrs', 'config')})
              for p in parts]
     out: dict[str, Any] = {}
-    for key in flats[0]:
+    keys = list(dict.fromkeys(k for f in flats for k in f))    # every file's, in first-seen order
+    for key in keys:
         vals = [f[key] for f in flats if key in f]
         chain = (key not in _NON_CHAIN and not key.startswith("backoffs/")
                  and not key.endswith("/rhat"))
-        if chain and len(vals) == len(flats):
+        if chain and len(vals) != len(flats):
+            # One file's chains would otherwise stand for all of them: refuse, naming the file.
+            missing = next(p for p, f in zip(paths, flats, strict=True) if key not in f)
+            raise ValueError(f"sample file {missing}: lacks {key!r}, which "
+                             f"{len(vals)} of the {len(flats)} files of this point hold")
+        if chain:
             out[key] = np.concatenate([np.atleast_1d(v) for v in vals], axis=0)
         elif key.startswith("backoffs/"):
             # Event lists (one row per back-off): every chunk's events count. Their `chain`
