@@ -296,10 +296,10 @@ def _conv3x3(x: Array, kernel: Array, impl: str = "auto") -> Array:
     ``impl``: ``xla`` is ``lax.conv_general_dilated``; ``taps`` sums the nine kernel taps, each
     a matrix product of a shifted view of the zero-padded input with one (C_in, C_out) slice.
     ``auto`` takes ``taps`` on CPU and ``xla`` elsewhere: inside the sampler's ``lax.scan``,
-    XLA's CPU convolution ran 16× slower than outside it (Myrtle-5 on 8×8 digits, C = 16:
-    21 ms against 1.3 ms per gradient), while the taps are plain GEMMs there, with no 9×
-    im2col copy of the input (bench/RESULTS.md, "Myrtle-5's convolution on CPU"). The two agree
-    to float32 rounding (tests/test_models.py).
+    XLA's CPU convolution ran 11-19× slower than outside it (Myrtle-5 on 8×8 digits, C = 16,
+    one chain: 19.7 against 1.05 ms per gradient), while the taps are plain GEMMs there, with
+    no 9× im2col copy of the input (bench/RESULTS.md, "Myrtle-5's convolution on CPU"). The
+    two agree to float32 rounding (tests/test_models.py).
     """
     dtype = jnp.promote_types(x.dtype, kernel.dtype)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
