@@ -226,8 +226,9 @@ def half_drift(x: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class EquilibriumGates:
-    """The three gates a sampled point must pass to be shown as an equilibrium value
-    (config key ``gates``; docs/workflow.md).
+    """The three thresholds a sampled point's series must meet to be shown as an equilibrium
+    value (config key ``gates``; docs/workflow.md). A fourth condition has no threshold: every
+    chain ran at one step size over its window (`fleos.analysis.aggregate.one_step_size_failures`).
 
     * ``rhat_max``: rank-normalised split R̂ (`rhat_rank`) of every tracked series at most this.
       1.01 is the threshold Vehtari et al. (2021) recommend for final inference.
