@@ -196,6 +196,10 @@ def test_myrtle5_conv_taps_equal_xla_convolution_and_its_gradient():
         np.testing.assert_allclose(g_taps[name], g_xla[name], rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="conv impl must be one of"):
         _conv3x3(x, k, "fft")
+    # on CPU, `auto` is the taps: no XLA convolution in the traced program
+    assert jax.default_backend() == "cpu"
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(lambda a: _conv3x3(a, k))(x))
+    assert "conv_general_dilated" in str(jax.make_jaxpr(lambda a: _conv3x3(a, k, "xla"))(x))
 
 
 # ---------------------------------------------------------------------------------------------

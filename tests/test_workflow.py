@@ -315,6 +315,18 @@ def test_params_hash_exactly_what_a_job_depends_on(monkeypatch):
         _mutated(cfg, "experiments.cnn2.seeds_per_job", 1), "cnn2", 0)
 
 
+def test_an_architecture_numerics_version_reruns_that_architecture_only(monkeypatch):
+    import fleos.sampling
+
+    cfg = _load("config.yaml")
+    before = {x: wf.sampling_params(cfg, x, 0) for x in ("cnn2", "myrtle5")}
+    versions = dict(fleos.sampling.ARCH_NUMERICS_VERSIONS)
+    versions["myrtle5"] = versions.get("myrtle5", 1) + 1
+    monkeypatch.setattr(fleos.sampling, "ARCH_NUMERICS_VERSIONS", versions)
+    assert wf.sampling_params(cfg, "myrtle5", 0) != before["myrtle5"]
+    assert wf.sampling_params(cfg, "cnn2", 0) == before["cnn2"]
+
+
 def _mutated(cfg, path, value):
     c = copy.deepcopy(cfg)
     _mutate(path, value)(c)

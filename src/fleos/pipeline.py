@@ -276,11 +276,18 @@ def aggregate_params(config: Mapping[str, Any], experiment: str) -> str:
 
 def sampling_params(config: Mapping[str, Any], experiment: str, chunk: int) -> str:
     """sample: model, data, σ², the whole sampler block (new sampler keys are included
-    automatically) and the job's own seeds; not resources, theory, widths, other n or other
+    automatically), the job's own seeds and, for an architecture that has one, its entry of
+    `fleos.sampling.ARCH_NUMERICS_VERSIONS`; not resources, theory, widths, other n or other
     experiments."""
+    from fleos.sampling import ARCH_NUMERICS_VERSIONS
+
     exp = config["experiments"][experiment]
-    return canonical_hash({**_model_data(exp), "sigma2": exp["sigma2"],
-                           "sampler": exp["sampler"], "seeds": chunk_seeds(exp, chunk)})
+    doc = {**_model_data(exp), "sigma2": exp["sigma2"], "sampler": exp["sampler"],
+           "seeds": chunk_seeds(exp, chunk)}
+    if exp["arch"] in ARCH_NUMERICS_VERSIONS:
+        # only an architecture with its own version hashes it: the others keep their hashes
+        doc["arch_numerics"] = ARCH_NUMERICS_VERSIONS[exp["arch"]]
+    return canonical_hash(doc)
 
 
 def theory_params(config: Mapping[str, Any], key: str) -> str:

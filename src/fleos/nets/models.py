@@ -299,7 +299,9 @@ def _conv3x3(x: Array, kernel: Array, impl: str = "auto") -> Array:
     XLA's CPU convolution ran 11-19× slower than outside it (Myrtle-5 on 8×8 digits, C = 16,
     one chain: 19.7 against 1.05 ms per gradient), while the taps are plain GEMMs there, with
     no 9× im2col copy of the input (bench/RESULTS.md, "Myrtle-5's convolution on CPU"). The
-    two agree to float32 rounding (tests/test_models.py).
+    two differ only in summation order: 1e-12 apart in float64 (tests/test_models.py), about
+    1e-7 relative in float32, which a long Langevin run turns into another trajectory
+    (hence fleos.sampling.ARCH_NUMERICS_VERSIONS["myrtle5"]).
     """
     dtype = jnp.promote_types(x.dtype, kernel.dtype)
     x, kernel = x.astype(dtype), kernel.astype(dtype)

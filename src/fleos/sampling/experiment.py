@@ -55,6 +55,7 @@ import numpy as np
 
 from fleos.config import ExperimentConfig, JobSpec, config_hash
 from fleos.core.files import remove_stale_temporaries
+from fleos.sampling import ARCH_NUMERICS_VERSIONS
 from fleos.sampling.io import (
     CorruptFileError,
     arrays_checksum,
@@ -340,7 +341,10 @@ def _set_up(exp: ExperimentConfig, job: JobSpec, data_path: str | Path,
     # regenerated (or edited) under an unchanged config must start afresh.
     data_sha = arrays_checksum({"X": ds.X, "y": ds.y, "X_test": ds.X_test,
                                 "y_test": ds.y_test, "teacher": dict(ds.teacher)})
-    ckpt_id = hashlib.sha256(f"{chash}:{data_sha}".encode()).hexdigest()
+    # ... and on the same numerics of its architecture, where it has its own version.
+    arch_v = ARCH_NUMERICS_VERSIONS.get(exp.arch)
+    ckpt_key = f"{chash}:{data_sha}" + (f":{exp.arch}-numerics-{arch_v}" if arch_v else "")
+    ckpt_id = hashlib.sha256(ckpt_key.encode()).hexdigest()
     return _Setup(
         exp=exp, job=job, tag=tag, emit=emit, device=device, out_path=Path(out_path),
         ckpt_path=Path(checkpoint_path) if checkpoint_path is not None else None,
