@@ -149,6 +149,23 @@ def test_load_chunks_rejects_a_chain_dataset_missing_from_one_file(tmp_path, ext
         load_chunks(paths)
 
 
+def test_load_chunks_fills_top_modes_of_a_job_that_has_none(tmp_path):
+    """A spike-schedule job whose chains never reached the final stage writes no top modes;
+    its chains get NaN rows (-1 for integers), each row staying with its chain."""
+    rng = np.random.default_rng(5)
+    y, y_test = rng.normal(size=N_TRAIN), rng.normal(size=N_TEST)
+    with_tm, without_tm = tmp_path / "with.h5", tmp_path / "without.h5"
+    modes = {"top_modes": {"eigvals": np.arange(6.0).reshape(2, 3),
+                           "epoch": np.array([7, 9], np.int64)}}
+    _chunk(without_tm, (0, 1, 2), rng, y, y_test, 1.0)
+    _chunk(with_tm, (3, 4), rng, y, y_test, 1.0, extra=modes)
+    s = load_chunks([without_tm, with_tm])
+    np.testing.assert_array_equal(s["seeds"], [0, 1, 2, 3, 4])
+    assert np.isnan(s["top_modes/eigvals"][:3]).all()
+    np.testing.assert_array_equal(s["top_modes/eigvals"][3:], modes["top_modes"]["eigvals"])
+    np.testing.assert_array_equal(s["top_modes/epoch"], [-1, -1, -1, 7, 9])
+
+
 def test_aggregate_job_numbers(chunks):
     paths, (y, y_test), a, b = chunks
     s = load_chunks(paths)

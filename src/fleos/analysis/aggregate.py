@@ -128,6 +128,20 @@ def unpack_fit(arr: np.ndarray) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 
+# Per-chain datasets a job writes only when one of its chains reached the state they record:
+# the top input-weight modes need full snapshots from the `final` stage of the spike schedule.
+_MAY_LACK = ("top_modes/",)
+
+
+def _missing_rows(flat: Mapping[str, Any], like: np.ndarray) -> np.ndarray:
+    """Rows for the chains of a file that lacks a `_MAY_LACK` dataset shaped like `like`."""
+    like = np.asarray(like)
+    shape = (len(np.atleast_1d(flat["seeds"])), *like.shape[1:])
+    if np.issubdtype(like.dtype, np.integer):
+        return np.full(shape, -1, like.dtype)
+    return np.full(shape, np.nan)
+
+
 def load_chunks(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     """Read the seed-chunk files of one (experiment, n, width) and join them along the chain
     axis. Returns flat keys ('f_train/mean', 'snapshots/w_teacher', ...) plus 'config' (of
@@ -152,7 +166,11 @@ def load_chunks(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
         vals = [f[key] for f in flats if key in f]
         chain = (key not in _NON_CHAIN and not key.startswith("backoffs/")
                  and not key.endswith("/rhat"))
-        if chain and len(vals) != len(flats):
+        if chain and len(vals) != len(flats) and key.startswith(_MAY_LACK):
+            # A job may legitimately lack these (no chain reached the state they record): its
+            # chains get NaN (-1 for integers), so that each row stays with its own chain.
+            vals = [f[key] if key in f else _missing_rows(f, vals[0]) for f in flats]
+        elif chain and len(vals) != len(flats):
             # One file's chains would otherwise stand for all of them: refuse, naming the file.
             missing = next(p for p, f in zip(paths, flats, strict=True) if key not in f)
             raise ValueError(f"sample file {missing}: lacks {key!r}, which "
