@@ -81,7 +81,11 @@ def test_referee_matches_grid_integral_at_c1():
     """C = 1: HMC's E[w wᵀ], top Σ eigenvalue, α_train, α_test and the field E[εεᵀ − K⁻¹]
     against the grid integral of the same posterior, each within 4 of the referee's SEs (5 for
     the field's two projections); and the exact Σ is far from the
-    prior (the comparison can tell a sampler of the prior from one of the posterior)."""
+    prior (the comparison can tell a sampler of the prior from one of the posterior).
+
+    The referee must pass the gates first. Its trajectory depends on the CPU's float rounding:
+    with 100 samples per chain one machine gave bulk ESS 264 on top Σ, with 400 samples 534;
+    600 samples per chain leave room above 400 on other CPUs."""
     ds = reference_data(100)
     U, p, data = _grid_posterior(ds, 200)
     sd = np.sqrt(2.0 / 2)
@@ -111,7 +115,7 @@ def test_referee_matches_grid_integral_at_c1():
 
     r = cnn2_exact_posterior(ds.X, ds.y, N=3, S=2, C=1, sigma2=SIGMA2, sigma_a2=2.0,
                              sigma_w2=2.0, X_test=ds.X_test, y_test=ds.y_test, chains=8,
-                             steps=300, burn_in=200, seed=1, trajectory=0.3)
+                             steps=800, burn_in=200, seed=1, trajectory=0.3)
     assert r.max_rhat < 1.05 and r.min_ess > 400, (r.rhat, r.ess_bulk)
     top = np.linalg.eigvalsh(sigma)[-1]
     assert abs(top - 1.0) > 50 * r.sigma_top_se  # prior top eigenvalue σ_w²/S = 1
