@@ -463,6 +463,28 @@ def test_checkpoint_on_other_data_content_is_refused(tmp_path: Path) -> None:
     assert ckpt.exists() and not (tmp_path / "o.h5").exists()
 
 
+@pytest.mark.parametrize("bump", ["global", "arch"])
+def test_checkpoint_of_other_numerics_is_refused(tmp_path: Path, monkeypatch, bump) -> None:
+    """A numerics version bump reruns the job; its half-finished checkpoint, written by the old
+    numerics, must not be resumed into the new chain (global version, or the architecture's)."""
+    import fleos.sampling
+    from fleos.config import JobSpec
+    from fleos.sampling.experiment import CheckpointMismatchError, run_job
+
+    data, ckpt = _checkpoint_after_first_save(tmp_path)
+    if bump == "global":
+        monkeypatch.setattr(fleos.sampling, "NUMERICS_VERSION",
+                            fleos.sampling.NUMERICS_VERSION + 1)
+    else:
+        versions = dict(fleos.sampling.ARCH_NUMERICS_VERSIONS)
+        versions["cnn2"] = versions.get("cnn2", 1) + 1
+        monkeypatch.setattr(fleos.sampling, "ARCH_NUMERICS_VERSIONS", versions)
+    with pytest.raises(CheckpointMismatchError, match=r"job\.ckpt was written for a different "):
+        run_job(_ckpt_experiment(), JobSpec("cnn2", 8, 4, (0,)), data, tmp_path / "o.h5",
+                checkpoint_path=ckpt, progress=False)
+    assert ckpt.exists() and not (tmp_path / "o.h5").exists()
+
+
 def test_hand_edited_checkpoint_is_refused_naming_it(tmp_path: Path) -> None:
     """Values changed in place (still valid HDF5): the checksum catches it; the job warns
     naming the file, moves it aside and recomputes, ending identical to a clean run."""

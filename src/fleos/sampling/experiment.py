@@ -53,9 +53,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import fleos.sampling as _versions
 from fleos.config import ExperimentConfig, JobSpec, config_hash
 from fleos.core.files import remove_stale_temporaries
-from fleos.sampling import ARCH_NUMERICS_VERSIONS
 from fleos.sampling.io import (
     CorruptFileError,
     arrays_checksum,
@@ -173,7 +173,7 @@ class _Setup:
     snap_fn: Callable
     chash: str  # `config_hash` of (experiment, job)
     data_sha: str  # SHA-256 of the data arrays
-    ckpt_id: str  # what a checkpoint must carry to be resumed: both of the above
+    ckpt_id: str  # what a checkpoint must carry to be resumed (`checkpoint_id`)
 
     @property
     def sc(self) -> Any:
@@ -337,14 +337,9 @@ def _set_up(exp: ExperimentConfig, job: JobSpec, data_path: str | Path,
     acc1 = recorder.init_acc(rec_data, jax.tree.map(lambda a: a[0], params0))
     acc0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (n_chains, *a.shape)), acc1)
     chash = config_hash(exp, job)
-    # A checkpoint resumes only on the same config AND the same data content: a data file
-    # regenerated (or edited) under an unchanged config must start afresh.
     data_sha = arrays_checksum({"X": ds.X, "y": ds.y, "X_test": ds.X_test,
                                 "y_test": ds.y_test, "teacher": dict(ds.teacher)})
-    # ... and on the same numerics of its architecture, where it has its own version.
-    arch_v = ARCH_NUMERICS_VERSIONS.get(exp.arch)
-    ckpt_key = f"{chash}:{data_sha}" + (f":{exp.arch}-numerics-{arch_v}" if arch_v else "")
-    ckpt_id = hashlib.sha256(ckpt_key.encode()).hexdigest()
+    ckpt_id = checkpoint_id(chash, data_sha, exp.arch)
     return _Setup(
         exp=exp, job=job, tag=tag, emit=emit, device=device, out_path=Path(out_path),
         ckpt_path=Path(checkpoint_path) if checkpoint_path is not None else None,
@@ -352,6 +347,24 @@ def _set_up(exp: ExperimentConfig, job: JobSpec, data_path: str | Path,
         keys=keys, chain_batch=chain_batch, params0=params0, extra0=extra0, acc0=acc0,
         recorder=recorder, rec_data=rec_data, snap_fn=snap_fn, chash=chash, data_sha=data_sha,
         ckpt_id=ckpt_id)
+
+
+def checkpoint_id(chash: str, data_sha: str, arch: str) -> str:
+    """What a checkpoint must carry to be resumed by a job.
+
+    The same config (`chash`), the same data content (`data_sha`: a data file regenerated or
+    edited under an unchanged config starts afresh) and the same numerics: the sampling
+    version `fleos.sampling.NUMERICS_VERSION` and, where the architecture has one, its own
+    entry of `fleos.sampling.ARCH_NUMERICS_VERSIONS`. A version bump reruns the job (the
+    workflow hashes the versions too); without them in this id, a half-finished job's rerun
+    would resume the old numerics' checkpoint and splice two samplers into one chain. With
+    them, the job refuses that checkpoint (`CheckpointMismatchError`, naming the file).
+    """
+    key = f"{chash}:{data_sha}:numerics-{_versions.NUMERICS_VERSION}"
+    arch_v = _versions.ARCH_NUMERICS_VERSIONS.get(arch)
+    if arch_v:
+        key += f":{arch}-numerics-{arch_v}"
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _take_snapshot(su: _Setup, st: _State, sampling: np.ndarray) -> None:
