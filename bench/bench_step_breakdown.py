@@ -126,6 +126,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="extra config override KEY=VALUE (repeatable)")
+    p.add_argument("--programs", default="gradient,noise,integrator,recording,driver",
+                   help="comma-separated subset of the programs to time (default: all five)")
     args = p.parse_args()
     if args.n is None:
         args.n = int(np.load(args.data)["X"].shape[0])
@@ -138,6 +140,11 @@ def main() -> None:
 
 def _time_programs(args: argparse.Namespace, su: ex._Setup) -> None:
     progs = _programs(su, args.steps)
+    wanted = args.programs.split(",")
+    if unknown := sorted(set(wanted) - set(progs)):
+        raise SystemExit(f"--programs: unknown {', '.join(unknown)} (choose from "
+                         f"{', '.join(progs)})")
+    progs = {k: v for k, v in progs.items() if k in wanted}
     t_compile = {}
     for name, fn in progs.items():
         t0 = time.perf_counter()
