@@ -131,8 +131,15 @@ def main() -> None:
     args = p.parse_args()
     if args.n is None:
         args.n = int(np.load(args.data)["X"].shape[0])
-    args.overrides = [f"experiments.{args.experiment}.sampler.schedule.burn_in=0",
-                      *args.overrides]
+    # every step in the sampling window: a burn-in of 0, or a `fixed` schedule's window from 0
+    import yaml
+
+    sched = yaml.safe_load(Path(args.config).read_text())["experiments"][args.experiment][
+        "sampler"].get("schedule", {})
+    key = f"experiments.{args.experiment}.sampler.schedule"
+    window = ([f"{key}.sample_start=0", f"{key}.sample_end={args.steps}"]
+              if sched.get("kind") == "fixed" else [f"{key}.burn_in=0"])
+    args.overrides = [*window, *args.overrides]
     with tempfile.TemporaryDirectory() as out_dir:
         su = _setup(args, out_dir)
         _time_programs(args, su)
