@@ -54,6 +54,9 @@ from fleos.config import JobSpec, experiment_from_file
 from fleos.sampling import experiment as ex
 from fleos.sampling.sampler import ChainState, _noise, run_ensemble
 
+#: the timed programs, in the table's order (`_programs` builds them)
+PROGRAMS = ("gradient", "noise", "integrator", "recording", "driver")
+
 
 def _setup(args: argparse.Namespace, out_dir: str) -> ex._Setup:
     overrides = [f"experiments.{args.experiment}.sampler.steps={args.steps}", *args.overrides]
@@ -126,19 +129,21 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="extra config override KEY=VALUE (repeatable)")
-    p.add_argument("--programs", default="gradient,noise,integrator,recording,driver",
+    p.add_argument("--programs", default=",".join(PROGRAMS),
                    help="comma-separated subset of the programs to time (default: all five)")
     args = p.parse_args()
     if args.n is None:
         args.n = int(np.load(args.data)["X"].shape[0])
+    wanted = args.programs.split(",")
+    if unknown := sorted(set(wanted) - set(PROGRAMS)):
+        raise SystemExit(f"--programs: unknown {', '.join(unknown)} (choose from "
+                         f"{', '.join(PROGRAMS)})")
     # every step in the sampling window: a burn-in of 0, or a `fixed` schedule's window from 0
-    import yaml
-
-    sched = yaml.safe_load(Path(args.config).read_text())["experiments"][args.experiment][
-        "sampler"].get("schedule", {})
+    kind = experiment_from_file(args.config, args.experiment, args.overrides).sampler.schedule[
+        "kind"]
     key = f"experiments.{args.experiment}.sampler.schedule"
-    window = ([f"{key}.sample_start=0", f"{key}.sample_end={args.steps}"]
-              if sched.get("kind") == "fixed" else [f"{key}.burn_in=0"])
+    window = ([f"{key}.sample_start=0", f"{key}.sample_end={args.steps}"] if kind == "fixed"
+              else [f"{key}.burn_in=0"])
     args.overrides = [*window, *args.overrides]
     with tempfile.TemporaryDirectory() as out_dir:
         su = _setup(args, out_dir)
@@ -146,12 +151,8 @@ def main() -> None:
 
 
 def _time_programs(args: argparse.Namespace, su: ex._Setup) -> None:
-    progs = _programs(su, args.steps)
     wanted = args.programs.split(",")
-    if unknown := sorted(set(wanted) - set(progs)):
-        raise SystemExit(f"--programs: unknown {', '.join(unknown)} (choose from "
-                         f"{', '.join(progs)})")
-    progs = {k: v for k, v in progs.items() if k in wanted}
+    progs = {k: v for k, v in _programs(su, args.steps).items() if k in wanted}
     t_compile = {}
     for name, fn in progs.items():
         t0 = time.perf_counter()
