@@ -1,0 +1,114 @@
+"""Figs. 4/5 at the paper's scale: each chain's hidden-layer teacher power along the whole run.
+
+P = Σ_c (h2_c·ĥ2*)² over all C2 channels (the recorder's all-channel mean square × C2) and the
+largest single channel's share of it (`specialization._shares`), averaged over blocks of
+steps from step 0 (burn-in included: snapshots are taken all along). Reads each chunk's
+finished sample file, or, for a job still running, its last checkpoint, so a long run can be
+read while it samples. Decides the hypothesis of docs/results.md ("Figs. 4/5"): does a
+chain without a specialised channel acquire one, and does a chain with one ever lose it?
+
+    .venv/bin/python studies/cnn3_specialization/trace.py \\
+        --run results/paper_cpu_cnn3_long --config config/paper_cpu_cnn3_long.yaml \\
+        --block 5000 --out studies/cnn3_specialization/trace.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from specialization import SPECIALISED, _shares, fail
+
+
+def _chunk_snapshots(sample: Path, ckpt: Path) -> tuple[str, np.ndarray, dict, list[int]]:
+    """(status, epochs, {name: (chains, T, ...)}, seeds) of one chunk: from its finished
+    sample file, else from its checkpoint (status 'running, at step k')."""
+    from fleos.sampling.io import load_checkpoint, read_samples
+
+    if sample.is_file():
+        s = read_samples(sample)
+        snaps = s["snapshots"]
+        return ("finished", np.asarray(snaps["epoch"]), snaps,
+                [int(x) for x in np.asarray(s["seeds"])])
+    doc = load_checkpoint(ckpt)
+    arrays = doc["arrays"]
+    n_chains = len(arrays["lr_scale"])
+    epochs = np.asarray(arrays["snap_epochs"])
+    step = int(doc["meta"]["step"])
+    return f"running, at step {step}", epochs, arrays["snaps"], [-1] * n_chains
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True, help="the run's results folder")
+    ap.add_argument("--config", type=Path, required=True, help="the run's config file")
+    ap.add_argument("--block", type=int, default=5000, help="steps per block (default 5000)")
+    ap.add_argument("--out", type=Path, required=True, help="markdown file to write")
+    args = ap.parse_args()
+    if args.block < 1:
+        fail(f"--block {args.block}: must be a positive number of steps")
+
+    from fleos.config import experiment_from_file, load_config_file
+
+    if not args.config.is_file():
+        fail(f"--config {args.config}: no such file")
+    try:
+        doc = load_config_file(args.config)
+        exp_name = next(k for k, v in doc.get("experiments", {}).items()
+                        if v.get("arch") == "cnn3")
+        exp = experiment_from_file(args.config, exp_name)
+    except StopIteration:
+        fail(f"--config {args.config}: no cnn3 experiment")
+    except ValueError as err:
+        fail(f"--config {args.config}: {err}")
+    n, C = exp.data["n"][0], exp.widths[0]
+    steps = exp.sampler.steps
+    sub = Path(exp_name) / f"n{n}" / f"w{C}"
+    chunks = exp.seed_chunks()
+    edges = list(range(0, steps, args.block)) + [steps]
+    head = [f"{a // 1000}k–{b // 1000}k" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    rows = []
+    for chunk, chunk_seeds in enumerate(chunks):
+        sample = args.run / "samples" / sub / f"chunk{chunk}.h5"
+        ckpt = args.run / "checkpoints" / sub / f"chunk{chunk}.ckpt"
+        if not sample.is_file() and not ckpt.is_file():
+            rows.append(f"| {', '.join(map(str, chunk_seeds))} | not started |"
+                        + " |" * len(head))
+            continue
+        status, ep, snaps, seeds = _chunk_snapshots(sample, ckpt)
+        seeds = list(chunk_seeds) if seeds[0] < 0 else seeds
+        for c, seed in enumerate(seeds):
+            sh = _shares(np.asarray(snaps["h2_teacher"][c], np.float64),
+                         np.asarray(snaps["h2_teacher_msq"][c], np.float64), C)
+            cells = []
+            for a, b in zip(edges[:-1], edges[1:], strict=True):
+                sel = (ep >= a) & (ep < b)
+                cells.append(f"{sh['total'][sel].mean():.0f} ({sh['single'][sel].mean():.2f})"
+                             if sel.any() else "")
+            rows.append(f"| {seed} | {status} | " + " | ".join(cells) + " |")
+    lines = [
+        "# Figs. 4/5 at the paper's scale: the teacher power of each chain along the run",
+        "",
+        f"Run: `{args.run}` (`{args.config}`: n = {n}, C1 = C2 = {C}, {steps} steps, "
+        f"window from step {exp.sampler.schedule.get('sample_start', 0)}); made by "
+        "`studies/cnn3_specialization/trace.py`.",
+        "",
+        f"Each cell: P = Σ_c (h2_c·ĥ2*)² over all {C} hidden channels, mean over the block "
+        "of steps, and in brackets the largest single channel's share of P (read directly "
+        "when that channel is recorded, else inferred from the unrecorded share: "
+        f"specialization.py). A chain counts as specialised when that share is above "
+        f"{SPECIALISED}.",
+        "",
+        "| seed | job | " + " | ".join(f"steps {h}" for h in head) + " |",
+        "|---|---|" + "---|" * len(head),
+        *rows,
+    ]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
