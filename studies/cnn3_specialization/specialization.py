@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -51,9 +52,27 @@ def _gates_by_subset(series: dict[str, list[np.ndarray]], seeds: list[int],
     return out
 
 
-def fail(msg: str) -> None:
+def fail(msg: str) -> NoReturn:
     print(f"specialization.py: {msg}", file=sys.stderr)
     sys.exit(2)
+
+
+def cnn3_experiment(path: Path) -> tuple[dict, str, Any]:
+    """(the config document, the name of its cnn3 experiment, its ExperimentConfig); a
+    one-line exit naming --config when the file is missing, invalid or has no cnn3."""
+    from fleos.config import experiment_from_file, load_config_file
+
+    if not path.is_file():
+        fail(f"--config {path}: no such file")
+    try:
+        doc = load_config_file(path)
+        name = next(k for k, v in doc.get("experiments", {}).items()
+                    if v.get("arch") == "cnn3")
+        return doc, name, experiment_from_file(path, name)
+    except StopIteration:
+        fail(f"--config {path}: no cnn3 experiment")
+    except ValueError as err:
+        fail(f"--config {path}: {err}")
 
 
 def _shares(proj: np.ndarray, msq: np.ndarray, C: int) -> dict[str, np.ndarray]:
@@ -87,22 +106,12 @@ def main() -> int:
     args = ap.parse_args()
 
     import fleos  # noqa: F401  (float64 for the EoS)
-    from fleos.config import experiment_from_file, load_config_file, theory_options
+    from fleos.config import theory_options
     from fleos.nets.datasets import load_dataset
     from fleos.sampling.io import read_samples
     from fleos.theory.runs import cnn3_spectra
 
-    if not args.config.is_file():
-        fail(f"--config {args.config}: no such file")
-    try:
-        doc = load_config_file(args.config)
-        exp_name = next(k for k, v in doc.get("experiments", {}).items()
-                        if v.get("arch") == "cnn3")
-        exp = experiment_from_file(args.config, exp_name)
-    except StopIteration:
-        fail(f"--config {args.config}: no cnn3 experiment")
-    except ValueError as err:
-        fail(f"--config {args.config}: {err}")
+    doc, exp_name, exp = cnn3_experiment(args.config)
     n, C = exp.data["n"][0], exp.widths[0]
     folder = args.run / "samples" / exp_name / f"n{n}" / f"w{C}"
     chunks = sorted(folder.glob("chunk*.h5"))

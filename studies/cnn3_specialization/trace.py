@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from specialization import SPECIALISED, _shares, fail
+from specialization import SPECIALISED, _shares, cnn3_experiment, fail
 
 
 def _chunk_snapshots(sample: Path, ckpt: Path) -> tuple[str, np.ndarray, dict, list[int]]:
@@ -50,19 +50,9 @@ def main() -> int:
     if args.block < 1:
         fail(f"--block {args.block}: must be a positive number of steps")
 
-    from fleos.config import experiment_from_file, load_config_file
-
-    if not args.config.is_file():
-        fail(f"--config {args.config}: no such file")
-    try:
-        doc = load_config_file(args.config)
-        exp_name = next(k for k, v in doc.get("experiments", {}).items()
-                        if v.get("arch") == "cnn3")
-        exp = experiment_from_file(args.config, exp_name)
-    except StopIteration:
-        fail(f"--config {args.config}: no cnn3 experiment")
-    except ValueError as err:
-        fail(f"--config {args.config}: {err}")
+    _, exp_name, exp = cnn3_experiment(args.config)
+    if not args.run.is_dir():
+        fail(f"--run {args.run}: no such folder")
     n, C = exp.data["n"][0], exp.widths[0]
     steps = exp.sampler.steps
     sub = Path(exp_name) / f"n{n}" / f"w{C}"
