@@ -53,7 +53,7 @@ def _gates_by_subset(series: dict[str, list[np.ndarray]], seeds: list[int],
 
 
 def fail(msg: str) -> NoReturn:
-    print(f"specialization.py: {msg}", file=sys.stderr)
+    print(f"{Path(sys.argv[0]).name}: {msg}", file=sys.stderr)
     sys.exit(2)
 
 
