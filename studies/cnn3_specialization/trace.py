@@ -22,22 +22,37 @@ import numpy as np
 from specialization import SPECIALISED, _shares, cnn3_experiment, fail
 
 
-def _chunk_snapshots(sample: Path, ckpt: Path) -> tuple[str, np.ndarray, dict, list[int]]:
-    """(status, epochs, {name: (chains, T, ...)}, seeds) of one chunk: from its finished
-    sample file, else from its checkpoint (status 'running, at step k')."""
+def _chunk_snapshots(sample: Path, ckpt: Path
+                     ) -> tuple[str, np.ndarray, dict, list[int], dict | None]:
+    """(status, epochs, {name: (chains, T, ...)}, seeds, the samples or None) of one chunk:
+    from its finished sample file, else from its checkpoint (status 'running, at step k')."""
     from fleos.sampling.io import load_checkpoint, read_samples
 
     if sample.is_file():
         s = read_samples(sample)
         snaps = s["snapshots"]
         return ("finished", np.asarray(snaps["epoch"]), snaps,
-                [int(x) for x in np.asarray(s["seeds"])])
+                [int(x) for x in np.asarray(s["seeds"])], s)
     doc = load_checkpoint(ckpt)
     arrays = doc["arrays"]
     n_chains = len(arrays["lr_scale"])
     epochs = np.asarray(arrays["snap_epochs"])
     step = int(doc["meta"]["step"])
-    return f"running, at step {step}", epochs, arrays["snaps"], [-1] * n_chains
+    return f"running, at step {step}", epochs, arrays["snaps"], [-1] * n_chains, None
+
+
+def _finished_summary(s: dict, c: int, start: int, n: int) -> str:
+    """A finished chain's window train MSE ± SE (from its own τ_int of the loss, read every
+    10 steps) and its top Σ eigenvalue."""
+    from fleos.core.diagnostics import integrated_autocorr_time
+
+    epochs = np.asarray(s["loss"]["epoch"])
+    mse = np.asarray(s["loss"]["sse"][c], np.float64)[epochs >= start] / n
+    tau = integrated_autocorr_time(mse[::10]) * 10
+    se = mse.std(ddof=1) * np.sqrt(tau / len(mse))
+    top = np.linalg.eigvalsh(np.asarray(s["sigma"]["mean"][c], np.float64))[-1]
+    return (f"train MSE {mse.mean():.6f} ± {se:.6f} (τ_int {tau:.0f} steps), "
+            f"top Σ {top:.4f}")
 
 
 def main() -> int:
@@ -59,7 +74,9 @@ def main() -> int:
     chunks = exp.seed_chunks()
     edges = list(range(0, steps, args.block)) + [steps]
     head = [f"{a // 1000}k–{b // 1000}k" for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    rows = []
+    rows: list[str] = []
+    footer: list[str] = []
+    start = int(exp.sampler.schedule.get("sample_start", 0))
     for chunk, chunk_seeds in enumerate(chunks):
         sample = args.run / "samples" / sub / f"chunk{chunk}.h5"
         ckpt = args.run / "checkpoints" / sub / f"chunk{chunk}.ckpt"
@@ -67,7 +84,7 @@ def main() -> int:
             rows.append(f"| {', '.join(map(str, chunk_seeds))} | not started |"
                         + " |" * len(head))
             continue
-        status, ep, snaps, seeds = _chunk_snapshots(sample, ckpt)
+        status, ep, snaps, seeds, samples = _chunk_snapshots(sample, ckpt)
         seeds = list(chunk_seeds) if seeds[0] < 0 else seeds
         for c, seed in enumerate(seeds):
             sh = _shares(np.asarray(snaps["h2_teacher"][c], np.float64),
@@ -78,11 +95,14 @@ def main() -> int:
                 cells.append(f"{sh['total'][sel].mean():.0f} ({sh['single'][sel].mean():.2f})"
                              if sel.any() else "")
             rows.append(f"| {seed} | {status} | " + " | ".join(cells) + " |")
+            if samples is not None:
+                footer.append(f"- seed {seed}, window: "
+                              + _finished_summary(samples, c, start, n))
     lines = [
         "# Figs. 4/5 at the paper's scale: the teacher power of each chain along the run",
         "",
         f"Run: `{args.run}` (`{args.config}`: n = {n}, C1 = C2 = {C}, {steps} steps, "
-        f"window from step {exp.sampler.schedule.get('sample_start', 0)}); made by "
+        f"window from step {start}); made by "
         "`studies/cnn3_specialization/trace.py`.",
         "",
         f"Each cell: P = Σ_c (h2_c·ĥ2*)² over all {C} hidden channels, mean over the block "
@@ -94,6 +114,11 @@ def main() -> int:
         "| seed | job | " + " | ".join(f"steps {h}" for h in head) + " |",
         "|---|---|" + "---|" * len(head),
         *rows,
+        "",
+        "Finished chains (train MSE over the sampling window, its SE from the chain's own "
+        "τ_int of the loss; the chain's top Σ eigenvalue):",
+        "",
+        *footer,
     ]
     args.out.write_text("\n".join(lines) + "\n")
     print(args.out)
