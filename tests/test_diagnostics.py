@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from fleos.core.diagnostics import (
+    ar1_chains,
     autocorrelation,
     effective_sample_size,
     ess_bulk,
@@ -26,14 +27,8 @@ from fleos.core.diagnostics import (
 
 
 def ar1(phi: float, n: int, chains: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    e = rng.standard_normal((chains, n))
-    x = np.empty((chains, n))
-    x[:, 0] = e[:, 0]  # start in the stationary law: no burn-in needed
-    s = np.sqrt(1 - phi**2)
-    for t in range(1, n):
-        x[:, t] = phi * x[:, t - 1] + s * e[:, t]
-    return x
+    """Stationary from the first draw: no burn-in needed."""
+    return ar1_chains(np.random.default_rng(seed), chains, n, phi)
 
 
 def sokal_rel_se(tau: float, n_total: int) -> float:
@@ -48,6 +43,17 @@ def test_iat_ar1_single_chain(phi: float, method: str) -> None:
     tau = (1 + phi) / (1 - phi)
     est = integrated_autocorr_time(x, method=method)
     assert abs(est / tau - 1) < 4 * sokal_rel_se(tau, n) + 0.01
+
+
+def test_ar1_chains_per_chain_rho_gives_each_chain_its_tau_and_unit_variance() -> None:
+    # the null chains of the R̂ calibrations: one ρ per chain, equal (unit) variances
+    rho, n = np.array([0.0, 0.5, 0.8]), 50_000
+    x = ar1_chains(np.random.default_rng(3), 3, n, rho)
+    for row, r in zip(x, rho, strict=True):
+        tau = (1 + r) / (1 - r)
+        assert abs(integrated_autocorr_time(row) / tau - 1) < 4 * sokal_rel_se(tau, n) + 0.01
+        # the sample variance has relative SE √(2(1 + ρ²)/((1 − ρ²) n)) ≤ √(2τ/n); 4 such SE
+        assert abs(row.var() - 1) < 4 * np.sqrt(2 * tau / n)
 
 
 @pytest.mark.parametrize("method", ["sokal", "geyer"])

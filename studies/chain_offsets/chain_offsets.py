@@ -40,6 +40,7 @@ from scipy import stats
 from fleos.analysis.aggregate import equilibration_record, load_chunks
 from fleos.core.diagnostics import (
     EquilibriumGates,
+    ar1_chains,
     ess_bulk,
     integrated_autocorr_time,
     rhat_rank,
@@ -62,18 +63,9 @@ def chain_offsets(x: np.ndarray, step: float) -> dict:
 
 
 def _ar1_null(tau: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-    """One null data set: per chain an AR(1) series of `length` with the coefficient
-    φ = (τ − 1)/(τ + 1) that gives the integrated autocorrelation time τ (in snapshots),
-    started in its stationary law (the same unit variance for every chain, as in
-    equilibrium); no offsets between chains."""
-    phi = (tau - 1) / (tau + 1)
-    e = rng.standard_normal((len(tau), length))
-    y = np.empty_like(e)
-    y[:, 0] = e[:, 0]
-    scale = np.sqrt(1 - phi**2)
-    for t in range(1, length):
-        y[:, t] = phi * y[:, t - 1] + scale * e[:, t]
-    return y
+    """One null data set: per chain a stationary unit-variance AR(1) series of `length`
+    (`ar1_chains`) whose integrated autocorrelation time is that chain's τ (in snapshots)."""
+    return ar1_chains(rng, len(tau), length, (tau - 1) / (tau + 1))
 
 
 def _passes(y: np.ndarray, gates: EquilibriumGates) -> bool:

@@ -21,18 +21,7 @@ import argparse
 
 import numpy as np
 
-from fleos.core.diagnostics import ess_bulk, rhat_rank
-
-
-def ar1_chains(rng: np.random.Generator, chains: int, draws: int, rho: float) -> np.ndarray:
-    """(chains, draws) stationary AR(1) with unit variance."""
-    z = rng.standard_normal((chains, draws))
-    x = np.empty_like(z)
-    x[:, 0] = z[:, 0]
-    s = np.sqrt(1.0 - rho**2)
-    for t in range(1, draws):
-        x[:, t] = rho * x[:, t - 1] + s * z[:, t]
-    return x
+from fleos.core.diagnostics import ar1_chains, ess_bulk, rhat_rank
 
 
 def _fraction(hits: np.ndarray) -> str:

@@ -13,7 +13,9 @@ functions quantify both:
   folding, and localization: an improved R̂ for assessing convergence of MCMC", Bayesian
   Analysis 16, 667 (2021) (the conventions of Stan and ArviZ, to which the tests compare);
 * `half_drift`: the change of the mean between the first and second half of the window, in
-  units of its Monte Carlo standard error.
+  units of its Monte Carlo standard error;
+* `ar1_chains`: stationary AR(1) chains, the null model against which these diagnostics'
+  chance failures are calibrated.
 
 Conventions: a 1-D array is one chain; a 2-D array is (chains, time). Computations in float64.
 """
@@ -222,6 +224,23 @@ def half_drift(x: np.ndarray) -> tuple[float, float]:
     diff = float(second.mean() - first.mean())
     se = float(np.hypot(mcse_mean(first), mcse_mean(second)))
     return diff, (diff / se if se > 0 else (0.0 if diff == 0 else float("inf")))
+
+
+def ar1_chains(rng: np.random.Generator, chains: int, draws: int,
+               rho: float | np.ndarray) -> np.ndarray:
+    """(chains, draws) stationary AR(1) series with unit variance and no offsets between
+    chains: x_t = ρ x_{t−1} + √(1 − ρ²) z_t, x_0 = z_0. `rho` is one lag-one correlation for
+    every chain or one per chain; its τ_int is (1 + ρ)/(1 − ρ), so ρ = (τ − 1)/(τ + 1) gives
+    a chain of integrated autocorrelation time τ. Equal variances matter: chains of unequal
+    variance fail the rank-normalised R̂ (its folded part) without any slow mode."""
+    rho = np.broadcast_to(np.asarray(rho, np.float64), (chains,))
+    z = rng.standard_normal((chains, draws))
+    x = np.empty_like(z)
+    x[:, 0] = z[:, 0]
+    s = np.sqrt(1.0 - rho**2)
+    for t in range(1, draws):
+        x[:, t] = rho * x[:, t - 1] + s * z[:, t]
+    return x
 
 
 @dataclass(frozen=True)
