@@ -22,10 +22,11 @@ import numpy as np
 from specialization import SPECIALISED, _shares, cnn3_experiment, fail
 
 
-def _chunk_snapshots(sample: Path, ckpt: Path
+def _chunk_snapshots(sample: Path, ckpt: Path, seeds: tuple[int, ...]
                      ) -> tuple[str, np.ndarray, dict, list[int], dict | None]:
-    """(status, epochs, {name: (chains, T, ...)}, seeds, the samples or None) of one chunk:
-    from its finished sample file, else from its checkpoint (status 'running, at step k')."""
+    """(status, epochs, {name: (chains, T, ...)}, seeds, the samples or None) of one chunk
+    of `seeds`: from its finished sample file, else from its checkpoint (status 'running, at
+    step k')."""
     from fleos.sampling.io import load_checkpoint, read_samples
 
     if sample.is_file():
@@ -35,10 +36,8 @@ def _chunk_snapshots(sample: Path, ckpt: Path
                 [int(x) for x in np.asarray(s["seeds"])], s)
     doc = load_checkpoint(ckpt)
     arrays = doc["arrays"]
-    n_chains = len(arrays["lr_scale"])
-    epochs = np.asarray(arrays["snap_epochs"])
-    step = int(doc["meta"]["step"])
-    return f"running, at step {step}", epochs, arrays["snaps"], [-1] * n_chains, None
+    return (f"running, at step {int(doc['meta']['step'])}", np.asarray(arrays["snap_epochs"]),
+            arrays["snaps"], list(seeds), None)
 
 
 def _finished_summary(s: dict, c: int, start: int, n: int) -> str:
@@ -84,8 +83,7 @@ def main() -> int:
             rows.append(f"| {', '.join(map(str, chunk_seeds))} | not started |"
                         + " |" * len(head))
             continue
-        status, ep, snaps, seeds, samples = _chunk_snapshots(sample, ckpt)
-        seeds = list(chunk_seeds) if seeds[0] < 0 else seeds
+        status, ep, snaps, seeds, samples = _chunk_snapshots(sample, ckpt, chunk_seeds)
         for c, seed in enumerate(seeds):
             sh = _shares(np.asarray(snaps["h2_teacher"][c], np.float64),
                          np.asarray(snaps["h2_teacher_msq"][c], np.float64), C)
